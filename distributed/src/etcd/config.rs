@@ -1,0 +1,216 @@
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+use tracing::{debug, instrument};
+
+use super::EtcdError;
+
+/// The endpoint used when `ETCD_ENDPOINTS` is not set: the long-lived etcd of
+/// `cargo xtask services up`.
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:2379";
+
+/// Where etcd is and how to log in.
+///
+/// Defaults: endpoint [`DEFAULT_ENDPOINT`], no credentials, 5 s to connect
+/// (including the first request, so a dead endpoint fails in bounded time),
+/// 10 s per request thereafter.
+#[derive(Clone)]
+pub struct EtcdConfig {
+    endpoints: Vec<String>,
+    credentials: Option<(String, String)>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for EtcdConfig {
+    // Written by hand so that a password never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            endpoints: vec![DEFAULT_ENDPOINT.to_string()],
+            credentials: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl EtcdConfig {
+    /// The given endpoints (`host:port` or `http://host:port`), other settings
+    /// at their defaults.
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
+        EtcdConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            ..EtcdConfig::default()
+        }
+    }
+
+    /// Reads `ETCD_ENDPOINTS` (comma-separated; default [`DEFAULT_ENDPOINT`])
+    /// and `ETCD_USER` / `ETCD_PASSWORD` (both or neither).
+    pub fn from_env() -> Result<Self, EtcdError> {
+        let mut config = match std::env::var("ETCD_ENDPOINTS") {
+            Ok(list) => EtcdConfig::new(split_endpoints(&list)),
+            Err(_) => EtcdConfig::default(),
+        };
+        match (std::env::var("ETCD_USER"), std::env::var("ETCD_PASSWORD")) {
+            (Ok(user), Ok(password)) => config = config.credentials(user, password),
+            (Err(_), Err(_)) => {}
+            _ => {
+                return Err(EtcdError::InvalidConfig(
+                    "set both ETCD_USER and ETCD_PASSWORD, or neither".into(),
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Replaces the endpoints with a comma-separated list, as in `--addr`.
+    pub fn endpoints_from_list(mut self, list: &str) -> Self {
+        self.endpoints = split_endpoints(list);
+        self
+    }
+
+    /// Logs in with this user and password.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
+    /// How long connecting (and the first request) may take. Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long each later request may take. Default 10 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The endpoints, as given.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    fn validate(&self) -> Result<(), EtcdError> {
+        if self.endpoints.is_empty() {
+            return Err(EtcdError::InvalidConfig(
+                "no endpoints: give at least one host:port".into(),
+            ));
+        }
+        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err(EtcdError::InvalidConfig("timeouts must be greater than zero".into()));
+        }
+        if let Some((user, _)) = &self.credentials
+            && user.is_empty()
+        {
+            return Err(EtcdError::InvalidConfig("the user name is empty".into()));
+        }
+        Ok(())
+    }
+
+    /// Connects and proves the connection with one request, all within the
+    /// connect timeout.
+    ///
+    /// Errors: [`EtcdError::Unreachable`] when nothing answers in time,
+    /// [`EtcdError::AuthenticationFailed`] for wrong credentials.
+    ///
+    /// Cancel safety: dropping the future drops the half-made connection;
+    /// nothing is left behind on the server.
+    #[instrument(level = "debug", skip(self), fields(endpoints = ?self.endpoints))]
+    pub async fn connect(&self) -> Result<Client, EtcdError> {
+        self.validate()?;
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(self.connect_timeout)
+            .with_timeout(self.request_timeout);
+        if let Some((user, password)) = &self.credentials {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        let user = self.credentials.as_ref().map(|(user, _)| user.as_str());
+        // The client connects lazily, so a dead endpoint would only show on
+        // the first request; `status` is that request, and the timeout covers
+        // both steps.
+        let attempt = async {
+            let mut client = Client::connect(&self.endpoints, Some(options)).await?;
+            client.status().await?;
+            Ok::<_, etcd_client::Error>(client)
+        };
+        match tokio::time::timeout(self.connect_timeout, attempt).await {
+            Ok(Ok(client)) => {
+                debug!("connected to etcd");
+                Ok(client)
+            }
+            Ok(Err(error)) => match EtcdError::from_client(error, user) {
+                EtcdError::Client(etcd_client::Error::TransportError(_)) => {
+                    Err(self.unreachable())
+                }
+                EtcdError::Client(etcd_client::Error::GRpcStatus(status))
+                    if status.code() == tonic::Code::Unavailable =>
+                {
+                    Err(self.unreachable())
+                }
+                other => Err(other),
+            },
+            Err(_elapsed) => Err(self.unreachable()),
+        }
+    }
+
+    fn unreachable(&self) -> EtcdError {
+        EtcdError::Unreachable {
+            endpoints: self.endpoints.join(","),
+            waited: self.connect_timeout,
+        }
+    }
+}
+
+fn split_endpoints(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_list_is_split_and_trimmed() {
+        let config = EtcdConfig::default().endpoints_from_list(" a:1, b:2,,c:3 ");
+        assert_eq!(config.endpoints(), ["a:1", "b:2", "c:3"]);
+    }
+
+    #[tokio::test]
+    async fn empty_endpoint_list_is_rejected_before_any_io() {
+        let error = EtcdConfig::new(Vec::<String>::new()).connect().await.unwrap_err();
+        assert!(matches!(error, EtcdError::InvalidConfig(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn zero_timeout_is_rejected() {
+        let error = EtcdConfig::default()
+            .connect_timeout(Duration::ZERO)
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(matches!(error, EtcdError::InvalidConfig(_)), "{error}");
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let config = EtcdConfig::default().credentials("root", "s3cret");
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,48 @@
+use std::time::Duration;
+
+/// Errors from the etcd recipes. Each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EtcdError {
+    /// No etcd answered in time.
+    #[error(
+        "no etcd answered at {endpoints} within {waited:?}: run `cargo xtask services up` \
+         or set ETCD_ENDPOINTS to your cluster (comma-separated host:port)"
+    )]
+    Unreachable {
+        /// The endpoints tried, comma-separated.
+        endpoints: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+
+    /// The server rejected the user name or password.
+    #[error("etcd rejected the credentials of user `{user}`: check ETCD_USER and ETCD_PASSWORD")]
+    AuthenticationFailed {
+        /// The user that tried to log in.
+        user: String,
+    },
+
+    /// The configuration is unusable (empty endpoint list, zero timeout, ...).
+    #[error("invalid etcd configuration: {0}")]
+    InvalidConfig(String),
+
+    /// Any other error from the server or the client library.
+    #[error("etcd request failed: {0}")]
+    Client(#[from] etcd_client::Error),
+}
+
+impl EtcdError {
+    /// Classifies an error from `etcd-client`: a rejected login becomes
+    /// [`EtcdError::AuthenticationFailed`], everything else stays as it is.
+    pub(crate) fn from_client(error: etcd_client::Error, user: Option<&str>) -> Self {
+        let rejected_login = matches!(&error, etcd_client::Error::GRpcStatus(status)
+            if status.message().contains("authentication failed"));
+        match (rejected_login, user) {
+            (true, Some(user)) => EtcdError::AuthenticationFailed {
+                user: user.to_string(),
+            },
+            _ => EtcdError::Client(error),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tracing::{debug, instrument};
+
+use super::RedisError;
+use super::error::is_auth_error;
+
+/// The URL used when `REDIS_URL` is not set: the long-lived Redis of
+/// `cargo xtask services up`.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
+
+/// Where Redis is. The password, database and TLS (`rediss://`) all come from
+/// the URL.
+///
+/// Defaults: [`DEFAULT_URL`], 5 s to connect (including a first `PING`),
+/// 5 s per response.
+#[derive(Clone)]
+pub struct RedisConfig {
+    url: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &mask_password(&self.url))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// This URL, other settings at their defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Reads `REDIS_URL`, defaulting to [`DEFAULT_URL`].
+    pub fn from_env() -> Self {
+        RedisConfig::new(std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_string()))
+    }
+
+    /// How long connecting (and the first `PING`) may take. Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long each response may take. Default 5 s.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// The URL with any password replaced by `***`, for messages.
+    pub fn display_url(&self) -> String {
+        mask_password(&self.url)
+    }
+
+    /// A `redis::Client` for this URL; fails with [`RedisError::BadUrl`].
+    pub fn client(&self) -> Result<redis::Client, RedisError> {
+        redis::Client::open(self.url.as_str()).map_err(|error| RedisError::BadUrl {
+            url: self.display_url(),
+            reason: error.to_string(),
+        })
+    }
+
+    /// Connects and proves the connection with a `PING`, all within the
+    /// connect timeout. The returned manager reconnects by itself later.
+    ///
+    /// Cancel safety: dropping the future drops the half-made connection.
+    #[instrument(level = "debug", skip(self), fields(url = %self.display_url()))]
+    pub async fn connect(&self) -> Result<ConnectionManager, RedisError> {
+        if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
+            return Err(RedisError::InvalidConfig("timeouts must be greater than zero".into()));
+        }
+        let client = self.client()?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(2);
+        let attempt = async {
+            let mut manager = ConnectionManager::new_with_config(client, config).await?;
+            redis::cmd("PING").query_async::<String>(&mut manager).await?;
+            Ok::<_, redis::RedisError>(manager)
+        };
+        match tokio::time::timeout(self.connect_timeout, attempt).await {
+            Ok(Ok(manager)) => {
+                debug!("connected to redis");
+                Ok(manager)
+            }
+            Ok(Err(error)) if is_auth_error(&error) => Err(RedisError::AuthenticationFailed {
+                url: self.display_url(),
+                detail: error.to_string(),
+            }),
+            Ok(Err(error)) if error.is_io_error() || error.is_timeout() => {
+                Err(self.unreachable())
+            }
+            Ok(Err(error)) => Err(RedisError::Client(error)),
+            Err(_elapsed) => Err(self.unreachable()),
+        }
+    }
+
+    fn unreachable(&self) -> RedisError {
+        RedisError::Unreachable {
+            url: self.display_url(),
+            waited: self.connect_timeout,
+        }
+    }
+}
+
+/// `redis://user:secret@host/` becomes `redis://user:***@host/`.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(mask_password("redis://:pw@h:1/"), "redis://:***@h:1/");
+        assert_eq!(mask_password("rediss://u:pw@h:1/0"), "rediss://u:***@h:1/0");
+        assert_eq!(mask_password("redis://h:1/"), "redis://h:1/");
+    }
+
+    #[test]
+    fn a_bad_url_is_a_clear_error() {
+        let error = RedisConfig::new("http://nope").client().unwrap_err();
+        assert!(matches!(error, RedisError::BadUrl { .. }), "{error}");
+        assert!(error.to_string().contains("redis://"), "{error}");
+    }
+}

@@ -1,0 +1,58 @@
+use std::time::Duration;
+
+/// Errors from the Redis primitives. Each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// The URL could not be parsed.
+    #[error(
+        "`{url}` is not a usable Redis URL ({reason}): write redis://[:PASSWORD@]HOST:PORT[/DB] \
+         or rediss:// for TLS"
+    )]
+    BadUrl {
+        /// The URL with any password masked.
+        url: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// No Redis answered in time.
+    #[error(
+        "no Redis answered at {url} within {waited:?}: run `cargo xtask services up` \
+         or set REDIS_URL"
+    )]
+    Unreachable {
+        /// The URL with any password masked.
+        url: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+
+    /// The server wants a password that was not given, or rejected the one given.
+    #[error(
+        "Redis at {url} refused us ({detail}): put the right password in REDIS_URL, \
+         as redis://:PASSWORD@HOST:PORT/"
+    )]
+    AuthenticationFailed {
+        /// The URL with any password masked.
+        url: String,
+        /// What the server said.
+        detail: String,
+    },
+
+    /// The configuration is unusable.
+    #[error("invalid Redis configuration: {0}")]
+    InvalidConfig(String),
+
+    /// Any other error from the server or the client library.
+    #[error("Redis request failed: {0}")]
+    Client(#[from] redis::RedisError),
+}
+
+/// True when `error` says that a password is missing or wrong.
+pub(crate) fn is_auth_error(error: &redis::RedisError) -> bool {
+    if error.kind() == redis::ErrorKind::AuthenticationFailed {
+        return true;
+    }
+    matches!(error.code(), Some("NOAUTH") | Some("WRONGPASS"))
+}

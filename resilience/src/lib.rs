@@ -1,0 +1,5 @@
+//! Resilience patterns: sliding-window and GCRA rate limiters, adaptive
+//! concurrency limits, a circuit breaker with resilience4j's semantics,
+//! retries with a budget, and tower layers.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]

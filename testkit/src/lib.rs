@@ -1,0 +1,50 @@
+//! Real servers for tests, benches and examples: `etcd` (one or three members)
+//! and `redis-server`, each on free `127.0.0.1` ports with its own temporary
+//! data directory.
+//!
+//! Why real servers and not mocks: the bugs worth catching in distributed
+//! code live in the server's semantics (revisions, leases, watches, Lua
+//! atomicity, what happens when a member dies). A mock agrees with whatever
+//! the author believed.
+//!
+//! Guarantees:
+//! - Every child is killed when its handle is dropped, including while a
+//!   panicking test unwinds.
+//! - Every child is also started with `PR_SET_PDEATHSIG = SIGKILL` from a
+//!   helper thread that lives as long as the process, so even a test binary
+//!   that aborts, or a server kept in a `static`, leaves no server behind.
+//! - A missing binary is an error that names the Debian package to install.
+//! - Starting waits until the server answers, within a bounded time, and
+//!   fails with the tail of the server's log otherwise.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), testkit::TestkitError> {
+//! let etcd = testkit::EtcdCluster::start(3)?;
+//! println!("endpoints: {}", etcd.endpoints_env());
+//! etcd.kill(etcd.leader()?)?; // the cluster keeps a quorum of two
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+mod binaries;
+mod error;
+mod etcd;
+mod ports;
+mod probe;
+mod process;
+mod redis;
+mod shared;
+
+pub use binaries::{Binary, find_binary};
+pub use error::TestkitError;
+pub use etcd::{EtcdBuilder, EtcdCluster};
+pub use ports::free_port;
+pub use probe::{etcd_is_healthy, redis_answers};
+pub use redis::{RedisBuilder, RedisServer};
+pub use shared::{shared_etcd, shared_redis};
+
+/// The prefix of every temporary directory testkit creates. `cargo xtask test`
+/// looks for processes whose command line contains it to prove that no server
+/// outlived the tests.
+pub const TEMP_PREFIX: &str = "cpr-testkit-";

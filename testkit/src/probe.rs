@@ -1,0 +1,57 @@
+//! Tiny health probes that need no client library: an HTTP/1.0 GET for etcd's
+//! `/health` and `/metrics`, and an inline `PING` for Redis.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Sends `GET path` to `addr` and returns the response (headers and body), or
+/// `None` if nothing answered in time.
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    stream.set_write_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// True when the etcd member whose client port is `addr` reports itself
+/// healthy (it has a leader and can serve a read).
+pub fn etcd_is_healthy(addr: SocketAddr) -> bool {
+    http_get(addr, "/health")
+        .map(|response| response.contains("\"health\":\"true\""))
+        .unwrap_or(false)
+}
+
+/// True when the etcd member at `addr` says it is the Raft leader. Read from
+/// its Prometheus metrics, which need no authentication.
+pub(crate) fn etcd_is_leader(addr: SocketAddr) -> bool {
+    http_get(addr, "/metrics")
+        .map(|metrics| metrics.lines().any(|line| line.trim() == "etcd_server_is_leader 1"))
+        .unwrap_or(false)
+}
+
+/// True when a Redis server answers on `addr`, with `+PONG`, or with
+/// `-NOAUTH` when it requires a password: both mean it is up.
+pub fn redis_answers(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) else {
+        return false;
+    };
+    if stream.set_read_timeout(Some(PROBE_TIMEOUT)).is_err()
+        || stream.write_all(b"PING\r\n").is_err()
+    {
+        return false;
+    }
+    let mut reply = [0u8; 64];
+    match stream.read(&mut reply) {
+        Ok(n) => {
+            let reply = &reply[..n];
+            reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH")
+        }
+        Err(_) => false,
+    }
+}
