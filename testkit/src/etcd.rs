@@ -153,7 +153,9 @@ impl EtcdCluster {
             index,
             members: self.members.len(),
         })?;
-        Ok(member.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        Ok(member
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     fn spawn_member(&self, member: &Member) -> Result<Child, TestkitError> {
@@ -166,7 +168,10 @@ impl EtcdCluster {
             .arg(format!("--listen-client-urls=http://{}", member.client))
             .arg(format!("--advertise-client-urls=http://{}", member.client))
             .arg(format!("--listen-peer-urls=http://{}", member.peer))
-            .arg(format!("--initial-advertise-peer-urls=http://{}", member.peer))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://{}",
+                member.peer
+            ))
             .arg(format!("--initial-cluster={}", self.initial_cluster))
             .arg("--initial-cluster-state=new")
             .arg("--initial-cluster-token=testkit")

@@ -40,7 +40,7 @@ pub use binaries::{Binary, find_binary};
 pub use error::TestkitError;
 pub use etcd::{EtcdBuilder, EtcdCluster};
 pub use ports::free_port;
-pub use probe::{etcd_is_healthy, redis_answers};
+pub use probe::{etcd_grpc_calls, etcd_is_healthy, redis_answers};
 pub use redis::{RedisBuilder, RedisServer};
 pub use shared::{shared_etcd, shared_redis};
 

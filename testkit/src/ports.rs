@@ -21,7 +21,9 @@ pub fn free_port() -> Result<u16, TestkitError> {
             .local_addr()
             .map_err(|e| TestkitError::io("reading a bound port", e))?
             .port();
-        let mut guard = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = HANDED_OUT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if guard.get_or_insert_with(HashSet::new).insert(port) {
             return Ok(port);
         }

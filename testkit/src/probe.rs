@@ -31,7 +31,11 @@ pub fn etcd_is_healthy(addr: SocketAddr) -> bool {
 /// its Prometheus metrics, which need no authentication.
 pub(crate) fn etcd_is_leader(addr: SocketAddr) -> bool {
     http_get(addr, "/metrics")
-        .map(|metrics| metrics.lines().any(|line| line.trim() == "etcd_server_is_leader 1"))
+        .map(|metrics| {
+            metrics
+                .lines()
+                .any(|line| line.trim() == "etcd_server_is_leader 1")
+        })
         .unwrap_or(false)
 }
 
@@ -54,4 +58,21 @@ pub fn redis_answers(addr: SocketAddr) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// How many gRPC calls the etcd member at `addr` has started since it began
+/// (`grpc_server_started_total`, summed over methods), from its metrics.
+///
+/// Benchmarks read it before and after a run to report real round trips per
+/// operation rather than what the code is believed to send. A watch stream
+/// counts once however many events it carries.
+pub fn etcd_grpc_calls(addr: SocketAddr) -> Option<u64> {
+    let metrics = http_get(addr, "/metrics")?;
+    let total = metrics
+        .lines()
+        .filter(|line| line.starts_with("grpc_server_started_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    // Counters are printed as floats; they hold whole numbers.
+    Some(total as u64)
 }

@@ -6,7 +6,7 @@
 //! child is forked by one helper thread that lives until the process exits.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Mutex, OnceLock};
@@ -70,7 +70,9 @@ pub(crate) fn spawn_child(mut command: Command, log: &Path) -> Result<Child, Tes
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .send((command, reply))
-        .map_err(|_| TestkitError::io("spawning", std::io::Error::other("spawner thread is gone")))?;
+        .map_err(|_| {
+            TestkitError::io("spawning", std::io::Error::other("spawner thread is gone"))
+        })?;
     answer
         .recv()
         .map_err(|_| TestkitError::io("spawning", std::io::Error::other("spawner thread is gone")))?
@@ -110,7 +112,7 @@ pub(crate) fn log_tail(log: &Path, lines: usize) -> String {
 pub(crate) fn wait_until_ready(
     what: &str,
     child: &mut Child,
-    log: &PathBuf,
+    log: &Path,
     limit: Duration,
     mut ready: impl FnMut() -> bool,
 ) -> Result<(), TestkitError> {
@@ -123,7 +125,7 @@ pub(crate) fn wait_until_ready(
             return Err(TestkitError::Exited {
                 what: what.to_string(),
                 status: status.to_string(),
-                log: log.clone(),
+                log: log.to_path_buf(),
                 tail: log_tail(log, 20),
             });
         }
@@ -131,7 +133,7 @@ pub(crate) fn wait_until_ready(
             return Err(TestkitError::NotReady {
                 what: what.to_string(),
                 seconds: limit.as_secs(),
-                log: log.clone(),
+                log: log.to_path_buf(),
                 tail: log_tail(log, 20),
             });
         }

@@ -108,9 +108,7 @@ impl RedisServer {
         let child = guard.insert(spawn_child(command, &self.log)?);
         let addr = self.addr;
         let what = format!("redis-server on {addr}");
-        let result = wait_until_ready(&what, child, &self.log, READY_LIMIT, || {
-            redis_answers(addr)
-        });
+        let result = wait_until_ready(&what, child, &self.log, READY_LIMIT, || redis_answers(addr));
         if result.is_err()
             && let Some(mut child) = guard.take()
         {
@@ -174,7 +172,12 @@ impl RedisServer {
 
     /// Freezes the server with SIGSTOP.
     pub fn pause(&self) -> Result<(), TestkitError> {
-        match self.child.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        match self
+            .child
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             Some(child) => signal(child, libc::SIGSTOP),
             None => Ok(()),
         }
@@ -182,7 +185,12 @@ impl RedisServer {
 
     /// Resumes a server frozen by [`pause`](Self::pause).
     pub fn resume(&self) -> Result<(), TestkitError> {
-        match self.child.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        match self
+            .child
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             Some(child) => signal(child, libc::SIGCONT),
             None => Ok(()),
         }

@@ -19,7 +19,12 @@ static REDIS: OnceLock<Result<RedisServer, String>> = OnceLock::new();
 pub fn shared_etcd() -> Result<&'static EtcdCluster, TestkitError> {
     ETCD.get_or_init(|| EtcdCluster::start(1).map_err(|e| e.to_string()))
         .as_ref()
-        .map_err(|message| TestkitError::io("starting the shared etcd", std::io::Error::other(message.clone())))
+        .map_err(|message| {
+            TestkitError::io(
+                "starting the shared etcd",
+                std::io::Error::other(message.clone()),
+            )
+        })
 }
 
 /// A `redis-server` shared by every test of this process.
@@ -27,5 +32,10 @@ pub fn shared_redis() -> Result<&'static RedisServer, TestkitError> {
     REDIS
         .get_or_init(|| RedisServer::start().map_err(|e| e.to_string()))
         .as_ref()
-        .map_err(|message| TestkitError::io("starting the shared redis", std::io::Error::other(message.clone())))
+        .map_err(|message| {
+            TestkitError::io(
+                "starting the shared redis",
+                std::io::Error::other(message.clone()),
+            )
+        })
 }

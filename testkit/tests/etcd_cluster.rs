@@ -41,7 +41,10 @@ async fn read(client: &mut Client, key: &str) -> Option<String> {
         async move { client.get(key, None).await }
     })
     .await;
-    response.kvs().first().map(|kv| kv.value_str().unwrap().to_string())
+    response
+        .kvs()
+        .first()
+        .map(|kv| kv.value_str().unwrap().to_string())
 }
 
 async fn write(client: &mut Client, key: &str, value: &str) {
@@ -92,14 +95,20 @@ async fn a_paused_member_stops_answering_until_resumed() {
     cluster.resume(0).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !etcd_is_healthy(addr) {
-        assert!(Instant::now() < deadline, "member did not come back after SIGCONT");
+        assert!(
+            Instant::now() < deadline,
+            "member did not come back after SIGCONT"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 #[tokio::test]
 async fn auth_rejects_a_wrong_password_and_anonymous_writes() {
-    let cluster = EtcdCluster::builder().root_password("right-horse").start().unwrap();
+    let cluster = EtcdCluster::builder()
+        .root_password("right-horse")
+        .start()
+        .unwrap();
     let (user, password) = cluster.credentials().unwrap();
     let endpoints = cluster.endpoints();
 
@@ -110,11 +119,17 @@ async fn auth_rejects_a_wrong_password_and_anonymous_writes() {
         Ok(_) => panic!("a wrong password must be rejected"),
         Err(error) => error.to_string(),
     };
-    assert!(error.contains("authentication failed"), "unclear error: {error}");
+    assert!(
+        error.contains("authentication failed"),
+        "unclear error: {error}"
+    );
 
     let mut anonymous = client(endpoints.clone()).await;
     let error = anonymous.put("k", "v", None).await.unwrap_err().to_string();
-    assert!(error.contains("user name is empty") || error.contains("permission denied"), "{error}");
+    assert!(
+        error.contains("user name is empty") || error.contains("permission denied"),
+        "{error}"
+    );
 
     let right = ConnectOptions::new().with_user(user, password);
     let mut root = Client::connect(&endpoints, Some(right)).await.unwrap();
@@ -123,9 +138,15 @@ async fn auth_rejects_a_wrong_password_and_anonymous_writes() {
 
 #[tokio::test]
 async fn an_invalid_member_count_or_index_is_an_error_not_a_panic() {
-    assert!(matches!(EtcdCluster::start(2), Err(testkit::TestkitError::BadMemberCount(2))));
+    assert!(matches!(
+        EtcdCluster::start(2),
+        Err(testkit::TestkitError::BadMemberCount(2))
+    ));
     let cluster = EtcdCluster::start(1).unwrap();
-    assert!(matches!(cluster.kill(5), Err(testkit::TestkitError::NoSuchMember { index: 5, .. })));
+    assert!(matches!(
+        cluster.kill(5),
+        Err(testkit::TestkitError::NoSuchMember { index: 5, .. })
+    ));
 }
 
 #[test]
@@ -137,6 +158,9 @@ fn dropping_the_cluster_kills_every_member() {
     }
     drop(cluster);
     for pid in &pids {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "etcd {pid} outlived its handle");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "etcd {pid} outlived its handle"
+        );
     }
 }

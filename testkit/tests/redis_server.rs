@@ -28,7 +28,11 @@ async fn start_many_gives_independent_servers() {
     // A key written to one is not on another: they are not replicas.
     let mut first = redis::Client::open(servers[0].url()).unwrap();
     let mut second = redis::Client::open(servers[1].url()).unwrap();
-    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut first).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut first)
+        .unwrap();
     let other: Option<String> = redis::cmd("GET").arg("k").query(&mut second).unwrap();
     assert_eq!(other, None);
 }
@@ -37,7 +41,11 @@ async fn start_many_gives_independent_servers() {
 async fn kill_and_restart_on_the_same_port() {
     let server = RedisServer::start().unwrap();
     let mut client = redis::Client::open(server.url()).unwrap();
-    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut client).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut client)
+        .unwrap();
 
     server.kill().unwrap();
     assert!(!redis_answers(server.addr()));

@@ -1,1 +1,74 @@
-fn main() {}
+//! The project's commands, run as `cargo xtask <command>`.
+//!
+//! - `tour`: the main job. Installs what is missing, starts local services,
+//!   runs every example in book order in its scripted mode, builds the book.
+//! - `test`: everything CI checks (`.ci/run` runs exactly this).
+//! - `bench [FILTER]`: the macro benchmarks, one JSON line each on stdout.
+//! - `services up|down|status`: a long-lived etcd and Redis for the
+//!   two-terminal interactive examples.
+//! - `ensure`: only the install step shared by the others.
+
+mod bench;
+mod book;
+mod ensure;
+mod leftovers;
+mod run;
+mod services;
+mod test;
+mod tour;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  tour                     install what is missing, run every example in book order, build the book
+  test                     everything CI checks: fmt, clippy, tests against real servers, loom, book
+  bench [FILTER]           macro benchmarks whose name contains FILTER, as JSON lines on stdout
+  services up|down|status  a long-lived etcd on 127.0.0.1:2379 and Redis on 127.0.0.1:6379
+  ensure                   only install what is missing (etcd, etcdctl, redis-server, protoc, mdbook)";
+
+/// An error for the user: printed as is, then the command exits with 1.
+pub type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["tour"] => tour::run(),
+        ["test"] => test::run(),
+        ["bench"] => bench::run(""),
+        ["bench", filter] => bench::run(filter),
+        ["services", "up"] => services::up(),
+        ["services", "down"] => services::down(),
+        ["services", "status"] => services::status(),
+        ["ensure"] => ensure::everything(),
+        ["help" | "--help" | "-h"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown command `{}`\n\n{USAGE}", args.join(" "))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the folder of the root `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    let xtask_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir.parent().map(PathBuf::from).unwrap_or(xtask_dir)
+}
+
+/// Cargo's target directory, honouring `CARGO_TARGET_DIR`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => workspace_root().join("target"),
+    }
+}

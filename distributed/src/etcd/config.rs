@@ -110,7 +110,9 @@ impl EtcdConfig {
             ));
         }
         if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
-            return Err(EtcdError::InvalidConfig("timeouts must be greater than zero".into()));
+            return Err(EtcdError::InvalidConfig(
+                "timeouts must be greater than zero".into(),
+            ));
         }
         if let Some((user, _)) = &self.credentials
             && user.is_empty()
@@ -152,9 +154,7 @@ impl EtcdConfig {
                 Ok(client)
             }
             Ok(Err(error)) => match EtcdError::from_client(error, user) {
-                EtcdError::Client(etcd_client::Error::TransportError(_)) => {
-                    Err(self.unreachable())
-                }
+                EtcdError::Client(etcd_client::Error::TransportError(_)) => Err(self.unreachable()),
                 EtcdError::Client(etcd_client::Error::GRpcStatus(status))
                     if status.code() == tonic::Code::Unavailable =>
                 {
@@ -194,7 +194,11 @@ mod tests {
 
     #[tokio::test]
     async fn empty_endpoint_list_is_rejected_before_any_io() {
-        let error = EtcdConfig::new(Vec::<String>::new()).connect().await.unwrap_err();
+        let error = EtcdConfig::new(Vec::<String>::new())
+            .connect()
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(error, EtcdError::InvalidConfig(_)), "{error}");
     }
 
@@ -204,7 +208,8 @@ mod tests {
             .connect_timeout(Duration::ZERO)
             .connect()
             .await
-            .unwrap_err();
+            .err()
+            .unwrap();
         assert!(matches!(error, EtcdError::InvalidConfig(_)), "{error}");
     }
 

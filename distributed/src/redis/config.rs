@@ -79,7 +79,9 @@ impl RedisConfig {
     #[instrument(level = "debug", skip(self), fields(url = %self.display_url()))]
     pub async fn connect(&self) -> Result<ConnectionManager, RedisError> {
         if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
-            return Err(RedisError::InvalidConfig("timeouts must be greater than zero".into()));
+            return Err(RedisError::InvalidConfig(
+                "timeouts must be greater than zero".into(),
+            ));
         }
         let client = self.client()?;
         let config = ConnectionManagerConfig::new()
@@ -88,7 +90,9 @@ impl RedisConfig {
             .set_number_of_retries(2);
         let attempt = async {
             let mut manager = ConnectionManager::new_with_config(client, config).await?;
-            redis::cmd("PING").query_async::<String>(&mut manager).await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut manager)
+                .await?;
             Ok::<_, redis::RedisError>(manager)
         };
         match tokio::time::timeout(self.connect_timeout, attempt).await {
@@ -100,9 +104,7 @@ impl RedisConfig {
                 url: self.display_url(),
                 detail: error.to_string(),
             }),
-            Ok(Err(error)) if error.is_io_error() || error.is_timeout() => {
-                Err(self.unreachable())
-            }
+            Ok(Err(error)) if error.is_io_error() || error.is_timeout() => Err(self.unreachable()),
             Ok(Err(error)) => Err(RedisError::Client(error)),
             Err(_elapsed) => Err(self.unreachable()),
         }

@@ -1,0 +1,87 @@
+//! Macro benchmarks against real servers: one JSON object per line on
+//! stdout, progress on stderr. Run through `cargo xtask bench [FILTER]`;
+//! the contract is in ../shared/BENCHMARKS.md.
+//!
+//! Servers come from `ETCD_ENDPOINTS` / `REDIS_URL` when set; otherwise a
+//! single-member etcd is started through testkit for the run.
+
+mod etcd;
+mod report;
+
+use std::time::Duration;
+
+use concurrency_patterns::distributed::etcd::{Client, EtcdConfig};
+use testkit::EtcdCluster;
+
+/// Every benchmark, in the order they run.
+const BENCHES: &[&str] = &["etcd.raw.put"];
+
+/// Lazily started or configured servers, shared by the benches of one run.
+#[derive(Default)]
+pub struct Servers {
+    etcd: Option<(EtcdConfig, Option<EtcdCluster>)>,
+}
+
+impl Servers {
+    /// A connected client, and the member addresses whose metrics count RPCs.
+    pub async fn etcd(&mut self) -> anyhow::Result<(Client, Vec<std::net::SocketAddr>)> {
+        if self.etcd.is_none() {
+            let started = if std::env::var_os("ETCD_ENDPOINTS").is_some() {
+                (EtcdConfig::from_env()?, None)
+            } else {
+                eprintln!("bench: starting a single-member etcd (set ETCD_ENDPOINTS to use yours)");
+                let cluster = EtcdCluster::start(1)?;
+                (EtcdConfig::new(cluster.endpoints()), Some(cluster))
+            };
+            self.etcd = Some(started);
+        }
+        let Some((config, _)) = &self.etcd else {
+            anyhow::bail!("etcd was not configured");
+        };
+        let client = config
+            .clone()
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        let addrs = config
+            .endpoints()
+            .iter()
+            .filter_map(|e| e.trim_start_matches("http://").parse().ok())
+            .collect();
+        Ok((client, addrs))
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench -- FILTER` also passes `--bench`; flags are not filters.
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut servers = Servers::default();
+        let selected: Vec<&str> = BENCHES
+            .iter()
+            .copied()
+            .filter(|name| name.contains(&filter))
+            .collect();
+        if selected.is_empty() {
+            anyhow::bail!(
+                "no benchmark matches `{filter}`; there are: {}",
+                BENCHES.join(", ")
+            );
+        }
+        for name in selected {
+            eprintln!("bench: {name}");
+            let line = match name {
+                "etcd.raw.put" => etcd::raw_put(&mut servers).await?,
+                other => anyhow::bail!("benchmark {other} is listed but not wired up"),
+            };
+            println!("{line}");
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,207 @@
+//! Every `{{#include}}` in the book resolves to code that exists.
+//!
+//! mdbook only logs a missing file and silently renders an empty listing for
+//! a missing anchor, so a chapter could lose its code without anyone noticing.
+//! This test fails naming the chapter and line instead.
+
+use std::path::{Path, PathBuf};
+
+/// One problem found, as `chapter:line: what`.
+type Problem = String;
+
+/// Checks every include directive in every Markdown file under `src`.
+fn check_book(src: &Path) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for chapter in markdown_files(src) {
+        let text = std::fs::read_to_string(&chapter).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            for directive in include_directives(line) {
+                if let Err(what) = check_include(&chapter, &directive) {
+                    problems.push(format!("{}:{}: {what}", chapter.display(), number + 1));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn markdown_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(markdown_files(&path));
+        } else if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The arguments of `{{#include …}}` and `{{#rustdoc_include …}}` on a line.
+fn include_directives(line: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = line;
+    while let Some(start) = rest.find("{{#") {
+        let after = &rest[start + 3..];
+        let Some(end) = after.find("}}") else { break };
+        let body = after[..end].trim();
+        if let Some(args) = body
+            .strip_prefix("include ")
+            .or_else(|| body.strip_prefix("rustdoc_include "))
+        {
+            found.push(args.trim().to_string());
+        }
+        rest = &after[end + 2..];
+    }
+    found
+}
+
+/// `path`, `path:anchor`, `path:N`, `path:N:M`, `path:N:` or `path::M`.
+fn check_include(chapter: &Path, directive: &str) -> Result<(), String> {
+    let (file, selector) = match directive.split_once(':') {
+        Some((file, selector)) => (file, Some(selector)),
+        None => (directive, None),
+    };
+    let path = chapter.parent().unwrap().join(file);
+    let code = std::fs::read_to_string(&path)
+        .map_err(|e| format!("`{directive}`: cannot read {}: {e}", path.display()))?;
+    let Some(selector) = selector else {
+        return if code.trim().is_empty() {
+            Err(format!("`{directive}`: the file is empty"))
+        } else {
+            Ok(())
+        };
+    };
+    let is_line_range = selector
+        .split(':')
+        .all(|part| part.is_empty() || part.parse::<usize>().is_ok());
+    if is_line_range {
+        let last = selector
+            .split(':')
+            .filter_map(|p| p.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0);
+        let lines = code.lines().count();
+        return if last > lines {
+            Err(format!(
+                "`{directive}`: line {last} is past the end ({lines} lines)"
+            ))
+        } else {
+            Ok(())
+        };
+    }
+    anchor_body(&code, selector)
+        .ok_or_else(|| {
+            format!("`{directive}`: no `ANCHOR: {selector}` … `ANCHOR_END: {selector}` pair")
+        })
+        .and_then(|body| {
+            if body.iter().all(|line| line.trim().is_empty()) {
+                Err(format!("`{directive}`: the anchor is empty"))
+            } else {
+                Ok(())
+            }
+        })
+}
+
+/// The lines between `ANCHOR: name` and `ANCHOR_END: name`, without other
+/// anchors' marker lines (mdbook drops those too).
+fn anchor_body<'a>(code: &'a str, name: &str) -> Option<Vec<&'a str>> {
+    let is_marker = |line: &str, kind: &str| {
+        line.split_once(kind)
+            .is_some_and(|(_, rest)| rest.trim().trim_end_matches("*/").trim() == name)
+    };
+    let mut lines = code.lines();
+    lines.by_ref().find(|line| is_marker(line, "ANCHOR:"))?;
+    let mut body = Vec::new();
+    for line in lines {
+        if is_marker(line, "ANCHOR_END:") {
+            return Some(body);
+        }
+        if !line.contains("ANCHOR:") && !line.contains("ANCHOR_END:") {
+            body.push(line);
+        }
+    }
+    None
+}
+
+#[test]
+fn every_include_in_the_book_resolves_to_non_empty_code() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("book")
+        .join("src");
+    let problems = check_book(&src);
+    assert!(
+        problems.is_empty(),
+        "broken includes in the book:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn every_chapter_in_the_summary_exists() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("book")
+        .join("src");
+    let summary = std::fs::read_to_string(src.join("SUMMARY.md")).unwrap();
+    let missing: Vec<&str> = summary
+        .lines()
+        .filter_map(|line| {
+            line.split_once("](")?
+                .1
+                .split_once(')')
+                .map(|(target, _)| target)
+        })
+        .filter(|target| !target.is_empty() && !src.join(target).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "SUMMARY.md lists chapters that do not exist: {missing:?}"
+    );
+}
+
+/// The checker itself must catch each kind of breakage, or the test above
+/// proves nothing.
+#[test]
+fn the_checker_catches_missing_files_anchors_and_empty_anchors() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        dir.path().join("code.rs"),
+        "// ANCHOR: full\nfn main() {}\n// ANCHOR_END: full\n// ANCHOR: empty\n\n// ANCHOR_END: empty\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("chapter.md"),
+        "{{#include ../code.rs:full}}\n\
+         {{#include ../missing.rs:full}}\n\
+         {{#include ../code.rs:nope}}\n\
+         {{#rustdoc_include ../code.rs:empty}}\n\
+         {{#include ../code.rs:1:99}}\n",
+    )
+    .unwrap();
+    let problems = check_book(&src);
+    let lines: Vec<&str> = problems
+        .iter()
+        .map(|p| p.rsplit_once(".md:").unwrap().1)
+        .collect();
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+    assert!(
+        lines[0].starts_with("2:") && lines[0].contains("cannot read"),
+        "{problems:#?}"
+    );
+    assert!(
+        lines[1].starts_with("3:") && lines[1].contains("no `ANCHOR: nope`"),
+        "{problems:#?}"
+    );
+    assert!(
+        lines[2].starts_with("4:") && lines[2].contains("empty"),
+        "{problems:#?}"
+    );
+    assert!(
+        lines[3].starts_with("5:") && lines[3].contains("past the end"),
+        "{problems:#?}"
+    );
+}

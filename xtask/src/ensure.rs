@@ -1,0 +1,171 @@
+//! The install step shared by `tour`, `test` and `bench`: makes sure the
+//! servers, protoc and the pinned book tools are there.
+//!
+//! As root with apt-get, missing Debian packages are installed; otherwise the
+//! exact commands are printed and the step fails. Book tools are installed
+//! with `cargo install --locked` at pinned versions (no root needed).
+
+use std::process::Command;
+
+use crate::Result;
+use crate::run::{cargo, find, step, version_of};
+
+/// A program that comes from a Debian package.
+struct DebianTool {
+    program: &'static str,
+    package: &'static str,
+}
+
+const DEBIAN_TOOLS: &[DebianTool] = &[
+    DebianTool {
+        program: "etcd",
+        package: "etcd-server",
+    },
+    DebianTool {
+        program: "etcdctl",
+        package: "etcd-client",
+    },
+    DebianTool {
+        program: "redis-server",
+        package: "redis-server",
+    },
+    DebianTool {
+        program: "redis-cli",
+        package: "redis-tools",
+    },
+    // etcd-client's build script compiles etcd's .proto files.
+    DebianTool {
+        program: "protoc",
+        package: "protobuf-compiler",
+    },
+];
+
+/// A program installed from crates.io at a pinned version.
+struct CargoTool {
+    program: &'static str,
+    krate: &'static str,
+    version: &'static str,
+    /// What `--version` must contain for the installed one to be accepted.
+    accepts: &'static str,
+    extra_args: &'static [&'static str],
+}
+
+const BOOK_TOOLS: &[CargoTool] = &[
+    CargoTool {
+        program: "mdbook",
+        krate: "mdbook",
+        version: "0.5.4",
+        accepts: "v0.5.",
+        // Without the `serve`/`watch` features it builds in half the time; the
+        // tour only needs `build`, and `mdbook serve` users can install it.
+        extra_args: &["--no-default-features", "--features", "search"],
+    },
+    CargoTool {
+        program: "mdbook-mermaid",
+        krate: "mdbook-mermaid",
+        version: "0.17.1",
+        accepts: "0.17.",
+        extra_args: &[],
+    },
+];
+
+/// Servers, protoc and book tools.
+pub fn everything() -> Result {
+    servers()?;
+    book_tools()
+}
+
+/// etcd, etcdctl, redis-server and protoc (what builds and tests need).
+pub fn servers() -> Result {
+    let missing: Vec<&DebianTool> = DEBIAN_TOOLS
+        .iter()
+        .filter(|t| find(t.program).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
+    let programs: Vec<&str> = missing.iter().map(|t| t.program).collect();
+    let install = format!(
+        "apt-get install -y --no-install-recommends {}",
+        packages.join(" ")
+    );
+    // Safety: geteuid has no preconditions and cannot fail.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if !is_root || find("apt-get").is_none() {
+        return Err(format!(
+            "missing {}; install them with:\n    sudo apt-get update && sudo {install}\n\
+             then run this command again",
+            programs.join(", ")
+        ));
+    }
+    eprintln!(
+        "xtask: installing {} ({})",
+        packages.join(", "),
+        programs.join(", ")
+    );
+    step(
+        "apt-get update",
+        Command::new("apt-get")
+            .args(["update", "-qq"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    step(
+        &install,
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    match DEBIAN_TOOLS.iter().find(|t| find(t.program).is_none()) {
+        Some(tool) => Err(format!(
+            "`{}` is still missing after installing `{}`",
+            tool.program, tool.package
+        )),
+        None => Ok(()),
+    }
+}
+
+/// mdbook and its preprocessors at the pinned versions.
+pub fn book_tools() -> Result {
+    for tool in BOOK_TOOLS {
+        match version_of(tool.program) {
+            Some(version) if version.contains(tool.accepts) => continue,
+            Some(version) => eprintln!(
+                "xtask: {} is `{version}`, the book needs {}; installing {}",
+                tool.program, tool.accepts, tool.version
+            ),
+            None => eprintln!(
+                "xtask: {} is missing; installing {}",
+                tool.program, tool.version
+            ),
+        }
+        let what = format!(
+            "cargo install --locked {} --version {}",
+            tool.krate, tool.version
+        );
+        step(
+            &what,
+            cargo()
+                .args([
+                    "install",
+                    "--locked",
+                    "--force",
+                    tool.krate,
+                    "--version",
+                    tool.version,
+                ])
+                .args(tool.extra_args),
+        )
+        .map_err(|e| format!("{e}\nrun `{what}` yourself to see why"))?;
+        if !version_of(tool.program).is_some_and(|v| v.contains(tool.accepts)) {
+            return Err(format!(
+                "{} was installed but is not found at the right version: \
+                 is {} on your PATH?",
+                tool.program,
+                crate::run::cargo_bin_dir().display()
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! `cargo xtask test`: everything CI checks, in the order that fails fastest.
+
+use std::time::Instant;
+
+use crate::run::{cargo, step};
+use crate::{Result, book, ensure, leftovers};
+
+/// Crates with loom models (`#[cfg(loom)]` tests), checked with `--cfg loom`.
+const LOOM_CRATES: &[&str] = &[];
+/// Loom explores every interleaving up to this many preemptions per thread;
+/// 3 finds the classic ordering bugs and keeps the run to seconds.
+const LOOM_MAX_PREEMPTIONS: &str = "3";
+
+/// Runs every check; the first failure stops the run.
+pub fn run() -> Result {
+    let started = Instant::now();
+    ensure::everything()?;
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
+    step(
+        "cargo clippy -D warnings",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    let tests = step(
+        "cargo test (unit, integration against real servers, doc tests)",
+        cargo().args(["test", "--workspace"]),
+    );
+    // Checked even when tests failed: a leaked server is its own bug.
+    let leaked = leftovers::kill_testkit_processes();
+    leftovers::remove_stale_temp_dirs();
+    tests?;
+    if !leaked.is_empty() {
+        return Err(format!(
+            "tests left servers running (now killed):\n{}",
+            leaked.join("\n")
+        ));
+    }
+    eprintln!("    no test server left running");
+    for krate in LOOM_CRATES {
+        // A separate target dir: `--cfg loom` changes RUSTFLAGS, which would
+        // otherwise throw away the normal build cache.
+        let target = crate::target_dir().join("loom");
+        step(
+            &format!("loom models in {krate}"),
+            cargo()
+                .args(["test", "--release", "--lib", "-p", krate, "--target-dir"])
+                .arg(target)
+                .arg("loom")
+                .env("RUSTFLAGS", "--cfg loom")
+                .env("LOOM_MAX_PREEMPTIONS", LOOM_MAX_PREEMPTIONS),
+        )?;
+    }
+    book::build()?;
+    eprintln!(
+        "all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
