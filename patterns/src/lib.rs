@@ -8,5 +8,6 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod map;
+pub mod pipeline;
 pub mod publish;
 mod sync;
