@@ -277,7 +277,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn preserved_order_holds_when_early_items_are_slow() {
         let stage = |n: u64| async move {
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             square(n).await
@@ -360,7 +360,7 @@ mod tests {
                 async move {
                     let _guard = guard;
                     // Slow items: cancellation must not wait for them.
-                    tokio::time::sleep(Duration::from_millis(if n % 7 == 0 { 10_000 } else { 1 }))
+                    tokio::time::sleep(Duration::from_millis(if n.is_multiple_of(7) { 10_000 } else { 1 }))
                         .await;
                     square(n).await
                 }

@@ -261,7 +261,7 @@ mod tests {
     fn preserved_order_holds_even_when_early_items_are_slow() {
         let stage = |n: u64| {
             // Early items are the slowest, so later ones finish first.
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 std::thread::sleep(Duration::from_millis(2));
             }
             ok(n)
