@@ -6,6 +6,7 @@
 //! single-member etcd is started through testkit for the run.
 
 mod etcd;
+mod patterns;
 mod report;
 
 use std::time::Duration;
@@ -14,7 +15,13 @@ use concurrency_patterns::distributed::etcd::{Client, EtcdConfig};
 use testkit::EtcdCluster;
 
 /// Every benchmark, in the order they run.
-const BENCHES: &[&str] = &["etcd.raw.put"];
+const BENCHES: &[&str] = &[
+    "etcd.raw.put",
+    // Measured together, in alternation: one entry prints both lines.
+    "patterns.channel.hop+patterns.pipeline.item",
+    "patterns.map.read_heavy",
+    "patterns.map.exchange",
+];
 
 /// Lazily started or configured servers, shared by the benches of one run.
 #[derive(Default)]
@@ -76,11 +83,17 @@ fn main() -> anyhow::Result<()> {
         }
         for name in selected {
             eprintln!("bench: {name}");
-            let line = match name {
-                "etcd.raw.put" => etcd::raw_put(&mut servers).await?,
+            let lines = match name {
+                "etcd.raw.put" => vec![etcd::raw_put(&mut servers).await?],
+                "patterns.channel.hop+patterns.pipeline.item" => {
+                    patterns::channel_hop_and_pipeline_item()
+                }
+                "patterns.map.read_heavy" | "patterns.map.exchange" => patterns::map_mix(name),
                 other => anyhow::bail!("benchmark {other} is listed but not wired up"),
             };
-            println!("{line}");
+            for line in lines {
+                println!("{line}");
+            }
         }
         Ok(())
     })

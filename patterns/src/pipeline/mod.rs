@@ -40,7 +40,7 @@ pub enum Order {
 }
 
 /// Why a pipeline stopped early. Yielded once, as its last item.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PipelineError<E> {
     /// The stage function returned this error for some item.
     #[error("a stage failed: {0}")]
@@ -65,18 +65,6 @@ pub enum ConfigError {
     /// The tokio flavour was started outside a tokio runtime.
     #[error("the task pipeline must be started inside a tokio runtime")]
     NoRuntime,
-}
-
-/// Cancels the pipeline if the worker holding it unwinds from a panic, so
-/// one panicking stage stops the others instead of letting them run on.
-pub(crate) struct CancelOnPanic<'a>(pub(crate) &'a CancellationToken);
-
-impl Drop for CancelOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.cancel();
-        }
-    }
 }
 
 /// Options shared by both flavours. Defaults: as many workers as the machine

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::reorder::Reorder;
-use super::{CancelOnPanic, ConfigError, Options, Order, PipelineError};
+use super::{ConfigError, Options, Order, PipelineError};
 
 type Tagged<T> = (u64, T);
 
@@ -140,6 +140,18 @@ async fn work<In, Out, E, Stage, Fut>(
         if failed {
             cancel.cancel();
             return;
+        }
+    }
+}
+
+/// Cancels the pipeline if the task holding it unwinds from a panic, so one
+/// panicking stage stops the others instead of letting them run on.
+struct CancelOnPanic<'a>(&'a CancellationToken);
+
+impl Drop for CancelOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.cancel();
         }
     }
 }
@@ -360,8 +372,12 @@ mod tests {
                 async move {
                     let _guard = guard;
                     // Slow items: cancellation must not wait for them.
-                    tokio::time::sleep(Duration::from_millis(if n.is_multiple_of(7) { 10_000 } else { 1 }))
-                        .await;
+                    tokio::time::sleep(Duration::from_millis(if n.is_multiple_of(7) {
+                        10_000
+                    } else {
+                        1
+                    }))
+                    .await;
                     square(n).await
                 }
             }

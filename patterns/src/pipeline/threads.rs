@@ -15,22 +15,27 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 
 use crossbeam::channel::{Receiver, Sender, bounded};
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::reorder::Reorder;
-use super::{CancelOnPanic, ConfigError, Options, Order, PipelineError};
+use super::{ConfigError, Options, Order, PipelineError};
 
 type Tagged<T> = (u64, T);
 
-/// Starts a pipeline: one thread drains `source`, `options.workers` threads
-/// run `stage` on its items, and the returned [`Output`] merges the results.
+/// Starts a pipeline: `options.workers` threads take items from `source` and
+/// run `stage` on them, and the returned [`Output`] merges the results.
 ///
-/// The source thread only pulls the next item when the channel has room, so
-/// an endless source is fine. If the source itself blocks, cancellation waits
-/// for it to return an item (it cannot be interrupted).
+/// The fan-out needs no channel of its own: the workers take turns pulling
+/// from the source, one item at a time, under a lock. That saves a thread
+/// and a channel hop per item (Go's version sends every item through a
+/// channel first). Items are only pulled when a worker is free, so an endless
+/// source is fine; a source that blocks holds up one worker, and
+/// cancellation waits for it to return an item.
 pub fn run<In, Out, E, Source, Stage>(
     options: Options,
     source: Source,
@@ -45,14 +50,13 @@ where
     Stage: Fn(In) -> Result<Out, E> + Send + Sync + 'static,
 {
     options.validate()?;
-    let cancel = options.cancel.child_token();
-    let (jobs_tx, jobs_rx) = bounded::<Tagged<In>>(options.capacity);
+    let stop = Arc::new(Stop::new(options.cancel.child_token()));
     let (results_tx, results_rx) = bounded::<Tagged<Result<Out, E>>>(options.capacity);
 
-    // Ordered mode: the source needs a credit per item, and the merge returns
-    // one as each result leaves in order. `capacity` credits in all bound how
-    // far ahead of the oldest unfinished item the source may run, and so the
-    // reorder buffer.
+    // Ordered mode: a worker needs a credit for each item it pulls, and the
+    // merge returns one as each result leaves in order. `capacity` credits
+    // in all bound how far ahead of the oldest unfinished item the workers
+    // may run, and so the reorder buffer.
     let credits = match options.order {
         Order::Preserved => {
             let (give, take) = bounded::<()>(options.capacity);
@@ -64,21 +68,21 @@ where
         Order::Unordered => None,
     };
 
-    let mut threads = Vec::with_capacity(options.workers + 1);
-    let source = source.into_iter();
-    let source_credits = credits.as_ref().map(|(_, take)| take.clone());
-    let source_cancel = cancel.clone();
-    threads.push(std::thread::spawn(move || {
-        feed(source, jobs_tx, source_credits, source_cancel)
-    }));
+    let source = Arc::new(Mutex::new((0u64..).zip(source)));
     let stage = Arc::new(stage);
-    for _ in 0..options.workers {
-        let (jobs, results) = (jobs_rx.clone(), results_tx.clone());
-        let (stage, cancel) = (Arc::clone(&stage), cancel.clone());
-        threads.push(std::thread::spawn(move || {
-            work(jobs, results, &*stage, &cancel)
-        }));
-    }
+    let mut threads: Vec<JoinHandle<()>> = (0..options.workers)
+        .map(|_| {
+            let worker = Worker {
+                source: Arc::clone(&source),
+                credits: credits.as_ref().map(|(_, take)| take.clone()),
+                results: results_tx.clone(),
+                stage: Arc::clone(&stage),
+                stop: Arc::clone(&stop),
+            };
+            std::thread::spawn(move || worker.run())
+        })
+        .collect();
+    threads.push(stop.watch_caller());
     // Only the workers hold senders now: the results channel closes exactly
     // when the last worker is done (the fan-in).
     drop(results_tx);
@@ -88,53 +92,104 @@ where
         credits: credits.map(|(give, _)| give),
         reorder: (options.order == Order::Preserved).then(Reorder::new),
         threads,
-        cancel,
+        stop,
         done: false,
     })
 }
 
-fn feed<In>(
-    source: impl Iterator<Item = In>,
-    jobs: Sender<Tagged<In>>,
-    credits: Option<Receiver<()>>,
-    cancel: CancellationToken,
-) {
-    for (seq, item) in (0u64..).zip(source) {
-        if cancel.is_cancelled() {
-            return;
+/// The pipeline's stop flag.
+///
+/// Checked once per item by every worker, so it must be cheap: a
+/// `CancellationToken` check takes a mutex, an atomic load does not. One
+/// parked thread turns the caller's token into the flag.
+struct Stop {
+    flag: AtomicBool,
+    /// A child of the caller's token: cancelled by the caller, or by us.
+    token: CancellationToken,
+}
+
+impl Stop {
+    fn new(token: CancellationToken) -> Self {
+        Stop {
+            flag: AtomicBool::new(false),
+            token,
         }
-        // Waits for the merge to release an earlier result (ordered mode).
-        if let Some(credits) = &credits
-            && credits.recv().is_err()
-        {
-            return; // the output was dropped
-        }
-        if jobs.send((seq, item)).is_err() {
-            return; // every worker stopped
+    }
+
+    fn is_stopped(&self) -> bool {
+        // Relaxed: the flag carries no data, only "stop at the next item".
+        self.flag.load(Relaxed)
+    }
+
+    fn stop(&self) {
+        self.flag.store(true, Relaxed);
+        self.token.cancel(); // also ends the watcher
+    }
+
+    /// A thread that sets the flag when the token is cancelled, by the
+    /// caller or by [`stop`](Self::stop).
+    fn watch_caller(self: &Arc<Self>) -> JoinHandle<()> {
+        let stop = Arc::clone(self);
+        std::thread::spawn(move || {
+            futures::executor::block_on(stop.token.cancelled());
+            stop.flag.store(true, Relaxed);
+        })
+    }
+}
+
+/// Stops the pipeline if the worker holding it unwinds from a panic, so one
+/// panicking stage stops the others instead of letting them run on.
+struct StopOnPanic<'a>(&'a Stop);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop();
         }
     }
 }
 
-fn work<In, Out, E>(
-    jobs: Receiver<Tagged<In>>,
+/// What one worker thread owns.
+struct Worker<Items, Out, E, Stage> {
+    source: Arc<Mutex<Items>>,
+    credits: Option<Receiver<()>>,
     results: Sender<Tagged<Result<Out, E>>>,
-    stage: &(dyn Fn(In) -> Result<Out, E> + Send + Sync),
-    cancel: &CancellationToken,
-) {
-    // A panicking stage unwinds through this guard, which stops the others.
-    let _stop_all_on_panic = CancelOnPanic(cancel);
-    for (seq, item) in jobs {
-        if cancel.is_cancelled() {
-            return;
-        }
-        let result = stage(item);
-        let failed = result.is_err();
-        if results.send((seq, result)).is_err() {
-            return; // the output was dropped
-        }
-        if failed {
-            cancel.cancel(); // the first error stops everyone
-            return;
+    stage: Arc<Stage>,
+    stop: Arc<Stop>,
+}
+
+impl<In, Out, E, Items, Stage> Worker<Items, Out, E, Stage>
+where
+    Items: Iterator<Item = Tagged<In>>,
+    Stage: Fn(In) -> Result<Out, E>,
+{
+    fn run(self) {
+        // A panicking stage unwinds through this guard, which stops the others.
+        let _stop_all_on_panic = StopOnPanic(&self.stop);
+        loop {
+            if self.stop.is_stopped() {
+                return;
+            }
+            // Ordered mode: wait until the merge has released an earlier result.
+            if let Some(credits) = &self.credits
+                && credits.recv().is_err()
+            {
+                return; // the output was dropped
+            }
+            // The lock is held only to pull one item, never during the stage.
+            let next = self.source.lock().next();
+            let Some((seq, item)) = next else {
+                return; // the source is exhausted
+            };
+            let result = (self.stage)(item);
+            let failed = result.is_err();
+            if self.results.send((seq, result)).is_err() {
+                return; // the output was dropped
+            }
+            if failed {
+                self.stop.stop(); // the first error stops everyone
+                return;
+            }
         }
     }
 }
@@ -148,7 +203,7 @@ pub struct Output<Out, E> {
     credits: Option<Sender<()>>,
     reorder: Option<Reorder<Result<Out, E>>>,
     threads: Vec<JoinHandle<()>>,
-    cancel: CancellationToken,
+    stop: Arc<Stop>,
     done: bool,
 }
 
@@ -156,7 +211,7 @@ impl<Out, E> Output<Out, E> {
     /// Cancels the pipeline: the source and workers stop at their next item.
     /// The iterator then ends with [`PipelineError::Cancelled`].
     pub fn cancel(&self) {
-        self.cancel.cancel();
+        self.stop.stop();
     }
 
     /// Hands one result to the caller: returns a credit to the source in
@@ -177,7 +232,7 @@ impl<Out, E> Output<Out, E> {
     /// Stops and joins everything; true if some thread panicked.
     fn finish(&mut self) -> bool {
         self.done = true;
-        self.cancel.cancel();
+        self.stop.stop();
         // Dropping our ends unblocks a source waiting for a credit and
         // workers waiting to send.
         self.results.take();
@@ -202,7 +257,7 @@ impl<Out, E> Iterator for Output<Out, E> {
                 return self.deliver(result);
             }
             let received = match &self.results {
-                Some(results) if !self.cancel.is_cancelled() || !results.is_empty() => {
+                Some(results) if !self.stop.is_stopped() || !results.is_empty() => {
                     results.recv().ok()
                 }
                 _ => None,
@@ -214,9 +269,9 @@ impl<Out, E> Iterator for Output<Out, E> {
                     _ => return self.deliver(result),
                 },
                 None => {
-                    // Every worker is done, or we were cancelled. Read the
-                    // token before `finish`, which cancels it on every path.
-                    let cancelled = self.cancel.is_cancelled();
+                    // Every worker is done, or we were stopped. Read the
+                    // flag before `finish`, which sets it on every path.
+                    let cancelled = self.stop.is_stopped();
                     let panicked = self.finish();
                     return if panicked {
                         Some(Err(PipelineError::Panicked))
@@ -295,10 +350,10 @@ mod tests {
         for delivered in 1..=100usize {
             assert!(out.next().unwrap().is_ok());
             std::thread::sleep(Duration::from_micros(200));
-            // Delivered + credits outstanding, plus the one item the source
-            // may hold while waiting for a credit.
+            // Every item pulled took a credit: the first `capacity`, plus one
+            // returned per result delivered.
             assert!(
-                pulled.load(SeqCst) <= delivered + capacity + 1,
+                pulled.load(SeqCst) <= delivered + capacity,
                 "source ran ahead: pulled {} after {delivered} delivered",
                 pulled.load(SeqCst)
             );
@@ -318,10 +373,10 @@ mod tests {
         let mut out = run(Options::default().workers(2).capacity(4), source, ok).unwrap();
         out.next();
         std::thread::sleep(Duration::from_millis(50));
-        // Two channels of 4, two workers each holding one, the source holding
-        // one, and the one delivered: an endless source stopped early.
+        // A results channel of 4, two workers each holding one, and the one
+        // delivered: an endless source stopped early.
         assert!(
-            pulled.load(SeqCst) <= 4 + 4 + 2 + 1 + 1,
+            pulled.load(SeqCst) <= 4 + 2 + 1,
             "pulled {}",
             pulled.load(SeqCst)
         );
