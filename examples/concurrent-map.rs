@@ -28,7 +28,9 @@ fn main() -> anyhow::Result<()> {
         .map(|_| {
             let map = Arc::clone(&map);
             std::thread::spawn(move || {
-                (0..10_000).for_each(|_| drop(map.update("alice", |v| *v += 1)))
+                for _ in 0..10_000 {
+                    map.update("alice", |v| *v += 1);
+                }
             })
         })
         .collect();
