@@ -163,6 +163,7 @@ where
     Items: Iterator<Item = Tagged<In>>,
     Stage: Fn(In) -> Result<Out, E>,
 {
+    // ANCHOR: worker
     fn run(self) {
         // A panicking stage unwinds through this guard, which stops the others.
         let _stop_all_on_panic = StopOnPanic(&self.stop);
@@ -192,6 +193,7 @@ where
             }
         }
     }
+    // ANCHOR_END: worker
 }
 
 /// The merged results: an iterator of `Ok(result)`, ending either normally
@@ -252,6 +254,7 @@ impl<Out, E> Iterator for Output<Out, E> {
         if self.done {
             return None;
         }
+        // ANCHOR: merge
         loop {
             if let Some(result) = self.reorder.as_mut().and_then(Reorder::pop) {
                 return self.deliver(result);
@@ -283,6 +286,7 @@ impl<Out, E> Iterator for Output<Out, E> {
                 }
             }
         }
+        // ANCHOR_END: merge
     }
 }
 

@@ -36,6 +36,7 @@ where
     let permits = Arc::new(Semaphore::new(k));
     let job = Arc::new(job);
     let inputs = inputs.into_iter();
+    // ANCHOR: semaphore_spawn
     tokio::spawn(async move {
         for input in inputs {
             // Taken here, before spawning: this loop waits while k jobs run.
@@ -54,6 +55,7 @@ where
         }
     });
     results_rx
+    // ANCHOR_END: semaphore_spawn
 }
 
 /// Runs `job` on every input with at most `k` futures in flight, polled by

@@ -78,6 +78,7 @@ impl<T> Publication<T> {
     ///
     /// Fails, returning the value, if the cell was already published (or
     /// another thread is publishing right now): exactly one call wins.
+    // ANCHOR: publish_get
     pub fn publish(&self, value: T) -> Result<(), AlreadyPublished<T>> {
         // Claiming the cell needs no ordering of its own: it only decides
         // which thread writes. The Release store below does the publishing.
@@ -115,6 +116,7 @@ impl<T> Publication<T> {
         // Safety: the pointer is into `self`, which outlives the borrow.
         Some(unsafe { &*value })
     }
+    // ANCHOR_END: publish_get
 
     /// Waits until the value is published, then returns it.
     pub fn wait(&self) -> &T {
@@ -233,6 +235,7 @@ mod loom_tests {
     /// whole value; loom would report a data race on the `UnsafeCell` if the
     /// write were not ordered before the read.
     #[test]
+    // ANCHOR: loom_model
     fn loom_release_acquire_publication_is_sound() {
         loom::model(|| {
             let cell = Arc::new(Publication::new());
@@ -246,6 +249,7 @@ mod loom_tests {
             }
         });
     }
+    // ANCHOR_END: loom_model
 
     #[test]
     fn loom_a_waiting_reader_is_always_woken() {

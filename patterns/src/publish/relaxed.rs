@@ -27,6 +27,7 @@ impl RelaxedFlag {
         }
     }
 
+    // ANCHOR: relaxed
     pub(crate) fn write(&self, value: u64) {
         // Safety: not guaranteed (see above); a single writer is assumed.
         self.data.with_mut(|data| unsafe { *data = value });
@@ -41,6 +42,7 @@ impl RelaxedFlag {
             None
         }
     }
+    // ANCHOR_END: relaxed
 }
 
 #[cfg(all(test, not(loom)))]
@@ -66,6 +68,7 @@ mod loom_tests {
     /// Loom finds the interleaving where the reader sees the flag but the
     /// write of `data` is not ordered before its read, and panics.
     #[test]
+    // ANCHOR: relaxed_model
     #[should_panic(expected = "Causality violation")]
     fn loom_relaxed_flag_is_a_data_race() {
         loom::model(|| {
@@ -80,4 +83,5 @@ mod loom_tests {
             }
         });
     }
+    // ANCHOR_END: relaxed_model
 }

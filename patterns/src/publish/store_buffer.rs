@@ -23,6 +23,7 @@ use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
 use crate::sync::{AtomicBool, fence};
 
 /// One side of the litmus test: raise my flag, then read the other's.
+// ANCHOR: litmus
 pub(crate) fn raise_then_look(mine: &AtomicBool, other: &AtomicBool, seqcst_fence: bool) -> bool {
     mine.store(true, Release);
     if seqcst_fence {
@@ -30,6 +31,7 @@ pub(crate) fn raise_then_look(mine: &AtomicBool, other: &AtomicBool, seqcst_fenc
     }
     other.load(Acquire)
 }
+// ANCHOR_END: litmus
 
 #[cfg(all(test, not(loom)))]
 mod tests {
@@ -60,6 +62,7 @@ mod loom_tests {
     use super::*;
     use loom::sync::Arc;
 
+    // ANCHOR: litmus_model
     fn litmus(seqcst_fence: bool) {
         loom::model(move || {
             let x = Arc::new(AtomicBool::new(false));
@@ -86,4 +89,5 @@ mod loom_tests {
     fn loom_store_buffer_seqcst_fence_is_enough() {
         litmus(true);
     }
+    // ANCHOR_END: litmus_model
 }
