@@ -27,6 +27,52 @@ pub enum EtcdError {
     #[error("invalid etcd configuration: {0}")]
     InvalidConfig(String),
 
+    /// A recipe name that cannot be used as a key prefix.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// The session's lease expired or could not be kept alive, so whatever
+    /// it held (a lock, leadership) is no longer held.
+    #[error(
+        "the etcd session (lease {lease:x}) was lost: anything it held is no longer held; \
+         create a new session and start again"
+    )]
+    SessionLost {
+        /// The lease id of the lost session.
+        lease: i64,
+    },
+
+    /// The same session already holds or waits for this key.
+    #[error(
+        "this session already holds or waits for `{key}`: use one session per concurrent \
+         holder, or wait for the first lock to be released"
+    )]
+    AlreadyHeldBySession {
+        /// The key both holders would share.
+        key: String,
+    },
+
+    /// A leader-only operation was attempted without leadership.
+    #[error("not the leader of `{name}` any more (resigned, or the session was lost)")]
+    NotLeader {
+        /// The election's name.
+        name: String,
+    },
+
+    /// A watch ended before the event it waited for.
+    #[error("the watch on `{key}` ended unexpectedly ({reason}); try again")]
+    WatchEnded {
+        /// The key or prefix watched.
+        key: String,
+        /// Why it ended, as far as the server said.
+        reason: String,
+    },
+
     /// Any other error from the server or the client library.
     #[error("etcd request failed: {0}")]
     Client(#[from] etcd_client::Error),

@@ -2,14 +2,38 @@
 //!
 //! Start with [`EtcdConfig`]: it reads the standard environment variables and
 //! connects with a bounded timeout, so a missing server is a clear error
-//! rather than a hang.
+//! rather than a hang. Then open a [`Session`] (a lease kept alive in the
+//! background) and build the recipes on it:
+//!
+//! | recipe | what it gives | keys |
+//! |---|---|---|
+//! | [`Mutex`] | one holder at a time, FIFO, fencing token | `<name>/<lease hex>` (as Go and `etcdctl lock`) |
+//! | [`RwMutex`] | many readers or one writer, FIFO | `<name>/read/<nanos>`, `<name>/write/<nanos>` |
+//! | [`Election`] | one leader at a time, observable | `<name>/<lease hex>` (as Go and `etcdctl elect`) |
+//!
+//! The recipes share a few building blocks: unique keys, waiting for the
+//! closest predecessor only, and deletes guarded by the key's create
+//! revision.
 
 mod config;
+mod election;
 mod error;
+mod guarded_delete;
+mod keys;
+mod mutex;
+mod name;
+mod rwmutex;
+mod session;
+mod wait;
 
 pub use config::{DEFAULT_ENDPOINT, EtcdConfig};
+pub use election::{Election, LeaderInfo, Leadership};
 pub use error::EtcdError;
+pub use mutex::{Mutex, MutexGuard};
+pub use rwmutex::{RwMutex, RwMutexGuard};
+pub use session::{DEFAULT_TTL, Session};
 
 /// The etcd client these recipes use, re-exported so that callers need not
 /// pin a matching `etcd-client` version themselves.
+pub use etcd_client;
 pub use etcd_client::Client;

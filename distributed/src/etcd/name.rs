@@ -1,0 +1,75 @@
+//! Recipe names and the keys under them.
+//!
+//! A recipe's name is a key prefix, and every key under it is written
+//! `<name>/<rest>`: the `/` is what keeps the queue `a` from seeing the items
+//! of the queue `ab` (a bug of the Go recipes, which read with a bare prefix).
+
+use super::EtcdError;
+
+/// A validated recipe name: non-empty, without a trailing `/`, no NUL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecipeName(String);
+
+impl RecipeName {
+    pub(crate) fn new(name: &str) -> Result<Self, EtcdError> {
+        let reason = if name.is_empty() {
+            Some("a name cannot be empty")
+        } else if name.ends_with('/') {
+            Some("a name cannot end with `/` (the recipes add the separator)")
+        } else if name.contains('\0') {
+            Some("a name cannot contain a NUL byte")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(EtcdError::InvalidName {
+                name: name.to_string(),
+                reason,
+            }),
+            None => Ok(RecipeName(name.to_string())),
+        }
+    }
+
+    /// The name itself.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `<name>/`: the prefix every key of this recipe starts with.
+    pub(crate) fn prefix(&self) -> String {
+        format!("{}/", self.0)
+    }
+
+    /// `<name>/<sub>/`: a sub-prefix, such as the readers of a RwMutex.
+    pub(crate) fn sub_prefix(&self, sub: &str) -> String {
+        format!("{}/{sub}/", self.0)
+    }
+
+    /// `<name>/<lease id in lowercase hex>`: the key layout of etcd's Go
+    /// Mutex and Election (and so of `etcdctl lock` and `etcdctl elect`).
+    pub(crate) fn lease_key(&self, lease: i64) -> String {
+        format!("{}/{lease:x}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_names_are_rejected_with_the_reason() {
+        for bad in ["", "jobs/", "a\0b"] {
+            let error = RecipeName::new(bad).unwrap_err();
+            assert!(matches!(error, EtcdError::InvalidName { .. }), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn keys_use_a_slash_so_prefixes_never_overlap() {
+        let a = RecipeName::new("a").unwrap();
+        let ab = RecipeName::new("ab").unwrap();
+        assert!(!ab.prefix().starts_with(&a.prefix()));
+        assert_eq!(a.lease_key(0x694d), "a/694d");
+        assert_eq!(a.sub_prefix("read"), "a/read/");
+    }
+}

@@ -1,0 +1,135 @@
+//! A distributed readers-writer lock on etcd, with the key layout of etcd's
+//! Go `recipes.RWMutex`.
+
+use etcd_client::{Compare, CompareOp};
+use tracing::{debug, instrument};
+
+use super::guarded_delete::{DeleteOnDrop, delete_if_created_at, spawn_guarded_delete};
+use super::keys::create_unique;
+use super::name::RecipeName;
+use super::wait::wait_turn;
+use super::{EtcdError, Session};
+
+/// Many readers or one writer, granted in arrival order.
+///
+/// A reader writes `<name>/read/<nanos>` and waits only for writers that
+/// arrived before it; a writer writes `<name>/write/<nanos>` and waits for
+/// everyone that arrived before it. Each waits on its closest predecessor
+/// only, and re-checks its own key after waiting: a waiter whose session
+/// expired meanwhile gets [`EtcdError::SessionLost`], never the lock (the Go
+/// recipe once handed the lock to such a waiter, making two holders).
+///
+/// Arrival order means a waiting writer blocks readers that come after it,
+/// so writers do not starve.
+#[derive(Debug, Clone)]
+pub struct RwMutex {
+    session: Session,
+    name: RecipeName,
+}
+
+/// Which side of a [`RwMutex`] a guard holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Read,
+    Write,
+}
+
+impl RwMutex {
+    /// A readers-writer lock called `name` (not empty, no trailing `/`).
+    pub fn new(session: &Session, name: &str) -> Result<Self, EtcdError> {
+        Ok(RwMutex {
+            session: session.clone(),
+            name: RecipeName::new(name)?,
+        })
+    }
+
+    /// Waits until no writer that arrived earlier holds or waits, then holds
+    /// a read lock (shared with other readers).
+    ///
+    /// Cancel safety: safe; a dropped waiter's key is deleted in the background.
+    #[instrument(level = "debug", skip(self), fields(name = self.name.as_str()))]
+    pub async fn read_lock(&self) -> Result<RwMutexGuard, EtcdError> {
+        // Readers only mind writers.
+        self.acquire(Side::Read, &self.name.sub_prefix("write")).await
+    }
+
+    /// Waits until everyone who arrived earlier has left, then holds the
+    /// write lock (exclusive).
+    ///
+    /// Cancel safety: safe; a dropped waiter's key is deleted in the background.
+    #[instrument(level = "debug", skip(self), fields(name = self.name.as_str()))]
+    pub async fn write_lock(&self) -> Result<RwMutexGuard, EtcdError> {
+        // Writers mind both readers and writers: the whole prefix.
+        self.acquire(Side::Write, &self.name.prefix()).await
+    }
+
+    async fn acquire(&self, side: Side, blockers: &str) -> Result<RwMutexGuard, EtcdError> {
+        let client = self.session.client();
+        let own_prefix = self.name.sub_prefix(match side {
+            Side::Read => "read",
+            Side::Write => "write",
+        });
+        let (key, revision) = create_unique(&client, &own_prefix, "", self.session.lease_id()).await?;
+        let mut cleanup = DeleteOnDrop::new(&client, &key);
+        cleanup.arm(revision);
+        wait_turn(&self.session, blockers, &key, revision).await?;
+        cleanup.disarm();
+        debug!(%key, ?side, "acquired");
+        Ok(RwMutexGuard {
+            session: self.session.clone(),
+            key,
+            revision,
+            side,
+            released: false,
+        })
+    }
+}
+
+/// Proof of holding a [`RwMutex`] for reading or writing. Dropping it
+/// without [`unlock`](Self::unlock) releases it in the background when a
+/// runtime is running; otherwise the lease frees it.
+#[derive(Debug)]
+pub struct RwMutexGuard {
+    session: Session,
+    key: String,
+    revision: i64,
+    side: Side,
+    released: bool,
+}
+
+impl RwMutexGuard {
+    /// True for a write lock, false for a read lock.
+    pub fn is_writer(&self) -> bool {
+        self.side == Side::Write
+    }
+
+    /// The create revision of our key: a fencing token, as for [`super::Mutex`].
+    pub fn fencing_token(&self) -> i64 {
+        self.revision
+    }
+
+    /// A compare that is true only while this guard's lock is held.
+    pub fn is_held(&self) -> Compare {
+        Compare::create_revision(self.key.as_str(), CompareOp::Equal, self.revision)
+    }
+
+    /// True if the session was lost: the lock is then no longer held.
+    pub fn is_lost(&self) -> bool {
+        self.session.is_lost()
+    }
+
+    /// Releases the lock (revision-guarded delete of our key).
+    pub async fn unlock(mut self) -> Result<(), EtcdError> {
+        delete_if_created_at(&self.session.client(), &self.key, self.revision).await?;
+        self.released = true;
+        Ok(())
+    }
+}
+
+impl Drop for RwMutexGuard {
+    fn drop(&mut self) {
+        if !self.released {
+            spawn_guarded_delete(self.session.client(), std::mem::take(&mut self.key), self.revision);
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! A session: one lease, kept alive in the background, whose loss is visible.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::Client;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, instrument, warn};
+
+use super::EtcdError;
+
+/// A lease that lives as long as this process keeps it alive.
+///
+/// Keys written with the session's lease (lock keys, election keys, waiter
+/// keys) disappear when the lease expires: when the process dies, is paused
+/// too long, or loses its connection for longer than the TTL. That is what
+/// makes a crashed holder release its lock.
+///
+/// Guarantees:
+/// - The lease is renewed every TTL/3. A failed renewal is retried until the
+///   lease would have expired; then the session is *lost* for good.
+/// - Loss is visible: [`is_lost`](Self::is_lost) and [`lost`](Self::lost).
+///   Locks and leadership built on a lost session are no longer held.
+/// - [`close`](Self::close) revokes the lease, releasing everything at once.
+///   Dropping the last clone only stops the renewals; the lease then
+///   expires after its TTL.
+///
+/// Clones share one lease.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    lease: i64,
+    ttl: i64,
+    lost: watch::Receiver<bool>,
+    keep_alive: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.keep_alive.abort();
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("lease", &format_args!("{:x}", self.inner.lease))
+            .field("ttl", &self.inner.ttl)
+            .field("lost", &self.is_lost())
+            .finish()
+    }
+}
+
+/// The TTL etcd's Go `concurrency.Session` uses by default.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+impl Session {
+    /// Grants a lease of `ttl` (whole seconds, at least 1) and starts
+    /// renewing it.
+    ///
+    /// Cancel safety: if the future is dropped after the lease was granted,
+    /// the lease is not renewed and expires after `ttl`.
+    #[instrument(level = "debug", skip(client))]
+    pub async fn new(client: Client, ttl: Duration) -> Result<Self, EtcdError> {
+        let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        if ttl_secs < 1 || ttl.subsec_nanos() != 0 {
+            return Err(EtcdError::InvalidConfig(format!(
+                "a session TTL is a whole number of seconds, at least 1; got {ttl:?}"
+            )));
+        }
+        let mut granting = client.clone();
+        let lease = granting.lease_grant(ttl_secs, None).await?.id();
+        let (keeper, stream) = granting.lease_keep_alive(lease).await?;
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let keep_alive = tokio::spawn(keep_alive(client.clone(), lease, ttl_secs, keeper, stream, lost_tx));
+        debug!(lease = format_args!("{lease:x}"), "session started");
+        Ok(Session {
+            inner: Arc::new(Inner {
+                client,
+                lease,
+                ttl: ttl_secs,
+                lost: lost_rx,
+                keep_alive,
+            }),
+        })
+    }
+
+    /// The lease id; keys are written with it.
+    pub fn lease_id(&self) -> i64 {
+        self.inner.lease
+    }
+
+    /// The TTL in seconds.
+    pub fn ttl_seconds(&self) -> i64 {
+        self.inner.ttl
+    }
+
+    /// A handle on the client this session uses.
+    pub fn client(&self) -> Client {
+        self.inner.client.clone()
+    }
+
+    /// True once the lease has expired or could not be renewed in time.
+    pub fn is_lost(&self) -> bool {
+        *self.inner.lost.borrow()
+    }
+
+    /// Waits until the session is lost. Never returns while it is alive.
+    ///
+    /// Cancel safety: safe; dropping the future has no effect.
+    pub async fn lost(&self) -> EtcdError {
+        let mut lost = self.inner.lost.clone();
+        // An error means the renewal task is gone, which also means lost.
+        let _ = lost.wait_for(|lost| *lost).await;
+        self.lost_error()
+    }
+
+    pub(crate) fn lost_error(&self) -> EtcdError {
+        EtcdError::SessionLost { lease: self.inner.lease }
+    }
+
+    /// Revokes the lease: every key written with it is deleted at once, so
+    /// locks and leadership held through it are released.
+    pub async fn close(self) -> Result<(), EtcdError> {
+        self.inner.keep_alive.abort();
+        self.inner.client.clone().lease_revoke(self.inner.lease).await?;
+        Ok(())
+    }
+}
+
+/// Renews the lease every TTL/3 until it expires or cannot be renewed before
+/// its deadline, then reports the loss.
+async fn keep_alive(
+    client: Client,
+    lease: i64,
+    ttl: i64,
+    mut keeper: etcd_client::LeaseKeeper,
+    mut stream: etcd_client::LeaseKeepAliveStream,
+    lost: watch::Sender<bool>,
+) {
+    let ttl_duration = Duration::from_secs(ttl.unsigned_abs());
+    let period = ttl_duration / 3;
+    // The lease is certainly alive until this instant.
+    let mut deadline = tokio::time::Instant::now() + ttl_duration;
+    loop {
+        tokio::time::sleep(period).await;
+        loop {
+            let sent_at = tokio::time::Instant::now();
+            if sent_at >= deadline {
+                warn!(lease = format_args!("{lease:x}"), "session lease could not be renewed in time");
+                let _ = lost.send(true);
+                return;
+            }
+            let renewed = async {
+                keeper.keep_alive().await?;
+                stream.message().await
+            };
+            match tokio::time::timeout_at(deadline, renewed).await {
+                Ok(Ok(Some(response))) if response.ttl() > 0 => {
+                    deadline = sent_at + Duration::from_secs(response.ttl().unsigned_abs());
+                    break;
+                }
+                Ok(Ok(Some(_expired))) => {
+                    warn!(lease = format_args!("{lease:x}"), "session lease expired");
+                    let _ = lost.send(true);
+                    return;
+                }
+                Ok(Ok(None) | Err(_)) | Err(_) => {
+                    // The stream broke (for example the etcd member we talk
+                    // to died) or the renewal is late: open a new stream and
+                    // try again, until the deadline above says it is too late.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    match tokio::time::timeout_at(deadline, client.clone().lease_keep_alive(lease)).await {
+                        Ok(Ok((new_keeper, new_stream))) => {
+                            keeper = new_keeper;
+                            stream = new_stream;
+                        }
+                        Ok(Err(error)) => debug!(%error, "reopening the keep-alive stream failed"),
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+    }
+}
