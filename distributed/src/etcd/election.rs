@@ -2,6 +2,8 @@
 //! and `etcdctl elect`.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions};
 use futures::Stream;
@@ -112,7 +114,7 @@ impl Election {
     /// does (Go's `Observe` never reports that).
     ///
     /// The stream ends after an error. Dropping it stops the watch.
-    pub fn observe(&self) -> impl Stream<Item = Result<Option<LeaderInfo>, EtcdError>> + Send + 'static {
+    pub fn observe(&self) -> LeaderChanges {
         observe(self.session.client(), self.name.prefix())
     }
 
@@ -215,9 +217,31 @@ async fn current_leader(client: &Client, prefix: &str) -> Result<(Option<LeaderI
     Ok((leader, revision))
 }
 
-fn observe(client: Client, prefix: String) -> impl Stream<Item = Result<Option<LeaderInfo>, EtcdError>> + Send + 'static {
+/// The stream of leader changes returned by [`Election::observe`]. Dropping
+/// it stops the watch.
+#[derive(Debug)]
+pub struct LeaderChanges {
+    changes: tokio::sync::mpsc::Receiver<Result<Option<LeaderInfo>, EtcdError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stream for LeaderChanges {
+    type Item = Result<Option<LeaderInfo>, EtcdError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.changes.poll_recv(cx)
+    }
+}
+
+impl Drop for LeaderChanges {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn observe(client: Client, prefix: String) -> LeaderChanges {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let result: Result<(), EtcdError> = async {
             let (mut last, revision) = current_leader(&client, &prefix).await?;
             if tx.send(Ok(last.clone())).await.is_err() {
@@ -259,5 +283,5 @@ fn observe(client: Client, prefix: String) -> impl Stream<Item = Result<Option<L
             let _ = tx.send(Err(error)).await;
         }
     });
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+    LeaderChanges { changes: rx, task }
 }

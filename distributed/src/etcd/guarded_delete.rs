@@ -71,3 +71,24 @@ pub(crate) fn spawn_guarded_delete(client: Client, key: String, create_revision:
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stale unlock (the revision of an earlier incarnation of the key)
+    /// must not delete the current one: the Go Mutex's unlock-by-name bug.
+    #[tokio::test]
+    async fn a_stale_delete_leaves_a_newer_key_alone() {
+        let etcd = testkit::shared_etcd().unwrap();
+        let mut client = crate::etcd::EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
+        let key = "guarded-delete-test/k";
+        let first = client.put(key, "1", None).await.unwrap().header().unwrap().revision();
+        assert!(delete_if_created_at(&client, key, first).await.unwrap());
+        let second = client.put(key, "2", None).await.unwrap().header().unwrap().revision();
+        assert!(!delete_if_created_at(&client, key, first).await.unwrap(), "a stale delete went through");
+        let still = client.get(key, None).await.unwrap();
+        assert_eq!(still.kvs()[0].create_revision(), second);
+        assert!(delete_if_created_at(&client, key, second).await.unwrap());
+    }
+}

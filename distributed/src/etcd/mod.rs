@@ -27,7 +27,7 @@ mod session;
 mod wait;
 
 pub use config::{DEFAULT_ENDPOINT, EtcdConfig};
-pub use election::{Election, LeaderInfo, Leadership};
+pub use election::{Election, LeaderChanges, LeaderInfo, Leadership};
 pub use error::EtcdError;
 pub use mutex::{Mutex, MutexGuard};
 pub use rwmutex::{RwMutex, RwMutexGuard};
