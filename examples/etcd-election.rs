@@ -54,14 +54,25 @@ async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
     let election = Election::new(session, &args.name)?;
     let mut leadership: Option<Leadership> = None;
     let mut commands = Commands::from_stdin();
-    say(format!("session {:x} ready; commands: campaign <v>, proclaim <v>, resign, leader, observe, quit", session.lease_id()));
+    say(format!(
+        "session {:x} ready; commands: campaign <v>, proclaim <v>, resign, leader, observe, quit",
+        session.lease_id()
+    ));
     while let Some(words) = commands.next().await {
-        match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        match words
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             ["campaign", value] => {
                 say("campaigning...");
                 match election.campaign(*value).await {
                     Ok(won) => {
-                        say(format!("elected as {value} (revision {})", won.fencing_token()));
+                        say(format!(
+                            "elected as {value} (revision {})",
+                            won.fencing_token()
+                        ));
                         leadership = Some(won);
                     }
                     Err(error) => say(format!("campaign failed: {error}")),
@@ -117,13 +128,19 @@ async fn scripted(args: &Args, first: &Session) -> anyhow::Result<()> {
     let second = common::session(args.addr.as_deref(), args.ttl).await?;
     let (alice, bob) = (Election::new(first, &name)?, Election::new(&second, &name)?);
     let mut observed = alice.observe();
-    anyhow::ensure!(next(&mut observed).await? == "no leader", "someone leads an empty election");
+    anyhow::ensure!(
+        next(&mut observed).await? == "no leader",
+        "someone leads an empty election"
+    );
 
     let alice_leads = alice.campaign("alice").await?;
     say("alice is the leader");
     let bob_campaign = tokio::spawn(async move { bob.campaign("bob").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    anyhow::ensure!(!bob_campaign.is_finished(), "bob was elected while alice leads");
+    anyhow::ensure!(
+        !bob_campaign.is_finished(),
+        "bob was elected while alice leads"
+    );
     alice_leads.proclaim("alice, v2").await?;
     say("alice proclaimed a new value");
     alice_leads.resign().await?;
@@ -145,5 +162,7 @@ async fn next(changes: &mut LeaderChanges) -> anyhow::Result<String> {
     let change = tokio::time::timeout(Duration::from_secs(5), changes.next())
         .await?
         .ok_or_else(|| anyhow::anyhow!("the observer stopped"))??;
-    Ok(change.map(|leader| leader.value).unwrap_or_else(|| "no leader".into()))
+    Ok(change
+        .map(|leader| leader.value)
+        .unwrap_or_else(|| "no leader".into()))
 }

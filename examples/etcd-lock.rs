@@ -53,9 +53,17 @@ async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
     let mutex = Mutex::new(session, &args.name)?;
     let mut held: Option<MutexGuard> = None;
     let mut commands = Commands::from_stdin();
-    say(format!("session {:x} ready; commands: lock, trylock, unlock, write <value>, quit", session.lease_id()));
+    say(format!(
+        "session {:x} ready; commands: lock, trylock, unlock, write <value>, quit",
+        session.lease_id()
+    ));
     while let Some(words) = commands.next().await {
-        match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        match words
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             ["lock"] if held.is_some() => say("already locked"),
             ["lock"] => {
                 say("waiting...");
@@ -85,15 +93,22 @@ async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
                 None => say("not locked"),
             },
             ["write", value] => match &held {
-                Some(guard) => match fenced_write(session, guard, &format!("{}-resource", args.name), value).await {
-                    Ok(true) => say(format!("write accepted: {value}")),
-                    Ok(false) => say("write rejected: the lock is no longer ours"),
-                    Err(error) => say(format!("write failed: {error}")),
-                },
+                Some(guard) => {
+                    match fenced_write(session, guard, &format!("{}-resource", args.name), value)
+                        .await
+                    {
+                        Ok(true) => say(format!("write accepted: {value}")),
+                        Ok(false) => say("write rejected: the lock is no longer ours"),
+                        Err(error) => say(format!("write failed: {error}")),
+                    }
+                }
                 None => say("not locked: lock first"),
             },
             ["quit"] => break,
-            other => say(format!("unknown command {:?}; try lock, trylock, unlock, write <value>, quit", other.join(" "))),
+            other => say(format!(
+                "unknown command {:?}; try lock, trylock, unlock, write <value>, quit",
+                other.join(" ")
+            )),
         }
     }
     if let Some(guard) = held {
@@ -106,8 +121,15 @@ async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
 /// Writes `value` to `resource` only if we still hold the lock, in one
 /// transaction: a holder that was paused past its lease cannot overwrite
 /// the work of the next holder.
-async fn fenced_write(session: &Session, guard: &MutexGuard, resource: &str, value: &str) -> anyhow::Result<bool> {
-    let txn = Txn::new().when([guard.is_held()]).and_then([TxnOp::put(resource, value, None)]);
+async fn fenced_write(
+    session: &Session,
+    guard: &MutexGuard,
+    resource: &str,
+    value: &str,
+) -> anyhow::Result<bool> {
+    let txn = Txn::new()
+        .when([guard.is_held()])
+        .and_then([TxnOp::put(resource, value, None)]);
     Ok(session.client().txn(txn).await?.succeeded())
 }
 // ANCHOR_END: fenced_write
@@ -120,15 +142,24 @@ async fn scripted(args: &Args, first: &Session) -> anyhow::Result<()> {
     let (a, b) = (Mutex::new(first, &name)?, Mutex::new(&second, &name)?);
 
     let guard_a = a.lock().await?;
-    say(format!("A locked (fencing token {})", guard_a.fencing_token()));
-    anyhow::ensure!(b.try_lock().await?.is_none(), "B got the lock while A held it");
+    say(format!(
+        "A locked (fencing token {})",
+        guard_a.fencing_token()
+    ));
+    anyhow::ensure!(
+        b.try_lock().await?.is_none(),
+        "B got the lock while A held it"
+    );
     say("B: try_lock says busy");
 
     let waiter = tokio::spawn(async move { b.lock().await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     anyhow::ensure!(!waiter.is_finished(), "B acquired while A held the lock");
     let resource = format!("{name}-resource");
-    anyhow::ensure!(fenced_write(first, &guard_a, &resource, "from A").await?, "A's fenced write failed");
+    anyhow::ensure!(
+        fenced_write(first, &guard_a, &resource, "from A").await?,
+        "A's fenced write failed"
+    );
     say("A wrote under the lock; A unlocks");
     let token_a = guard_a.fencing_token();
     // A stale copy of A's compare, to show what fencing refuses later.
@@ -136,10 +167,23 @@ async fn scripted(args: &Args, first: &Session) -> anyhow::Result<()> {
     guard_a.unlock().await?;
 
     let guard_b = tokio::time::timeout(Duration::from_secs(5), waiter).await???;
-    say(format!("B locked (fencing token {} > {token_a})", guard_b.fencing_token()));
-    anyhow::ensure!(guard_b.fencing_token() > token_a, "fencing tokens must grow");
-    let late = Txn::new().when([stale]).and_then([TxnOp::put(resource.as_str(), "late write from A", None)]);
-    anyhow::ensure!(!first.client().txn(late).await?.succeeded(), "a stale fenced write went through");
+    say(format!(
+        "B locked (fencing token {} > {token_a})",
+        guard_b.fencing_token()
+    ));
+    anyhow::ensure!(
+        guard_b.fencing_token() > token_a,
+        "fencing tokens must grow"
+    );
+    let late = Txn::new().when([stale]).and_then([TxnOp::put(
+        resource.as_str(),
+        "late write from A",
+        None,
+    )]);
+    anyhow::ensure!(
+        !first.client().txn(late).await?.succeeded(),
+        "a stale fenced write went through"
+    );
     say("A's late fenced write was rejected");
     guard_b.unlock().await?;
     first.client().delete(resource, None).await?;

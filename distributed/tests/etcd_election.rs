@@ -15,21 +15,35 @@ async fn client() -> Client {
 }
 
 async fn session() -> Session {
-    Session::new(client().await, Duration::from_secs(10)).await.unwrap()
+    Session::new(client().await, Duration::from_secs(10))
+        .await
+        .unwrap()
 }
 
 async fn next_value(changes: &mut LeaderChanges) -> Option<String> {
-    let change = tokio::time::timeout(Duration::from_secs(5), changes.next()).await.expect("no change seen");
-    change.expect("the observer ended").expect("observe failed").map(|leader| leader.value)
+    let change = tokio::time::timeout(Duration::from_secs(5), changes.next())
+        .await
+        .expect("no change seen");
+    change
+        .expect("the observer ended")
+        .expect("observe failed")
+        .map(|leader| leader.value)
 }
 
 #[tokio::test]
 async fn campaign_waits_for_the_leader_and_observe_sees_every_change() {
     let name = "election-handover";
     let (a, b) = (session().await, session().await);
-    let (alice, bob) = (Election::new(&a, name).unwrap(), Election::new(&b, name).unwrap());
+    let (alice, bob) = (
+        Election::new(&a, name).unwrap(),
+        Election::new(&b, name).unwrap(),
+    );
     let mut changes = alice.observe();
-    assert_eq!(next_value(&mut changes).await, None, "an empty election has no leader");
+    assert_eq!(
+        next_value(&mut changes).await,
+        None,
+        "an empty election has no leader"
+    );
 
     let alice_leads = alice.campaign("alice").await.unwrap();
     assert_eq!(next_value(&mut changes).await.as_deref(), Some("alice"));
@@ -42,11 +56,19 @@ async fn campaign_waits_for_the_leader_and_observe_sees_every_change() {
     assert_eq!(alice.leader().await.unwrap().unwrap().value, "alice-2");
 
     alice_leads.resign().await.unwrap();
-    let bob_leads = tokio::time::timeout(Duration::from_secs(5), bob_campaign).await.unwrap().unwrap().unwrap();
+    let bob_leads = tokio::time::timeout(Duration::from_secs(5), bob_campaign)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(next_value(&mut changes).await.as_deref(), Some("bob"));
     assert!(bob_leads.fencing_token() > 0);
     bob_leads.resign().await.unwrap();
-    assert_eq!(next_value(&mut changes).await, None, "observe must report that nobody leads");
+    assert_eq!(
+        next_value(&mut changes).await,
+        None,
+        "observe must report that nobody leads"
+    );
     assert_eq!(alice.leader().await.unwrap(), None);
 }
 
@@ -57,10 +79,16 @@ async fn proclaim_after_losing_leadership_fails() {
     let election = Election::new(&a, name).unwrap();
     let leads = election.campaign("one").await.unwrap();
     // Someone deletes our key (an operator, or an expired lease).
-    client().await.delete(election.leader().await.unwrap().unwrap().key, None).await.unwrap();
+    client()
+        .await
+        .delete(election.leader().await.unwrap().unwrap().key, None)
+        .await
+        .unwrap();
     let error = leads.proclaim("two").await.unwrap_err();
     assert!(matches!(error, EtcdError::NotLeader { .. }), "{error}");
-    let lost = tokio::time::timeout(Duration::from_secs(5), leads.lost()).await.unwrap();
+    let lost = tokio::time::timeout(Duration::from_secs(5), leads.lost())
+        .await
+        .unwrap();
     assert!(matches!(lost, EtcdError::NotLeader { .. }));
 }
 
@@ -71,7 +99,11 @@ async fn campaigning_again_on_the_same_session_resumes_with_the_new_value() {
     let election = Election::new(&a, name).unwrap();
     let first = election.campaign("v1").await.unwrap();
     let again = election.campaign("v2").await.unwrap();
-    assert_eq!(first.fencing_token(), again.fencing_token(), "same place in line");
+    assert_eq!(
+        first.fencing_token(),
+        again.fencing_token(),
+        "same place in line"
+    );
     assert_eq!(election.leader().await.unwrap().unwrap().value, "v2");
     again.resign().await.unwrap();
 }
@@ -84,7 +116,11 @@ async fn lead_runs_the_work_only_while_leader() {
     let election = Election::new(&a, name).unwrap();
     let out = election.lead("worker-a", async |_token| 42).await.unwrap();
     assert_eq!(out, 42);
-    assert_eq!(election.leader().await.unwrap(), None, "lead must resign when the work is done");
+    assert_eq!(
+        election.leader().await.unwrap(),
+        None,
+        "lead must resign when the work is done"
+    );
 
     // Work that would run forever: losing the session stops it promptly.
     let b = session().await;
@@ -100,9 +136,21 @@ async fn lead_runs_the_work_only_while_leader() {
     let leading = tokio::spawn(async move { election.lead("worker-b", work).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     client().await.lease_revoke(b.lease_id()).await.unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(5), leading).await.expect("work not stopped").unwrap();
-    assert!(matches!(outcome, Err(EtcdError::SessionLost { .. }) | Err(EtcdError::NotLeader { .. })), "{outcome:?}");
-    assert!(stopped.load(SeqCst), "the leader's work outlived its leadership");
+    let outcome = tokio::time::timeout(Duration::from_secs(5), leading)
+        .await
+        .expect("work not stopped")
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Err(EtcdError::SessionLost { .. }) | Err(EtcdError::NotLeader { .. })
+        ),
+        "{outcome:?}"
+    );
+    assert!(
+        stopped.load(SeqCst),
+        "the leader's work outlived its leadership"
+    );
 }
 
 /// Sets the flag when the work future is dropped.
@@ -117,5 +165,8 @@ impl Drop for SetOnDrop {
 #[tokio::test]
 async fn bad_names_are_rejected() {
     let a = session().await;
-    assert!(matches!(Election::new(&a, ""), Err(EtcdError::InvalidName { .. })));
+    assert!(matches!(
+        Election::new(&a, ""),
+        Err(EtcdError::InvalidName { .. })
+    ));
 }

@@ -12,7 +12,9 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 
 /// Connects to `--addr` (comma-separated), else `ETCD_ENDPOINTS`, else the
 /// local services; credentials from `ETCD_USER` / `ETCD_PASSWORD`.
-pub async fn connect(addr: Option<&str>) -> anyhow::Result<concurrency_patterns::distributed::etcd::Client> {
+pub async fn connect(
+    addr: Option<&str>,
+) -> anyhow::Result<concurrency_patterns::distributed::etcd::Client> {
     let mut config = EtcdConfig::from_env()?;
     if let Some(addr) = addr {
         config = config.endpoints_from_list(addr);

@@ -5,7 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, WatchOptions,
+};
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument};
@@ -65,19 +68,24 @@ impl Election {
         let value = value.into();
         let client = self.session.client();
         let lease = self.session.lease_id();
-        let created = super::keys::create_if_absent(&client, &self.key, value.as_str(), lease).await?;
+        let created =
+            super::keys::create_if_absent(&client, &self.key, value.as_str(), lease).await?;
         let revision = match created {
             Some(revision) => revision,
             None => {
                 // Resuming: keep our place in line, with the new value.
                 let existing = client.clone().get(self.key.as_str(), None).await?;
-                let revision = existing.kvs().first().map(|kv| kv.create_revision()).unwrap_or(0);
+                let revision = existing
+                    .kvs()
+                    .first()
+                    .map(|kv| kv.create_revision())
+                    .unwrap_or(0);
                 self.put_if_ours(revision, &value).await?;
                 revision
             }
         };
         let mut cleanup = DeleteOnDrop::new(&client, &self.key);
-        cleanup.arm(revision);
+        cleanup.arm(revision, None);
         wait_turn(&self.session, &self.name.prefix(), &self.key, revision).await?;
         cleanup.disarm();
         debug!(revision, "elected");
@@ -89,7 +97,11 @@ impl Election {
 
     async fn put_if_ours(&self, revision: i64, value: &str) -> Result<(), EtcdError> {
         let txn = Txn::new()
-            .when([Compare::create_revision(self.key.as_str(), CompareOp::Equal, revision)])
+            .when([Compare::create_revision(
+                self.key.as_str(),
+                CompareOp::Equal,
+                revision,
+            )])
             .and_then([TxnOp::put(
                 self.key.as_str(),
                 value,
@@ -106,7 +118,9 @@ impl Election {
 
     /// The current leader, or `None` if there is none.
     pub async fn leader(&self) -> Result<Option<LeaderInfo>, EtcdError> {
-        Ok(current_leader(&self.session.client(), &self.name.prefix()).await?.0)
+        Ok(current_leader(&self.session.client(), &self.name.prefix())
+            .await?
+            .0)
     }
 
     /// Every change of leader, starting with the current one: `Some(leader)`
@@ -166,12 +180,19 @@ pub struct Leadership {
 impl Leadership {
     /// Changes the value others see, only while still the leader.
     pub async fn proclaim(&self, value: impl Into<String>) -> Result<(), EtcdError> {
-        self.election.put_if_ours(self.revision, &value.into()).await
+        self.election
+            .put_if_ours(self.revision, &value.into())
+            .await
     }
 
     /// Steps down: deletes our key only if it is still ours.
     pub async fn resign(self) -> Result<(), EtcdError> {
-        delete_if_created_at(&self.election.session.client(), &self.election.key, self.revision).await?;
+        delete_if_created_at(
+            &self.election.session.client(),
+            &self.election.key,
+            self.revision,
+        )
+        .await?;
         Ok(())
     }
 
@@ -199,7 +220,10 @@ impl Leadership {
     }
 }
 
-async fn current_leader(client: &Client, prefix: &str) -> Result<(Option<LeaderInfo>, i64), EtcdError> {
+async fn current_leader(
+    client: &Client,
+    prefix: &str,
+) -> Result<(Option<LeaderInfo>, i64), EtcdError> {
     let options = GetOptions::new()
         .with_prefix()
         .with_sort(SortTarget::Create, SortOrder::Ascend)
@@ -247,7 +271,9 @@ fn observe(client: Client, prefix: String) -> LeaderChanges {
             if tx.send(Ok(last.clone())).await.is_err() {
                 return Ok(());
             }
-            let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(revision + 1);
             let mut watch = client.clone().watch(prefix.as_str(), Some(options)).await?;
             while let Some(response) = watch.message().await? {
                 if response.canceled() {

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 
 use super::EtcdError;
+use super::retry::{Repeat, retrying};
 
 /// Creates `key` = `value` (with `lease`, if not 0) unless it exists.
 /// Returns the create revision if this call created it, `None` if the key was
@@ -19,7 +20,11 @@ pub(crate) async fn create_if_absent(
     let txn = Txn::new()
         .when([Compare::create_revision(key, CompareOp::Equal, 0)])
         .and_then([TxnOp::put(key, value, options)]);
-    let response = client.clone().txn(txn).await?;
+    let response = retrying(Repeat::IfUnsent, || {
+        let (mut client, txn) = (client.clone(), txn.clone());
+        async move { client.txn(txn).await }
+    })
+    .await?;
     Ok(response
         .succeeded()
         .then(|| response.header().map(|h| h.revision()).unwrap_or(0)))
@@ -35,7 +40,10 @@ pub(crate) async fn create_unique(
     lease: i64,
 ) -> Result<(String, i64), EtcdError> {
     loop {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let key = format!("{prefix}{nanos}");
         if let Some(revision) = create_if_absent(client, &key, value.clone(), lease).await? {
             return Ok((key, revision));

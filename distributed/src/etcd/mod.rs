@@ -22,6 +22,7 @@ mod guarded_delete;
 mod keys;
 mod mutex;
 mod name;
+mod retry;
 mod rwmutex;
 mod session;
 mod wait;

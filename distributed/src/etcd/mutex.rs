@@ -1,11 +1,16 @@
 //! A distributed mutex on etcd, compatible with etcd's Go `concurrency.Mutex`
 //! and `etcdctl lock`.
 
-use etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+};
 use tracing::{debug, instrument};
 
 use super::guarded_delete::{DeleteOnDrop, delete_if_created_at, spawn_guarded_delete};
+use super::keys::create_if_absent;
 use super::name::RecipeName;
+use super::retry::{Repeat, retrying};
+use super::session::Claim;
 use super::wait::wait_turn;
 use super::{EtcdError, Session};
 
@@ -53,20 +58,32 @@ impl Mutex {
     /// line (or becomes a holder nobody knows about).
     #[instrument(level = "debug", skip(self), fields(key = %self.key))]
     pub async fn lock(&self) -> Result<MutexGuard, EtcdError> {
+        let claim = self.claim().await?;
         let client = self.session.client();
         let mut cleanup = DeleteOnDrop::new(&client, &self.key);
         let revision = self.enqueue().await?;
-        cleanup.arm(revision);
+        cleanup.arm(revision, Some(claim));
         wait_turn(&self.session, &self.name.prefix(), &self.key, revision).await?;
-        cleanup.disarm();
+        let claim = cleanup.disarm();
         debug!(revision, "locked");
-        Ok(self.guard(revision))
+        Ok(self.guard(revision, claim))
+    }
+
+    async fn claim(&self) -> Result<Claim, EtcdError> {
+        self.session
+            .claim(&self.key)
+            .await
+            .ok_or_else(|| EtcdError::AlreadyHeldBySession {
+                key: self.key.clone(),
+            })
     }
 
     /// Takes the lock if nobody holds it; `Ok(None)` if someone does (then
     /// nothing is left behind).
     #[instrument(level = "debug", skip(self), fields(key = %self.key))]
     pub async fn try_lock(&self) -> Result<Option<MutexGuard>, EtcdError> {
+        let claim = self.claim().await?;
+        self.remove_leftover().await?;
         let client = self.session.client();
         let owner = GetOptions::new()
             .with_prefix()
@@ -74,14 +91,24 @@ impl Mutex {
             .with_limit(1);
         // One round trip: create our key and read the owner in the same txn.
         let txn = Txn::new()
-            .when([Compare::create_revision(self.key.as_str(), CompareOp::Equal, 0)])
+            .when([Compare::create_revision(
+                self.key.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
             .and_then([
-                TxnOp::put(self.key.as_str(), "", Some(etcd_client::PutOptions::new().with_lease(self.session.lease_id()))),
+                TxnOp::put(
+                    self.key.as_str(),
+                    "",
+                    Some(etcd_client::PutOptions::new().with_lease(self.session.lease_id())),
+                ),
                 TxnOp::get(self.name.prefix(), Some(owner)),
             ]);
         let response = client.clone().txn(txn).await?;
         if !response.succeeded() {
-            return Err(EtcdError::AlreadyHeldBySession { key: self.key.clone() });
+            return Err(EtcdError::AlreadyHeldBySession {
+                key: self.key.clone(),
+            });
         }
         let revision = response.header().map(|h| h.revision()).unwrap_or(0);
         let owner_revision = response.op_responses().into_iter().find_map(|op| match op {
@@ -89,27 +116,62 @@ impl Mutex {
             _ => None,
         });
         if owner_revision == Some(revision) {
-            return Ok(Some(self.guard(revision)));
+            return Ok(Some(self.guard(revision, Some(claim))));
         }
         delete_if_created_at(&client, &self.key, revision).await?;
         Ok(None)
     }
 
     /// Writes our key; its create revision is our place in line.
+    ///
+    /// If the key is already there, we hold the claim on it, so it can only
+    /// be the leftover of an earlier attempt of ours whose reply was lost
+    /// (the write happened, the answer did not arrive): we take its place in
+    /// line, as Go's Mutex does.
     async fn enqueue(&self) -> Result<i64, EtcdError> {
         let client = self.session.client();
-        match super::keys::create_if_absent(&client, &self.key, "", self.session.lease_id()).await? {
-            Some(revision) => Ok(revision),
-            None => Err(EtcdError::AlreadyHeldBySession { key: self.key.clone() }),
+        loop {
+            if let Some(revision) =
+                create_if_absent(&client, &self.key, "", self.session.lease_id()).await?
+            {
+                return Ok(revision);
+            }
+            if let Some(revision) = self.leftover_revision().await? {
+                return Ok(revision);
+            }
+            // It vanished in between (its lease?); try again.
         }
     }
 
-    fn guard(&self, revision: i64) -> MutexGuard {
+    /// The create revision of a key of ours left by an earlier attempt.
+    async fn leftover_revision(&self) -> Result<Option<i64>, EtcdError> {
+        let existing = retrying(Repeat::Idempotent, || {
+            let (mut client, key) = (self.session.client(), self.key.clone());
+            async move { client.get(key, None).await }
+        })
+        .await?;
+        Ok(existing
+            .kvs()
+            .first()
+            .filter(|kv| kv.lease() == self.session.lease_id())
+            .map(|kv| kv.create_revision()))
+    }
+
+    /// Deletes a leftover of ours, so that `try_lock` starts from a clean line.
+    async fn remove_leftover(&self) -> Result<(), EtcdError> {
+        if let Some(revision) = self.leftover_revision().await? {
+            delete_if_created_at(&self.session.client(), &self.key, revision).await?;
+        }
+        Ok(())
+    }
+
+    fn guard(&self, revision: i64, claim: Option<Claim>) -> MutexGuard {
         MutexGuard {
             session: self.session.clone(),
             key: self.key.clone(),
             revision,
             released: false,
+            claim,
         }
     }
 
@@ -130,6 +192,9 @@ pub struct MutexGuard {
     key: String,
     revision: i64,
     released: bool,
+    // Released only once our key is deleted: a new `lock()` on this session
+    // must not adopt a key that is about to disappear.
+    claim: Option<Claim>,
 }
 
 impl MutexGuard {
@@ -179,7 +244,13 @@ impl MutexGuard {
 impl Drop for MutexGuard {
     fn drop(&mut self) {
         if !self.released {
-            spawn_guarded_delete(self.session.client(), std::mem::take(&mut self.key), self.revision);
+            let claim = self.claim.take();
+            spawn_guarded_delete(
+                self.session.client(),
+                std::mem::take(&mut self.key),
+                self.revision,
+                claim,
+            );
         }
     }
 }

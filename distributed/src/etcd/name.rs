@@ -60,7 +60,10 @@ mod tests {
     fn bad_names_are_rejected_with_the_reason() {
         for bad in ["", "jobs/", "a\0b"] {
             let error = RecipeName::new(bad).unwrap_err();
-            assert!(matches!(error, EtcdError::InvalidName { .. }), "{bad:?}: {error}");
+            assert!(
+                matches!(error, EtcdError::InvalidName { .. }),
+                "{bad:?}: {error}"
+            );
         }
     }
 

@@ -50,7 +50,8 @@ impl RwMutex {
     #[instrument(level = "debug", skip(self), fields(name = self.name.as_str()))]
     pub async fn read_lock(&self) -> Result<RwMutexGuard, EtcdError> {
         // Readers only mind writers.
-        self.acquire(Side::Read, &self.name.sub_prefix("write")).await
+        self.acquire(Side::Read, &self.name.sub_prefix("write"))
+            .await
     }
 
     /// Waits until everyone who arrived earlier has left, then holds the
@@ -69,9 +70,10 @@ impl RwMutex {
             Side::Read => "read",
             Side::Write => "write",
         });
-        let (key, revision) = create_unique(&client, &own_prefix, "", self.session.lease_id()).await?;
+        let (key, revision) =
+            create_unique(&client, &own_prefix, "", self.session.lease_id()).await?;
         let mut cleanup = DeleteOnDrop::new(&client, &key);
-        cleanup.arm(revision);
+        cleanup.arm(revision, None);
         wait_turn(&self.session, blockers, &key, revision).await?;
         cleanup.disarm();
         debug!(%key, ?side, "acquired");
@@ -129,7 +131,12 @@ impl RwMutexGuard {
 impl Drop for RwMutexGuard {
     fn drop(&mut self) {
         if !self.released {
-            spawn_guarded_delete(self.session.client(), std::mem::take(&mut self.key), self.revision);
+            spawn_guarded_delete(
+                self.session.client(),
+                std::mem::take(&mut self.key),
+                self.revision,
+                None,
+            );
         }
     }
 }

@@ -1,10 +1,11 @@
 //! A session: one lease, kept alive in the background, whose loss is visible.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::Client;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, instrument, warn};
 
@@ -38,6 +39,16 @@ struct Inner {
     ttl: i64,
     lost: watch::Receiver<bool>,
     keep_alive: JoinHandle<()>,
+    /// Keys that a recipe object of this process holds or waits for under
+    /// this lease (see [`Session::claim`]).
+    claims: std::sync::Mutex<HashMap<String, ClaimState>>,
+}
+
+/// Whether a claimed key is in use, or on its way out (its delete is in
+/// flight in the background).
+enum ClaimState {
+    InUse,
+    Releasing(Arc<Notify>),
 }
 
 impl Drop for Inner {
@@ -77,7 +88,14 @@ impl Session {
         let lease = granting.lease_grant(ttl_secs, None).await?.id();
         let (keeper, stream) = granting.lease_keep_alive(lease).await?;
         let (lost_tx, lost_rx) = watch::channel(false);
-        let keep_alive = tokio::spawn(keep_alive(client.clone(), lease, ttl_secs, keeper, stream, lost_tx));
+        let keep_alive = tokio::spawn(keep_alive(
+            client.clone(),
+            lease,
+            ttl_secs,
+            keeper,
+            stream,
+            lost_tx,
+        ));
         debug!(lease = format_args!("{lease:x}"), "session started");
         Ok(Session {
             inner: Arc::new(Inner {
@@ -86,6 +104,7 @@ impl Session {
                 ttl: ttl_secs,
                 lost: lost_rx,
                 keep_alive,
+                claims: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -120,16 +139,99 @@ impl Session {
         self.lost_error()
     }
 
+    /// Marks `key` as used by one recipe object of this process until the
+    /// returned claim is dropped; `None` if another object uses it now. If
+    /// the key is only being released (its delete is in flight), waits for
+    /// that first.
+    ///
+    /// Two `Mutex`es on one session and name would share one key (and both
+    /// "hold" the lock, a bug of the Go Mutex); the claim makes the second
+    /// one fail instead. It also means that a key with our lease that we did
+    /// not claim is a leftover of our own failed attempt, safe to adopt.
+    pub(crate) async fn claim(&self, key: &str) -> Option<Claim> {
+        loop {
+            let released = {
+                let mut claims = self.inner.claims.lock().unwrap_or_else(|p| p.into_inner());
+                match claims.get(key) {
+                    None => {
+                        claims.insert(key.to_string(), ClaimState::InUse);
+                        return Some(Claim {
+                            session: self.clone(),
+                            key: key.to_string(),
+                        });
+                    }
+                    Some(ClaimState::InUse) => return None,
+                    Some(ClaimState::Releasing(done)) => Arc::clone(done),
+                }
+            };
+            // The wake-up can come between dropping the lock above and
+            // starting to wait; the bounded wait covers that rare miss.
+            let _ = tokio::time::timeout(Duration::from_millis(200), released.notified()).await;
+        }
+    }
+
     pub(crate) fn lost_error(&self) -> EtcdError {
-        EtcdError::SessionLost { lease: self.inner.lease }
+        EtcdError::SessionLost {
+            lease: self.inner.lease,
+        }
     }
 
     /// Revokes the lease: every key written with it is deleted at once, so
     /// locks and leadership held through it are released.
     pub async fn close(self) -> Result<(), EtcdError> {
         self.inner.keep_alive.abort();
-        self.inner.client.clone().lease_revoke(self.inner.lease).await?;
+        self.inner
+            .client
+            .clone()
+            .lease_revoke(self.inner.lease)
+            .await?;
         Ok(())
+    }
+}
+
+/// A key in use by one recipe object; released on drop.
+pub(crate) struct Claim {
+    session: Session,
+    key: String,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Claim").field(&self.key).finish()
+    }
+}
+
+impl Claim {
+    /// The key's delete has been handed to a background task: a new claim
+    /// on it waits for this one instead of failing.
+    pub(crate) fn mark_releasing(&self) {
+        let mut claims = self
+            .session
+            .inner
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        claims.insert(
+            self.key.clone(),
+            ClaimState::Releasing(Arc::new(Notify::new())),
+        );
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let removed = {
+            let mut claims = self
+                .session
+                .inner
+                .claims
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            claims.remove(&self.key)
+        };
+        if let Some(ClaimState::Releasing(done)) = removed {
+            done.notify_waiters();
+        }
     }
 }
 
@@ -152,7 +254,10 @@ async fn keep_alive(
         loop {
             let sent_at = tokio::time::Instant::now();
             if sent_at >= deadline {
-                warn!(lease = format_args!("{lease:x}"), "session lease could not be renewed in time");
+                warn!(
+                    lease = format_args!("{lease:x}"),
+                    "session lease could not be renewed in time"
+                );
                 let _ = lost.send(true);
                 return;
             }
@@ -175,7 +280,9 @@ async fn keep_alive(
                     // to died) or the renewal is late: open a new stream and
                     // try again, until the deadline above says it is too late.
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    match tokio::time::timeout_at(deadline, client.clone().lease_keep_alive(lease)).await {
+                    match tokio::time::timeout_at(deadline, client.clone().lease_keep_alive(lease))
+                        .await
+                    {
                         Ok(Ok((new_keeper, new_stream))) => {
                             keeper = new_keeper;
                             stream = new_stream;

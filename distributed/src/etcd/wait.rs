@@ -7,15 +7,24 @@
 
 use etcd_client::{Client, EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
 
+use super::retry::{Repeat, retrying};
 use super::{EtcdError, Session};
 
 /// Waits until `key` is deleted, looking at every change from `from_revision`
 /// on (pass the revision of the read that saw the key, plus one).
 ///
 /// Cancel safety: safe; dropping the future cancels the watch.
-pub(crate) async fn wait_for_delete(client: &Client, key: &str, from_revision: i64) -> Result<(), EtcdError> {
+pub(crate) async fn wait_for_delete(
+    client: &Client,
+    key: &str,
+    from_revision: i64,
+) -> Result<(), EtcdError> {
     let options = WatchOptions::new().with_start_revision(from_revision);
-    let mut watch = client.clone().watch(key, Some(options)).await?;
+    let mut watch = retrying(Repeat::Idempotent, || {
+        let (mut client, options) = (client.clone(), options.clone());
+        async move { client.watch(key, Some(options)).await }
+    })
+    .await?;
     loop {
         let Some(response) = watch.message().await? else {
             return Err(EtcdError::WatchEnded {
@@ -29,7 +38,11 @@ pub(crate) async fn wait_for_delete(client: &Client, key: &str, from_revision: i
                 reason: response.cancel_reason().to_string(),
             });
         }
-        if response.events().iter().any(|event| event.event_type() == EventType::Delete) {
+        if response
+            .events()
+            .iter()
+            .any(|event| event.event_type() == EventType::Delete)
+        {
             return Ok(());
         }
     }
@@ -43,7 +56,11 @@ pub(crate) async fn wait_for_delete(client: &Client, key: &str, from_revision: i
 /// looked up, until there is none.
 ///
 /// Cancel safety: safe; dropping the future cancels the watch.
-pub(crate) async fn wait_for_predecessors(client: &Client, prefix: &str, revision: i64) -> Result<(), EtcdError> {
+pub(crate) async fn wait_for_predecessors(
+    client: &Client,
+    prefix: &str,
+    revision: i64,
+) -> Result<(), EtcdError> {
     loop {
         let options = GetOptions::new()
             .with_prefix()
@@ -51,7 +68,11 @@ pub(crate) async fn wait_for_predecessors(client: &Client, prefix: &str, revisio
             .with_sort(SortTarget::Create, SortOrder::Descend)
             .with_limit(1)
             .with_keys_only();
-        let response = client.clone().get(prefix, Some(options)).await?;
+        let response = retrying(Repeat::Idempotent, || {
+            let (mut client, options) = (client.clone(), options.clone());
+            async move { client.get(prefix, Some(options)).await }
+        })
+        .await?;
         let Some(predecessor) = response.kvs().first() else {
             return Ok(());
         };
@@ -68,13 +89,22 @@ pub(crate) async fn wait_for_predecessors(client: &Client, prefix: &str, revisio
 /// Fails with [`EtcdError::SessionLost`] if the session is lost while
 /// waiting, or if our key vanished meanwhile (its lease expired): a waiter
 /// whose session died never "acquires" (a bug of the Go Mutex).
-pub(crate) async fn wait_turn(session: &Session, prefix: &str, key: &str, revision: i64) -> Result<(), EtcdError> {
+pub(crate) async fn wait_turn(
+    session: &Session,
+    prefix: &str,
+    key: &str,
+    revision: i64,
+) -> Result<(), EtcdError> {
     let client = session.client();
     tokio::select! {
         lost = session.lost() => return Err(lost),
         waited = wait_for_predecessors(&client, prefix, revision) => waited?,
     }
-    let ours = client.clone().get(key, None).await?;
+    let ours = retrying(Repeat::Idempotent, || {
+        let mut client = client.clone();
+        async move { client.get(key, None).await }
+    })
+    .await?;
     match ours.kvs().first() {
         Some(kv) if kv.create_revision() == revision && !session.is_lost() => Ok(()),
         _ => Err(session.lost_error()),

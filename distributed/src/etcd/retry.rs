@@ -1,0 +1,67 @@
+//! Retrying requests that certainly did not reach a server, or that are safe
+//! to repeat.
+//!
+//! etcd-client spreads requests over all endpoints and keeps choosing a dead
+//! member's endpoint now and then, failing that request with "tcp connect
+//! error". Such a request never left this process, so sending it again is
+//! always safe. Reads (and revision-guarded deletes) are safe to repeat
+//! whatever went wrong.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::EtcdError;
+
+/// How a request may be repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    /// Repeat only if the request was never sent (a write that is not
+    /// idempotent: repeating a lost success could apply it twice).
+    IfUnsent,
+    /// Repeat on any unavailability (reads, revision-guarded deletes).
+    Idempotent,
+}
+
+const ATTEMPTS: usize = 8;
+
+/// Runs `op` until it succeeds, fails in a way that must not be repeated,
+/// or has failed [`ATTEMPTS`] times.
+pub(crate) async fn retrying<T, F, Fut>(repeat: Repeat, mut op: F) -> Result<T, EtcdError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut pause = Duration::from_millis(20);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(error) if attempt < ATTEMPTS && may_repeat(&error, repeat) => {
+                tracing::debug!(%error, attempt, "retrying an etcd request");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+                attempt += 1;
+            }
+            Err(error) => return Err(EtcdError::Client(error)),
+        }
+    }
+}
+
+fn may_repeat(error: &etcd_client::Error, repeat: Repeat) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return matches!(error, etcd_client::Error::TransportError(_));
+    };
+    let unsent =
+        status.code() == tonic::Code::Unavailable && status.message().contains("connect error");
+    let unavailable = matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded
+    );
+    match repeat {
+        Repeat::IfUnsent => unsent,
+        Repeat::Idempotent => unavailable,
+    }
+}
