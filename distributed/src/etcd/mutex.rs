@@ -2,12 +2,11 @@
 //! and `etcdctl lock`.
 
 use etcd_client::{
-    Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use tracing::{debug, instrument};
 
 use super::guarded_delete::{DeleteOnDrop, delete_if_created_at, spawn_guarded_delete};
-use super::keys::create_if_absent;
 use super::name::RecipeName;
 use super::retry::{Repeat, retrying};
 use super::session::Claim;
@@ -59,14 +58,24 @@ impl Mutex {
     #[instrument(level = "debug", skip(self), fields(key = %self.key))]
     pub async fn lock(&self) -> Result<MutexGuard, EtcdError> {
         let claim = self.claim().await?;
-        let client = self.session.client();
-        let mut cleanup = DeleteOnDrop::new(&client, &self.key);
-        let revision = self.enqueue().await?;
-        cleanup.arm(revision, Some(claim));
-        wait_turn(&self.session, &self.name.prefix(), &self.key, revision).await?;
+        let place = self.enqueue().await?;
+        if place.first {
+            // Uncontended: one round trip in all, as in Go.
+            debug!(revision = place.revision, "locked at once");
+            return Ok(self.guard(place.revision, Some(claim)));
+        }
+        let mut cleanup = DeleteOnDrop::new(&self.session.client(), &self.key);
+        cleanup.arm(place.revision, Some(claim));
+        wait_turn(
+            &self.session,
+            &self.name.prefix(),
+            &self.key,
+            place.revision,
+        )
+        .await?;
         let claim = cleanup.disarm();
-        debug!(revision, "locked");
-        Ok(self.guard(revision, claim))
+        debug!(revision = place.revision, "locked after waiting");
+        Ok(self.guard(place.revision, claim))
     }
 
     async fn claim(&self) -> Result<Claim, EtcdError> {
@@ -83,13 +92,27 @@ impl Mutex {
     #[instrument(level = "debug", skip(self), fields(key = %self.key))]
     pub async fn try_lock(&self) -> Result<Option<MutexGuard>, EtcdError> {
         let claim = self.claim().await?;
-        self.remove_leftover().await?;
-        let client = self.session.client();
-        let owner = GetOptions::new()
+        let place = self.enqueue().await?;
+        if place.first {
+            return Ok(Some(self.guard(place.revision, Some(claim))));
+        }
+        delete_if_created_at(&self.session.client(), &self.key, place.revision).await?;
+        Ok(None)
+    }
+
+    /// Gets in line: writes our key and, in the same transaction, reads who
+    /// is first. Its create revision is our place in line.
+    ///
+    /// If the key is already there, we hold the claim on it, so it can only
+    /// be the leftover of an earlier attempt of ours whose reply was lost
+    /// (the write happened, the answer did not arrive): we take its place in
+    /// line, as Go's Mutex does.
+    async fn enqueue(&self) -> Result<Place, EtcdError> {
+        let lease = self.session.lease_id();
+        let first_in_line = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend)
             .with_limit(1);
-        // One round trip: create our key and read the owner in the same txn.
         let txn = Txn::new()
             .when([Compare::create_revision(
                 self.key.as_str(),
@@ -100,69 +123,40 @@ impl Mutex {
                 TxnOp::put(
                     self.key.as_str(),
                     "",
-                    Some(etcd_client::PutOptions::new().with_lease(self.session.lease_id())),
+                    Some(PutOptions::new().with_lease(lease)),
                 ),
-                TxnOp::get(self.name.prefix(), Some(owner)),
-            ]);
-        let response = client.clone().txn(txn).await?;
-        if !response.succeeded() {
-            return Err(EtcdError::AlreadyHeldBySession {
-                key: self.key.clone(),
-            });
-        }
-        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
-        let owner_revision = response.op_responses().into_iter().find_map(|op| match op {
-            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
-            _ => None,
-        });
-        if owner_revision == Some(revision) {
-            return Ok(Some(self.guard(revision, Some(claim))));
-        }
-        delete_if_created_at(&client, &self.key, revision).await?;
-        Ok(None)
-    }
-
-    /// Writes our key; its create revision is our place in line.
-    ///
-    /// If the key is already there, we hold the claim on it, so it can only
-    /// be the leftover of an earlier attempt of ours whose reply was lost
-    /// (the write happened, the answer did not arrive): we take its place in
-    /// line, as Go's Mutex does.
-    async fn enqueue(&self) -> Result<i64, EtcdError> {
-        let client = self.session.client();
+                TxnOp::get(self.name.prefix(), Some(first_in_line)),
+            ])
+            .or_else([TxnOp::get(self.key.as_str(), None)]);
         loop {
-            if let Some(revision) =
-                create_if_absent(&client, &self.key, "", self.session.lease_id()).await?
+            let response = retrying(Repeat::IfUnsent, || {
+                let (mut client, txn) = (self.session.client(), txn.clone());
+                async move { client.txn(txn).await }
+            })
+            .await?;
+            let read = response.op_responses().into_iter().find_map(|op| match op {
+                TxnOpResponse::Get(get) => get
+                    .kvs()
+                    .first()
+                    .map(|kv| (kv.create_revision(), kv.lease())),
+                _ => None,
+            });
+            if response.succeeded() {
+                let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+                let first = read.map(|(first, _)| first) == Some(revision);
+                return Ok(Place { revision, first });
+            }
+            if let Some((revision, owner_lease)) = read
+                && owner_lease == lease
             {
-                return Ok(revision);
+                // Our leftover: `wait_turn` finds out whether it is first.
+                return Ok(Place {
+                    revision,
+                    first: false,
+                });
             }
-            if let Some(revision) = self.leftover_revision().await? {
-                return Ok(revision);
-            }
-            // It vanished in between (its lease?); try again.
+            // It vanished between the compare and the read; try again.
         }
-    }
-
-    /// The create revision of a key of ours left by an earlier attempt.
-    async fn leftover_revision(&self) -> Result<Option<i64>, EtcdError> {
-        let existing = retrying(Repeat::Idempotent, || {
-            let (mut client, key) = (self.session.client(), self.key.clone());
-            async move { client.get(key, None).await }
-        })
-        .await?;
-        Ok(existing
-            .kvs()
-            .first()
-            .filter(|kv| kv.lease() == self.session.lease_id())
-            .map(|kv| kv.create_revision()))
-    }
-
-    /// Deletes a leftover of ours, so that `try_lock` starts from a clean line.
-    async fn remove_leftover(&self) -> Result<(), EtcdError> {
-        if let Some(revision) = self.leftover_revision().await? {
-            delete_if_created_at(&self.session.client(), &self.key, revision).await?;
-        }
-        Ok(())
     }
 
     fn guard(&self, revision: i64, claim: Option<Claim>) -> MutexGuard {
@@ -179,6 +173,14 @@ impl Mutex {
     pub fn key(&self) -> &str {
         &self.key
     }
+}
+
+/// Where our key stands in the line of contenders.
+struct Place {
+    /// Our key's create revision.
+    revision: i64,
+    /// True if no key was created before ours: the lock is ours.
+    first: bool,
 }
 
 /// Proof of holding a [`Mutex`].
