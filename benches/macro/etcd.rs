@@ -1,7 +1,10 @@
 //! Benchmarks on etcd.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use concurrency_patterns::distributed::etcd::etcd_client::GetOptions;
+use concurrency_patterns::distributed::etcd::{Mutex, Session};
 
 use crate::Servers;
 use crate::report::Samples;
@@ -37,4 +40,86 @@ pub async fn raw_put(servers: &mut Servers) -> anyhow::Result<String> {
     let rpcs = (grpc_calls(&addrs) - calls_before) as f64 / N as f64;
     client.delete(key, None).await?;
     Ok(Samples::new(latencies, elapsed).line("etcd.raw.put", &[("rpcs_per_op", rpcs)]))
+}
+
+/// Lock+unlock cycles per etcd benchmark.
+const MUTEX_CYCLES: usize = 500;
+/// Hand-overs measured in `etcd.mutex.handoff`.
+const HANDOFFS: usize = 200;
+
+/// `etcd.mutex.cycle`: uncontended lock+unlock on one session.
+pub async fn mutex_cycle(servers: &mut Servers) -> anyhow::Result<String> {
+    let (client, addrs) = servers.etcd().await?;
+    let session = Session::new(client, Duration::from_secs(10)).await?;
+    let mutex = Mutex::new(&session, "bench/mutex-cycle")?;
+    for _ in 0..20 {
+        mutex.lock().await?.unlock().await?;
+    }
+    let calls_before = grpc_calls(&addrs);
+    let mut latencies = Vec::with_capacity(MUTEX_CYCLES);
+    let started = Instant::now();
+    for _ in 0..MUTEX_CYCLES {
+        let t = Instant::now();
+        mutex.lock().await?.unlock().await?;
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    let rpcs = (grpc_calls(&addrs) - calls_before) as f64 / MUTEX_CYCLES as f64;
+    session.close().await?;
+    Ok(Samples::new(latencies, elapsed).line("etcd.mutex.cycle", &[("rpcs_per_op", rpcs)]))
+}
+
+/// `etcd.mutex.handoff`: two contenders on two sessions pass the lock back
+/// and forth; the latency is from the holder's `unlock` call to the waiter's
+/// `lock` returning.
+pub async fn mutex_handoff(servers: &mut Servers) -> anyhow::Result<String> {
+    let (client, _) = servers.etcd().await?;
+    let sessions = [
+        Session::new(client.clone(), Duration::from_secs(10)).await?,
+        Session::new(client, Duration::from_secs(10)).await?,
+    ];
+    let mutexes = [
+        Mutex::new(&sessions[0], "bench/mutex-handoff")?,
+        Mutex::new(&sessions[1], "bench/mutex-handoff")?,
+    ];
+    let mut latencies = Vec::with_capacity(HANDOFFS);
+    let mut held = mutexes[0].lock().await?;
+    let started = Instant::now();
+    for i in 0..HANDOFFS {
+        let next = mutexes[(i + 1) % 2].clone();
+        let waiter = tokio::spawn(async move {
+            let guard = next.lock().await;
+            (guard, Instant::now())
+        });
+        // Let the waiter get in line before the release.
+        wait_until_waiting(&sessions[0], "bench/mutex-handoff/", 2).await?;
+        let released_at = Instant::now();
+        held.unlock().await?;
+        let (guard, acquired_at) = waiter.await?;
+        held = guard?;
+        latencies.push(acquired_at - released_at);
+    }
+    let elapsed = started.elapsed();
+    held.unlock().await?;
+    for session in sessions {
+        session.close().await?;
+    }
+    Ok(Samples::new(latencies, elapsed).line("etcd.mutex.handoff", &[]))
+}
+
+/// Polls until `count` contenders are in line under `prefix`.
+async fn wait_until_waiting(session: &Session, prefix: &str, count: i64) -> anyhow::Result<()> {
+    let options = GetOptions::new().with_prefix().with_count_only();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while session
+        .client()
+        .get(prefix, Some(options.clone()))
+        .await?
+        .count()
+        < count
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the waiter never got in line");
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    Ok(())
 }

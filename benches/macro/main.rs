@@ -17,6 +17,8 @@ use testkit::EtcdCluster;
 /// Every benchmark, in the order they run.
 const BENCHES: &[&str] = &[
     "etcd.raw.put",
+    "etcd.mutex.cycle",
+    "etcd.mutex.handoff",
     // Measured together, in alternation: one entry prints both lines.
     "patterns.channel.hop+patterns.pipeline.item",
     "patterns.map.read_heavy",
@@ -85,6 +87,8 @@ fn main() -> anyhow::Result<()> {
             eprintln!("bench: {name}");
             let lines = match name {
                 "etcd.raw.put" => vec![etcd::raw_put(&mut servers).await?],
+                "etcd.mutex.cycle" => vec![etcd::mutex_cycle(&mut servers).await?],
+                "etcd.mutex.handoff" => vec![etcd::mutex_handoff(&mut servers).await?],
                 "patterns.channel.hop+patterns.pipeline.item" => {
                     patterns::channel_hop_and_pipeline_item()
                 }
