@@ -141,6 +141,7 @@ impl Election {
     /// `.await`. Use the token to stop blocking sections promptly.
     /// Returns the work's output, or [`EtcdError::NotLeader`] if leadership
     /// was lost before the work finished.
+    // ANCHOR: lead
     pub async fn lead<F, Fut, T>(&self, value: impl Into<String>, work: F) -> Result<T, EtcdError>
     where
         F: FnOnce(CancellationToken) -> Fut,
@@ -164,6 +165,7 @@ impl Election {
             Err(lost) => Err(lost),
         }
     }
+    // ANCHOR_END: lead
 }
 
 /// Proof of leadership in an [`Election`].
@@ -213,7 +215,7 @@ impl Leadership {
         let client = self.election.session.client();
         tokio::select! {
             lost = self.election.session.lost() => lost,
-            _ = wait_for_delete(&client, &self.election.key, self.revision) => EtcdError::NotLeader {
+            _ = wait_for_delete(&client, &self.election.key, self.revision, self.revision) => EtcdError::NotLeader {
                 name: self.election.name.as_str().to_string(),
             },
         }

@@ -16,6 +16,7 @@ use super::session::Claim;
 
 /// Deletes `key` if its create revision is still `create_revision`; returns
 /// whether it did.
+// ANCHOR: guarded_delete
 pub(crate) async fn delete_if_created_at(
     client: &Client,
     key: &str,
@@ -36,6 +37,7 @@ pub(crate) async fn delete_if_created_at(
     .await?;
     Ok(response.succeeded())
 }
+// ANCHOR_END: guarded_delete
 
 /// A key to delete if the operation that created it does not finish: the
 /// waiter key of a cancelled `lock()`, an unacknowledged claim.

@@ -56,6 +56,7 @@ impl Mutex {
     /// waiter key in the background, so a cancelled waiter never blocks the
     /// line (or becomes a holder nobody knows about).
     #[instrument(level = "debug", skip(self), fields(key = %self.key))]
+    // ANCHOR: lock
     pub async fn lock(&self) -> Result<MutexGuard, EtcdError> {
         let claim = self.claim().await?;
         let place = self.enqueue().await?;
@@ -77,6 +78,7 @@ impl Mutex {
         debug!(revision = place.revision, "locked after waiting");
         Ok(self.guard(place.revision, claim))
     }
+    // ANCHOR_END: lock
 
     async fn claim(&self) -> Result<Claim, EtcdError> {
         self.session

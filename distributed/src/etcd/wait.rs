@@ -10,13 +10,15 @@ use etcd_client::{Client, EventType, GetOptions, SortOrder, SortTarget, WatchOpt
 use super::retry::{Repeat, retrying};
 use super::{EtcdError, Session};
 
-/// Waits until `key` is deleted, looking at every change from `from_revision`
-/// on (pass the revision of the read that saw the key, plus one).
+/// Waits until the incarnation of `key` created at `create_revision` is
+/// deleted, looking at every change from `from_revision` on (pass the
+/// revision of the read that saw the key, plus one).
 ///
 /// Cancel safety: safe; dropping the future cancels the watch.
 pub(crate) async fn wait_for_delete(
     client: &Client,
     key: &str,
+    create_revision: i64,
     from_revision: i64,
 ) -> Result<(), EtcdError> {
     let options = WatchOptions::new().with_start_revision(from_revision);
@@ -25,6 +27,19 @@ pub(crate) async fn wait_for_delete(
         async move { client.watch(key, Some(options)).await }
     })
     .await?;
+    // If the key changed after `from_revision`, etcd treats this watch as
+    // "unsynced" and replays the change from a background loop that runs
+    // every 100 ms. One read now, with the watch already in place (so no
+    // later delete can slip between the two), spares that wait when the key
+    // is already gone.
+    let now = retrying(Repeat::Idempotent, || {
+        let mut client = client.clone();
+        async move { client.get(key, None).await }
+    })
+    .await?;
+    if now.kvs().first().map(|kv| kv.create_revision()) != Some(create_revision) {
+        return Ok(());
+    }
     loop {
         let Some(response) = watch.message().await? else {
             return Err(EtcdError::WatchEnded {
@@ -56,6 +71,7 @@ pub(crate) async fn wait_for_delete(
 /// looked up, until there is none.
 ///
 /// Cancel safety: safe; dropping the future cancels the watch.
+// ANCHOR: predecessors
 pub(crate) async fn wait_for_predecessors(
     client: &Client,
     prefix: &str,
@@ -78,9 +94,10 @@ pub(crate) async fn wait_for_predecessors(
         };
         let read_at = response.header().map(|h| h.revision()).unwrap_or(0);
         let key = predecessor.key_str()?.to_string();
-        wait_for_delete(client, &key, read_at + 1).await?;
+        wait_for_delete(client, &key, predecessor.create_revision(), read_at + 1).await?;
     }
 }
+// ANCHOR_END: predecessors
 
 /// Waits for our turn in a line of keys: until no key under `prefix` was
 /// created before ours (`key`, created at `revision`), then checks that our
