@@ -44,6 +44,33 @@ pub enum RedisError {
     #[error("invalid Redis configuration: {0}")]
     InvalidConfig(String),
 
+    /// `lock_timeout` gave up.
+    #[error("the lock `{name}` was not free within {waited:?}")]
+    Timeout {
+        /// The lock's name.
+        name: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+
+    /// Redlock could not reach a majority.
+    #[error(
+        "Redlock on `{name}`: only {acquired} of {servers} servers granted the lock \
+         (a majority of {majority} is needed) after {attempts} attempts; nothing is left locked"
+    )]
+    NoQuorum {
+        /// The lock's name.
+        name: String,
+        /// Servers that granted it in the last attempt.
+        acquired: usize,
+        /// Servers in all.
+        servers: usize,
+        /// Servers needed.
+        majority: usize,
+        /// Attempts made.
+        attempts: usize,
+    },
+
     /// Any other error from the server or the client library.
     #[error("Redis request failed: {0}")]
     Client(#[from] redis::RedisError),

@@ -2,10 +2,29 @@
 //!
 //! Start with [`RedisConfig`]: it reads `REDIS_URL` and connects through a
 //! [`ConnectionManager`](redis::aio::ConnectionManager), which reconnects by
-//! itself after a server restart.
+//! itself after a server restart. Then:
+//!
+//! | primitive | what it gives |
+//! |---|---|
+//! | [`RedisLock`] | a lock on one server: token-checked release, pub/sub waiting, watchdog, fencing token |
+//! | [`FencedStore`] | a value that refuses writes with stale fencing tokens |
+//! | [`Redlock`] | a lock held by a majority of independent servers |
+//! | [`RedisRateLimiter`] | GCRA shared by many processes, as a `resilience::RateLimiter` |
 
 mod config;
 mod error;
+mod fenced_store;
+mod lock;
+mod rate_limit;
+mod redlock;
+mod scripts;
 
 pub use config::{DEFAULT_URL, RedisConfig};
 pub use error::RedisError;
+pub use fenced_store::FencedStore;
+pub use lock::{DEFAULT_TTL, RedisLock, RedisLockGuard};
+pub use rate_limit::RedisRateLimiter;
+pub use redlock::{Redlock, RedlockGuard};
+
+/// The Redis client these primitives use, re-exported.
+pub use redis;

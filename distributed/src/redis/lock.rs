@@ -1,0 +1,389 @@
+//! A lock on one Redis server: token-checked release, waiting by pub/sub,
+//! an optional watchdog, and a fencing token from the same atomic step.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, instrument, warn};
+
+use super::scripts::{ACQUIRE, EXTEND, RELEASE};
+use super::{RedisConfig, RedisError};
+
+/// The default lease: as Redisson's watchdog default.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// The longest a waiter sleeps between checks when no release message
+/// arrives: covers a lost message, and a holder whose lease simply expired
+/// (expiry publishes nothing).
+const MAX_QUIET_WAIT: Duration = Duration::from_millis(500);
+
+/// A named lock on one Redis server.
+///
+/// - Acquire is `SET name token NX PX ttl` with a random 128-bit token, and
+///   in the same Lua step an `INCR` of `name:fence` for the fencing token.
+/// - Release and extend are Lua compare-and-act on the token, so a client
+///   never deletes a lock that expired and was taken by someone else.
+/// - Waiters sleep on the pub/sub channel `name:released` (published by the
+///   release script), re-checking at least every 500 ms or when the
+///   holder's lease runs out — not by polling.
+/// - With [`watchdog`](Self::watchdog), the lease is renewed every TTL/3
+///   while the guard lives, and a failed renewal is reported as lock loss.
+///
+/// Not fair: after a release, whichever waiter asks first wins.
+///
+/// Keys: the lock is `name` itself, so `redis-cli SET name v NX PX ...` by
+/// another program excludes this lock and vice versa. On Redis Cluster, use
+/// a hash tag (`{name}`) so that `name` and `name:fence` share a slot.
+#[derive(Clone)]
+pub struct RedisLock {
+    client: redis::Client,
+    conn: ConnectionManager,
+    name: String,
+    ttl: Duration,
+    watchdog: bool,
+}
+
+impl std::fmt::Debug for RedisLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLock")
+            .field("name", &self.name)
+            .field("ttl", &self.ttl)
+            .field("watchdog", &self.watchdog)
+            .finish()
+    }
+}
+
+/// The outcome of one acquire attempt.
+enum Attempt {
+    Acquired(u64),
+    Busy(Option<Duration>),
+}
+
+impl RedisLock {
+    /// Connects and makes a lock called `name` (not empty), with the default
+    /// TTL of 30 s and no watchdog.
+    pub async fn connect(config: &RedisConfig, name: &str) -> Result<Self, RedisError> {
+        let conn = config.connect().await?;
+        Self::with_connection(config.client()?, conn, name)
+    }
+
+    /// A lock on an existing connection. `client` is used for the pub/sub
+    /// connection that waiters open.
+    pub fn with_connection(client: redis::Client, conn: ConnectionManager, name: &str) -> Result<Self, RedisError> {
+        if name.is_empty() {
+            return Err(RedisError::InvalidConfig("a lock name cannot be empty".into()));
+        }
+        Ok(RedisLock {
+            client,
+            conn,
+            name: name.to_string(),
+            ttl: DEFAULT_TTL,
+            watchdog: false,
+        })
+    }
+
+    /// The lease: how long the lock outlives a holder that stops renewing
+    /// it. At least 10 ms.
+    pub fn ttl(mut self, ttl: Duration) -> Result<Self, RedisError> {
+        if ttl < Duration::from_millis(10) {
+            return Err(RedisError::InvalidConfig(format!("a lock TTL must be at least 10 ms, not {ttl:?}")));
+        }
+        self.ttl = ttl;
+        Ok(self)
+    }
+
+    /// Renew the lease every TTL/3 while the guard lives.
+    pub fn watchdog(mut self, enabled: bool) -> Self {
+        self.watchdog = enabled;
+        self
+    }
+
+    /// The lock's key.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn fence_key(&self) -> String {
+        format!("{}:fence", self.name)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:released", self.name)
+    }
+
+    /// Takes the lock if it is free; `Ok(None)` if someone holds it.
+    /// One round trip.
+    #[instrument(level = "debug", skip(self), fields(name = %self.name))]
+    pub async fn try_lock(&self) -> Result<Option<RedisLockGuard>, RedisError> {
+        let token = new_token();
+        match self.attempt(&token).await? {
+            Attempt::Acquired(fencing_token) => Ok(Some(self.guard(token, fencing_token))),
+            Attempt::Busy(_) => Ok(None),
+        }
+    }
+
+    /// Waits until the lock is ours.
+    ///
+    /// Cancel safety: safe. An attempt whose reply is lost is undone with
+    /// our token before the error is returned; dropping the future between
+    /// attempts holds nothing.
+    #[instrument(level = "debug", skip(self), fields(name = %self.name))]
+    pub async fn lock(&self) -> Result<RedisLockGuard, RedisError> {
+        let token = new_token();
+        if let Attempt::Acquired(fencing_token) = self.attempt(&token).await? {
+            return Ok(self.guard(token, fencing_token));
+        }
+        // Contended. Listen for releases first, then ask again, so that a
+        // release between our attempt and the subscription is not missed.
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(self.channel()).await?;
+        let mut releases = pubsub.on_message();
+        let mut listening = true;
+        loop {
+            match self.attempt(&token).await? {
+                Attempt::Acquired(fencing_token) => return Ok(self.guard(token, fencing_token)),
+                Attempt::Busy(left) => {
+                    let quiet = left.map_or(MAX_QUIET_WAIT, |left| left.min(MAX_QUIET_WAIT));
+                    if !listening {
+                        // The pub/sub connection broke (a server restart):
+                        // the periodic check alone still gets us the lock.
+                        tokio::time::sleep(quiet).await;
+                        continue;
+                    }
+                    tokio::select! {
+                        message = releases.next() => match message {
+                            Some(_) => debug!("release published"),
+                            None => listening = false,
+                        },
+                        _ = tokio::time::sleep(quiet) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits at most `limit` for the lock.
+    pub async fn lock_timeout(&self, limit: Duration) -> Result<RedisLockGuard, RedisError> {
+        tokio::time::timeout(limit, self.lock())
+            .await
+            .map_err(|_| RedisError::Timeout {
+                name: self.name.clone(),
+                waited: limit,
+            })?
+    }
+
+    async fn attempt(&self, token: &str) -> Result<Attempt, RedisError> {
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut conn = self.conn.clone();
+        let reply: Result<i64, redis::RedisError> = ACQUIRE
+            .key(&self.name)
+            .key(self.fence_key())
+            .arg(token)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await;
+        match reply {
+            Ok(fencing_token) if fencing_token > 0 => Ok(Attempt::Acquired(fencing_token.unsigned_abs())),
+            Ok(-1) => Ok(Attempt::Busy(None)),
+            Ok(negative_left) => Ok(Attempt::Busy(Some(Duration::from_millis(negative_left.unsigned_abs())))),
+            Err(error) => {
+                // Ambiguous: the SET may have happened and only the reply
+                // been lost — or may still be in flight, to be applied
+                // later. Our token is unique, so releasing with it undoes
+                // exactly our own possible acquisition; it is repeated for
+                // the length of the lease, in case the SET lands late.
+                self.undo_in_background(token.to_string());
+                Err(RedisError::Client(error))
+            }
+        }
+    }
+
+    fn undo_in_background(&self, token: String) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (mut conn, name, channel, ttl) = (self.conn.clone(), self.name.clone(), self.channel(), self.ttl);
+        runtime.spawn(async move {
+            let give_up = tokio::time::Instant::now() + ttl;
+            let mut pause = Duration::from_millis(50);
+            while tokio::time::Instant::now() < give_up {
+                if let Ok(true) = release(&mut conn, &name, &channel, &token).await {
+                    debug!(%name, "undid an acquisition whose reply was lost");
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        });
+    }
+
+    fn guard(&self, token: String, fencing_token: u64) -> RedisLockGuard {
+        let acquired_at = Instant::now();
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let watchdog = self.watchdog.then(|| {
+            tokio::spawn(watchdog(
+                self.conn.clone(),
+                self.name.clone(),
+                token.clone(),
+                self.ttl,
+                lost_tx,
+            ))
+        });
+        RedisLockGuard {
+            conn: self.conn.clone(),
+            name: self.name.clone(),
+            channel: self.channel(),
+            token,
+            fencing_token,
+            ttl: self.ttl,
+            acquired_at,
+            lost: lost_rx,
+            watchdog,
+            released: false,
+        }
+    }
+}
+
+fn new_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+async fn release(conn: &mut ConnectionManager, name: &str, channel: &str, token: &str) -> Result<bool, RedisError> {
+    let released: i64 = RELEASE.key(name).arg(token).arg(channel).invoke_async(conn).await?;
+    Ok(released == 1)
+}
+
+/// Renews the lease every TTL/3; reports loss when the lock is not ours any
+/// more, or when renewals failed until the lease must have run out.
+async fn watchdog(mut conn: ConnectionManager, name: String, token: String, ttl: Duration, lost: watch::Sender<bool>) {
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let mut valid_until = tokio::time::Instant::now() + ttl;
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let sent_at = tokio::time::Instant::now();
+        let renewed: Result<i64, _> = EXTEND.key(&name).arg(&token).arg(ttl_ms).invoke_async(&mut conn).await;
+        match renewed {
+            Ok(1) => valid_until = sent_at + ttl,
+            Ok(_) => {
+                warn!(%name, "lock lost: it is not ours any more");
+                let _ = lost.send(true);
+                return;
+            }
+            Err(error) if tokio::time::Instant::now() < valid_until => {
+                debug!(%name, %error, "renewal failed; retrying while the lease lasts");
+            }
+            Err(error) => {
+                warn!(%name, %error, "lock lost: renewals failed until the lease ran out");
+                let _ = lost.send(true);
+                return;
+            }
+        }
+    }
+}
+
+/// Proof of holding a [`RedisLock`].
+///
+/// Release it with [`unlock`](Self::unlock). Dropping it without unlocking
+/// releases it in a background task when a tokio runtime is running;
+/// otherwise the TTL frees it.
+pub struct RedisLockGuard {
+    conn: ConnectionManager,
+    name: String,
+    channel: String,
+    token: String,
+    fencing_token: u64,
+    ttl: Duration,
+    acquired_at: Instant,
+    lost: watch::Receiver<bool>,
+    watchdog: Option<JoinHandle<()>>,
+    released: bool,
+}
+
+impl std::fmt::Debug for RedisLockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLockGuard")
+            .field("name", &self.name)
+            .field("fencing_token", &self.fencing_token)
+            .field("lost", &self.is_lost())
+            .finish()
+    }
+}
+
+impl RedisLockGuard {
+    /// Strictly increasing per lock: give it to the resource you protect,
+    /// which refuses tokens lower than the highest it has seen (see
+    /// [`FencedStore`](super::FencedStore)).
+    pub fn fencing_token(&self) -> u64 {
+        self.fencing_token
+    }
+
+    /// The random value stored in the lock key.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// True if the lock may have been lost: the watchdog reported it, or,
+    /// without a watchdog, the lease has run out by our clock.
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow() || (self.watchdog.is_none() && self.acquired_at.elapsed() >= self.ttl)
+    }
+
+    /// Waits until the watchdog reports the lock lost. Without a watchdog,
+    /// waits until the lease runs out by our clock.
+    pub async fn lost(&self) {
+        if self.watchdog.is_none() {
+            tokio::time::sleep(self.ttl.saturating_sub(self.acquired_at.elapsed())).await;
+            return;
+        }
+        let mut lost = self.lost.clone();
+        let _ = lost.wait_for(|lost| *lost).await;
+    }
+
+    /// Makes the lease last at least `ttl` more (never shortens it). False
+    /// if the lock is not ours any more.
+    pub async fn extend(&self, ttl: Duration) -> Result<bool, RedisError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut conn = self.conn.clone();
+        let extended: i64 = EXTEND.key(&self.name).arg(&self.token).arg(ttl_ms).invoke_async(&mut conn).await?;
+        Ok(extended == 1)
+    }
+
+    /// Releases the lock if it is still ours and wakes the waiters. Returns
+    /// false if it had already expired (and so the protection had lapsed).
+    pub async fn unlock(mut self) -> Result<bool, RedisError> {
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.abort();
+        }
+        let mut conn = self.conn.clone();
+        let released = release(&mut conn, &self.name, &self.channel, &self.token).await?;
+        self.released = true;
+        Ok(released)
+    }
+}
+
+impl Drop for RedisLockGuard {
+    fn drop(&mut self) {
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.abort();
+        }
+        if self.released {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (mut conn, name, channel, token) = (
+                self.conn.clone(),
+                std::mem::take(&mut self.name),
+                std::mem::take(&mut self.channel),
+                std::mem::take(&mut self.token),
+            );
+            runtime.spawn(async move {
+                if let Err(error) = release(&mut conn, &name, &channel, &token).await {
+                    debug!(%name, %error, "background release failed; the TTL will free the lock");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The Lua scripts behind the Redis lock. Each runs atomically on the
+//! server: nothing can happen between its `GET` and its `DEL`.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// KEYS[1] lock, KEYS[2] fencing counter; ARGV[1] token, ARGV[2] ttl ms.
+/// Takes the lock if free and returns a fresh fencing token (> 0, from
+/// INCR, in the same step); if busy, returns minus the lock's remaining
+/// milliseconds (or -1 if it has no expiry).
+pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+            return redis.call('INCR', KEYS[2])
+        end
+        local left = redis.call('PTTL', KEYS[1])
+        if left > 0 then return -left end
+        return -1
+        ",
+    )
+});
+
+/// KEYS[1] lock; ARGV[1] token, ARGV[2] channel. Deletes the lock only if it
+/// still holds our token, and tells the waiters on the channel.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+            redis.call('DEL', KEYS[1])
+            redis.call('PUBLISH', ARGV[2], 'released')
+            return 1
+        end
+        return 0
+        ",
+    )
+});
+
+/// KEYS[1] lock; ARGV[1] token, ARGV[2] ttl ms. If the lock still holds our
+/// token, makes it live at least ARGV[2] more milliseconds (never shortens
+/// it); returns 1, or 0 if the lock is not ours any more.
+pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+            redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        end
+        return 1
+        ",
+    )
+});
+
+/// KEYS[1] lock; ARGV[1] token, ARGV[2] ttl ms. Redlock's per-server
+/// acquire: `SET NX PX`, returning 1 if taken.
+pub(crate) static SET_IF_FREE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+        return 0
+        ",
+    )
+});

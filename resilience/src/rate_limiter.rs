@@ -1,0 +1,77 @@
+//! The interface every rate limiter in this project implements: local ones
+//! in this crate, and the distributed one on Redis.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// What a limiter said to a request for permits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The permits were granted.
+    Allowed,
+    /// Refused; asking again after `retry_after` may succeed (it will, if
+    /// nobody else takes the permits first).
+    Denied {
+        /// When the requested permits free up, from now.
+        retry_after: Duration,
+    },
+}
+
+impl Decision {
+    /// True for [`Decision::Allowed`].
+    pub fn is_allowed(self) -> bool {
+        matches!(self, Decision::Allowed)
+    }
+}
+
+/// A rate limiter: grants permits at a configured rate.
+///
+/// The methods are async so that a limiter shared through a server (Redis)
+/// fits the same interface as an in-process one, whose futures complete at
+/// once. `Error` is `Infallible` for in-process limiters.
+pub trait RateLimiter: Send + Sync {
+    /// Why a decision could not be made (a network error, for a distributed
+    /// limiter).
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Asks for `n` permits at once, without waiting.
+    ///
+    /// A request for more permits than the limiter can ever grant at once
+    /// (its burst) is denied with the time it would take, so callers can
+    /// tell; it never succeeds.
+    fn try_acquire_n(&self, n: u32) -> impl Future<Output = Result<Decision, Self::Error>> + Send;
+
+    /// Asks for one permit, without waiting.
+    fn try_acquire(&self) -> impl Future<Output = Result<Decision, Self::Error>> + Send {
+        self.try_acquire_n(1)
+    }
+
+    /// Waits until one permit is granted, sleeping for the `retry_after`
+    /// the limiter gives (plus up to `jitter`, chosen by `spread`, so that
+    /// many waiters do not all retry at the same instant).
+    ///
+    /// Cancel safety: safe; a dropped wait has taken no permit.
+    fn acquire_with_jitter(
+        &self,
+        jitter: Duration,
+        mut spread: impl FnMut(Duration) -> Duration + Send,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async move {
+            loop {
+                match self.try_acquire().await? {
+                    Decision::Allowed => return Ok(()),
+                    Decision::Denied { retry_after } => {
+                        tokio::time::sleep(retry_after + spread(jitter)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until one permit is granted.
+    ///
+    /// Cancel safety: safe; a dropped wait has taken no permit.
+    fn acquire(&self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.acquire_with_jitter(Duration::ZERO, |_| Duration::ZERO)
+    }
+}
