@@ -6,17 +6,24 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use distributed::redis::redis::aio::ConnectionManager;
-use distributed::redis::{FencedStore, RedisConfig, RedisError, RedisLock, RedisRateLimiter, Redlock};
+use distributed::redis::{
+    FencedStore, RedisConfig, RedisError, RedisLock, RedisRateLimiter, Redlock,
+};
 use resilience::{Decision, RateLimiter};
 use testkit::RedisServer;
 
 async fn shared_lock(name: &str) -> RedisLock {
     let redis = testkit::shared_redis().unwrap();
-    RedisLock::connect(&RedisConfig::new(redis.url()), name).await.unwrap()
+    RedisLock::connect(&RedisConfig::new(redis.url()), name)
+        .await
+        .unwrap()
 }
 
 async fn shared_conn() -> ConnectionManager {
-    RedisConfig::new(testkit::shared_redis().unwrap().url()).connect().await.unwrap()
+    RedisConfig::new(testkit::shared_redis().unwrap().url())
+        .connect()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,24 +63,47 @@ async fn the_standard_set_nx_pattern_and_ours_exclude_each_other() {
             .unwrap();
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     };
-    assert_eq!(cli(&["SET", "redis-interop", "other-client", "NX", "PX", "5000"]), "OK");
-    assert!(lock.try_lock().await.unwrap().is_none(), "we took a lock redis-cli holds");
+    assert_eq!(
+        cli(&["SET", "redis-interop", "other-client", "NX", "PX", "5000"]),
+        "OK"
+    );
+    assert!(
+        lock.try_lock().await.unwrap().is_none(),
+        "we took a lock redis-cli holds"
+    );
     assert_eq!(cli(&["DEL", "redis-interop"]), "1");
 
     let guard = lock.try_lock().await.unwrap().unwrap();
-    assert_eq!(cli(&["SET", "redis-interop", "other-client", "NX", "PX", "5000"]), "", "redis-cli took our lock");
+    assert_eq!(
+        cli(&["SET", "redis-interop", "other-client", "NX", "PX", "5000"]),
+        "",
+        "redis-cli took our lock"
+    );
     guard.unlock().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_stale_unlock_never_releases_the_next_holder() {
-    let lock = shared_lock("redis-stale").await.ttl(Duration::from_millis(100)).unwrap();
+    let lock = shared_lock("redis-stale")
+        .await
+        .ttl(Duration::from_millis(100))
+        .unwrap();
     let old = lock.lock().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await; // old's lease ran out
     assert!(old.is_lost());
-    let new = lock.try_lock().await.unwrap().expect("the expired lock is free");
-    assert!(!old.unlock().await.unwrap(), "a stale unlock reported success");
-    assert!(lock.try_lock().await.unwrap().is_none(), "a stale unlock released the new holder");
+    let new = lock
+        .try_lock()
+        .await
+        .unwrap()
+        .expect("the expired lock is free");
+    assert!(
+        !old.unlock().await.unwrap(),
+        "a stale unlock reported success"
+    );
+    assert!(
+        lock.try_lock().await.unwrap().is_none(),
+        "a stale unlock released the new holder"
+    );
     assert!(new.fencing_token() > 0);
 }
 
@@ -91,14 +121,21 @@ async fn waiters_are_woken_by_the_release_not_by_polling() {
         held.unlock().await.unwrap();
         let (guard, acquired_at) = waiter.await.unwrap().unwrap();
         // The fallback check runs every 500 ms; a notified waiter is far quicker.
-        assert!(acquired_at - released_at < Duration::from_millis(400), "{:?}", acquired_at - released_at);
+        assert!(
+            acquired_at - released_at < Duration::from_millis(400),
+            "{:?}",
+            acquired_at - released_at
+        );
         guard.unlock().await.unwrap();
     }
 }
 
 #[tokio::test]
 async fn an_expired_holder_frees_the_lock_without_a_release() {
-    let lock = shared_lock("redis-expiry").await.ttl(Duration::from_millis(300)).unwrap();
+    let lock = shared_lock("redis-expiry")
+        .await
+        .ttl(Duration::from_millis(300))
+        .unwrap();
     std::mem::forget(lock.lock().await.unwrap()); // a crashed holder: no release, no drop
     let started = Instant::now();
     let next = lock.lock_timeout(Duration::from_secs(3)).await.unwrap();
@@ -108,16 +145,29 @@ async fn an_expired_holder_frees_the_lock_without_a_release() {
 
 #[tokio::test]
 async fn the_watchdog_keeps_the_lock_and_reports_its_loss() {
-    let lock = shared_lock("redis-watchdog").await.ttl(Duration::from_millis(300)).unwrap().watchdog(true);
+    let lock = shared_lock("redis-watchdog")
+        .await
+        .ttl(Duration::from_millis(300))
+        .unwrap()
+        .watchdog(true);
     let guard = lock.lock().await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await; // three TTLs
     assert!(!guard.is_lost());
-    assert!(lock.try_lock().await.unwrap().is_none(), "the watchdog let the lock expire");
+    assert!(
+        lock.try_lock().await.unwrap().is_none(),
+        "the watchdog let the lock expire"
+    );
 
     // The lock vanishes behind our back (a failover to a replica that missed it).
     let mut conn = shared_conn().await;
-    let _: () = distributed::redis::redis::cmd("DEL").arg("redis-watchdog").query_async(&mut conn).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(2), guard.lost()).await.expect("loss not reported");
+    let _: () = distributed::redis::redis::cmd("DEL")
+        .arg("redis-watchdog")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), guard.lost())
+        .await
+        .expect("loss not reported");
     assert!(guard.is_lost());
 }
 
@@ -128,7 +178,12 @@ async fn fencing_tokens_strictly_increase_and_the_store_refuses_stale_ones() {
     let mut tokens = Vec::new();
     for i in 0..5 {
         let guard = lock.lock().await.unwrap();
-        assert!(store.write(guard.fencing_token(), &format!("write {i}")).await.unwrap());
+        assert!(
+            store
+                .write(guard.fencing_token(), &format!("write {i}"))
+                .await
+                .unwrap()
+        );
         tokens.push(guard.fencing_token());
         guard.unlock().await.unwrap();
     }
@@ -141,7 +196,10 @@ async fn fencing_tokens_strictly_increase_and_the_store_refuses_stale_ones() {
 async fn lock_timeout_gives_up_cleanly() {
     let lock = shared_lock("redis-timeout").await;
     let held = lock.lock().await.unwrap();
-    let error = lock.lock_timeout(Duration::from_millis(200)).await.unwrap_err();
+    let error = lock
+        .lock_timeout(Duration::from_millis(200))
+        .await
+        .unwrap_err();
     assert!(matches!(error, RedisError::Timeout { .. }), "{error}");
     held.unlock().await.unwrap();
 }
@@ -150,10 +208,19 @@ async fn lock_timeout_gives_up_cleanly() {
 async fn bad_input_is_a_clear_error() {
     let redis = testkit::shared_redis().unwrap();
     let config = RedisConfig::new(redis.url());
-    assert!(matches!(RedisLock::connect(&config, "").await, Err(RedisError::InvalidConfig(_))));
+    assert!(matches!(
+        RedisLock::connect(&config, "").await,
+        Err(RedisError::InvalidConfig(_))
+    ));
     let lock = RedisLock::connect(&config, "x").await.unwrap();
-    assert!(matches!(lock.ttl(Duration::ZERO), Err(RedisError::InvalidConfig(_))));
-    assert!(matches!(Redlock::connect(&[], "x"), Err(RedisError::InvalidConfig(_))));
+    assert!(matches!(
+        lock.ttl(Duration::ZERO),
+        Err(RedisError::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        Redlock::connect(&[], "x"),
+        Err(RedisError::InvalidConfig(_))
+    ));
     let conn = shared_conn().await;
     assert!(RedisRateLimiter::new(conn.clone(), "x", 0.0, 1).is_err());
     assert!(RedisRateLimiter::new(conn, "x", 10.0, 0).is_err());
@@ -162,16 +229,28 @@ async fn bad_input_is_a_clear_error() {
 #[tokio::test]
 async fn a_password_in_the_url_is_used() {
     let server = RedisServer::builder().password("s3cret").start().unwrap();
-    let lock = RedisLock::connect(&RedisConfig::new(server.url()), "auth-lock").await.unwrap();
+    let lock = RedisLock::connect(&RedisConfig::new(server.url()), "auth-lock")
+        .await
+        .unwrap();
     lock.lock().await.unwrap().unlock().await.unwrap();
-    let error = RedisLock::connect(&RedisConfig::new(server.url_without_password()), "auth-lock").await.unwrap_err();
-    assert!(matches!(error, RedisError::AuthenticationFailed { .. }), "{error}");
+    let error = RedisLock::connect(
+        &RedisConfig::new(server.url_without_password()),
+        "auth-lock",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, RedisError::AuthenticationFailed { .. }),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locks_work_again_after_a_redis_restart() {
     let server = RedisServer::start().unwrap();
-    let lock = RedisLock::connect(&RedisConfig::new(server.url()), "restart-lock").await.unwrap();
+    let lock = RedisLock::connect(&RedisConfig::new(server.url()), "restart-lock")
+        .await
+        .unwrap();
     lock.lock().await.unwrap().unlock().await.unwrap();
     server.restart().unwrap();
     // The connection manager reconnects by itself; the first call may fail.
@@ -182,7 +261,10 @@ async fn locks_work_again_after_a_redis_restart() {
                 guard.unlock().await.unwrap();
                 break;
             }
-            other => assert!(Instant::now() < deadline, "no lock after the restart: {other:?}"),
+            other => assert!(
+                Instant::now() < deadline,
+                "no lock after the restart: {other:?}"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -199,25 +281,43 @@ async fn a_timed_out_acquire_that_lands_later_is_undone() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut conn = RedisConfig::new(server.url()).connect().await.unwrap();
     loop {
-        let exists: i64 = distributed::redis::redis::cmd("EXISTS").arg("ambiguous-lock").query_async(&mut conn).await.unwrap();
+        let exists: i64 = distributed::redis::redis::cmd("EXISTS")
+            .arg("ambiguous-lock")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         if exists == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "a lock whose acquire timed out is still held");
+        assert!(
+            Instant::now() < deadline,
+            "a lock whose acquire timed out is still held"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    lock.lock_timeout(Duration::from_secs(2)).await.unwrap().unlock().await.unwrap();
+    lock.lock_timeout(Duration::from_secs(2))
+        .await
+        .unwrap()
+        .unlock()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redlock_survives_one_dead_server_of_three_and_fails_cleanly_with_two() {
     let servers = RedisServer::start_many(3).unwrap();
     let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
-    let redlock = Redlock::connect(&urls, "redlock-test").unwrap().ttl(Duration::from_secs(5)).unwrap();
+    let redlock = Redlock::connect(&urls, "redlock-test")
+        .unwrap()
+        .ttl(Duration::from_secs(5))
+        .unwrap();
     let guard = redlock.lock().await.unwrap();
     assert!(guard.remaining() > Duration::from_secs(4));
     let other = Redlock::connect(&urls, "redlock-test").unwrap().attempts(1);
-    assert!(matches!(other.lock().await, Err(RedisError::NoQuorum { .. })), "two holders");
+    assert!(
+        matches!(other.lock().await, Err(RedisError::NoQuorum { .. })),
+        "two holders"
+    );
     guard.unlock().await;
 
     servers[0].kill().unwrap();
@@ -226,10 +326,24 @@ async fn redlock_survives_one_dead_server_of_three_and_fails_cleanly_with_two() 
 
     servers[1].kill().unwrap();
     let error = redlock.lock().await.unwrap_err();
-    assert!(matches!(error, RedisError::NoQuorum { acquired: 1, majority: 2, .. }), "{error}");
+    assert!(
+        matches!(
+            error,
+            RedisError::NoQuorum {
+                acquired: 1,
+                majority: 2,
+                ..
+            }
+        ),
+        "{error}"
+    );
     // Nothing is left locked on the surviving server.
     let mut conn = RedisConfig::new(servers[2].url()).connect().await.unwrap();
-    let exists: i64 = distributed::redis::redis::cmd("EXISTS").arg("redlock-test").query_async(&mut conn).await.unwrap();
+    let exists: i64 = distributed::redis::redis::cmd("EXISTS")
+        .arg("redlock-test")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(exists, 0, "a failed Redlock left a partial lock");
 }
 

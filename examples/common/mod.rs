@@ -62,3 +62,19 @@ pub fn say(line: impl std::fmt::Display) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
+
+/// Connects to `--url`, else `REDIS_URL`, else the local services.
+pub async fn redis(
+    url: Option<&str>,
+) -> anyhow::Result<(
+    concurrency_patterns::distributed::redis::RedisConfig,
+    concurrency_patterns::distributed::redis::redis::aio::ConnectionManager,
+)> {
+    use concurrency_patterns::distributed::redis::RedisConfig;
+    let config = match url {
+        Some(url) => RedisConfig::new(url),
+        None => RedisConfig::from_env(),
+    };
+    let conn = config.connect().await?;
+    Ok((config, conn))
+}

@@ -57,6 +57,9 @@ impl FencedStore {
     /// The current value.
     pub async fn read(&self) -> Result<Option<String>, RedisError> {
         let mut conn = self.conn.clone();
-        Ok(redis::cmd("GET").arg(&self.name).query_async(&mut conn).await?)
+        Ok(redis::cmd("GET")
+            .arg(&self.name)
+            .query_async(&mut conn)
+            .await?)
     }
 }

@@ -72,9 +72,15 @@ impl RedisLock {
 
     /// A lock on an existing connection. `client` is used for the pub/sub
     /// connection that waiters open.
-    pub fn with_connection(client: redis::Client, conn: ConnectionManager, name: &str) -> Result<Self, RedisError> {
+    pub fn with_connection(
+        client: redis::Client,
+        conn: ConnectionManager,
+        name: &str,
+    ) -> Result<Self, RedisError> {
         if name.is_empty() {
-            return Err(RedisError::InvalidConfig("a lock name cannot be empty".into()));
+            return Err(RedisError::InvalidConfig(
+                "a lock name cannot be empty".into(),
+            ));
         }
         Ok(RedisLock {
             client,
@@ -89,7 +95,9 @@ impl RedisLock {
     /// it. At least 10 ms.
     pub fn ttl(mut self, ttl: Duration) -> Result<Self, RedisError> {
         if ttl < Duration::from_millis(10) {
-            return Err(RedisError::InvalidConfig(format!("a lock TTL must be at least 10 ms, not {ttl:?}")));
+            return Err(RedisError::InvalidConfig(format!(
+                "a lock TTL must be at least 10 ms, not {ttl:?}"
+            )));
         }
         self.ttl = ttl;
         Ok(self)
@@ -186,9 +194,13 @@ impl RedisLock {
             .invoke_async(&mut conn)
             .await;
         match reply {
-            Ok(fencing_token) if fencing_token > 0 => Ok(Attempt::Acquired(fencing_token.unsigned_abs())),
+            Ok(fencing_token) if fencing_token > 0 => {
+                Ok(Attempt::Acquired(fencing_token.unsigned_abs()))
+            }
             Ok(-1) => Ok(Attempt::Busy(None)),
-            Ok(negative_left) => Ok(Attempt::Busy(Some(Duration::from_millis(negative_left.unsigned_abs())))),
+            Ok(negative_left) => Ok(Attempt::Busy(Some(Duration::from_millis(
+                negative_left.unsigned_abs(),
+            )))),
             Err(error) => {
                 // Ambiguous: the SET may have happened and only the reply
                 // been lost — or may still be in flight, to be applied
@@ -205,7 +217,12 @@ impl RedisLock {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (mut conn, name, channel, ttl) = (self.conn.clone(), self.name.clone(), self.channel(), self.ttl);
+        let (mut conn, name, channel, ttl) = (
+            self.conn.clone(),
+            self.name.clone(),
+            self.channel(),
+            self.ttl,
+        );
         runtime.spawn(async move {
             let give_up = tokio::time::Instant::now() + ttl;
             let mut pause = Duration::from_millis(50);
@@ -251,20 +268,41 @@ fn new_token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-async fn release(conn: &mut ConnectionManager, name: &str, channel: &str, token: &str) -> Result<bool, RedisError> {
-    let released: i64 = RELEASE.key(name).arg(token).arg(channel).invoke_async(conn).await?;
+async fn release(
+    conn: &mut ConnectionManager,
+    name: &str,
+    channel: &str,
+    token: &str,
+) -> Result<bool, RedisError> {
+    let released: i64 = RELEASE
+        .key(name)
+        .arg(token)
+        .arg(channel)
+        .invoke_async(conn)
+        .await?;
     Ok(released == 1)
 }
 
 /// Renews the lease every TTL/3; reports loss when the lock is not ours any
 /// more, or when renewals failed until the lease must have run out.
-async fn watchdog(mut conn: ConnectionManager, name: String, token: String, ttl: Duration, lost: watch::Sender<bool>) {
+async fn watchdog(
+    mut conn: ConnectionManager,
+    name: String,
+    token: String,
+    ttl: Duration,
+    lost: watch::Sender<bool>,
+) {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     let mut valid_until = tokio::time::Instant::now() + ttl;
     loop {
         tokio::time::sleep(ttl / 3).await;
         let sent_at = tokio::time::Instant::now();
-        let renewed: Result<i64, _> = EXTEND.key(&name).arg(&token).arg(ttl_ms).invoke_async(&mut conn).await;
+        let renewed: Result<i64, _> = EXTEND
+            .key(&name)
+            .arg(&token)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await;
         match renewed {
             Ok(1) => valid_until = sent_at + ttl,
             Ok(_) => {
@@ -347,7 +385,12 @@ impl RedisLockGuard {
     pub async fn extend(&self, ttl: Duration) -> Result<bool, RedisError> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let mut conn = self.conn.clone();
-        let extended: i64 = EXTEND.key(&self.name).arg(&self.token).arg(ttl_ms).invoke_async(&mut conn).await?;
+        let extended: i64 = EXTEND
+            .key(&self.name)
+            .arg(&self.token)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await?;
         Ok(extended == 1)
     }
 

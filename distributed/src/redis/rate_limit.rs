@@ -61,15 +61,26 @@ impl std::fmt::Debug for RedisRateLimiter {
 impl RedisRateLimiter {
     /// `rate_per_second` (> 0) permits a second, `burst` (>= 1) at once, on
     /// the key `name`.
-    pub fn new(conn: ConnectionManager, name: &str, rate_per_second: f64, burst: u32) -> Result<Self, RedisError> {
+    pub fn new(
+        conn: ConnectionManager,
+        name: &str,
+        rate_per_second: f64,
+        burst: u32,
+    ) -> Result<Self, RedisError> {
         if name.is_empty() {
-            return Err(RedisError::InvalidConfig("a rate limiter name cannot be empty".into()));
+            return Err(RedisError::InvalidConfig(
+                "a rate limiter name cannot be empty".into(),
+            ));
         }
         if !(rate_per_second.is_finite() && rate_per_second > 0.0) {
-            return Err(RedisError::InvalidConfig(format!("the rate must be a positive number, not {rate_per_second}")));
+            return Err(RedisError::InvalidConfig(format!(
+                "the rate must be a positive number, not {rate_per_second}"
+            )));
         }
         if burst == 0 {
-            return Err(RedisError::InvalidConfig("the burst must be at least 1".into()));
+            return Err(RedisError::InvalidConfig(
+                "the burst must be at least 1".into(),
+            ));
         }
         let interval_us = (1_000_000.0 / rate_per_second).round().max(1.0) as u64;
         Ok(RedisRateLimiter {

@@ -57,10 +57,14 @@ impl Redlock {
     /// attempts, 0–200 ms between them, 50 ms per server per request.
     pub fn connect(urls: &[String], name: &str) -> Result<Self, RedisError> {
         if urls.is_empty() {
-            return Err(RedisError::InvalidConfig("Redlock needs at least one server URL".into()));
+            return Err(RedisError::InvalidConfig(
+                "Redlock needs at least one server URL".into(),
+            ));
         }
         if name.is_empty() {
-            return Err(RedisError::InvalidConfig("a lock name cannot be empty".into()));
+            return Err(RedisError::InvalidConfig(
+                "a lock name cannot be empty".into(),
+            ));
         }
         let server_timeout = Duration::from_millis(50);
         let servers = urls
@@ -87,7 +91,9 @@ impl Redlock {
     /// The lease on each server. At least 10 ms.
     pub fn ttl(mut self, ttl: Duration) -> Result<Self, RedisError> {
         if ttl < Duration::from_millis(10) {
-            return Err(RedisError::InvalidConfig(format!("a lock TTL must be at least 10 ms, not {ttl:?}")));
+            return Err(RedisError::InvalidConfig(format!(
+                "a lock TTL must be at least 10 ms, not {ttl:?}"
+            )));
         }
         self.ttl = ttl;
         Ok(self)
@@ -111,7 +117,9 @@ impl Redlock {
         let mut acquired = 0;
         for attempt in 1..=self.attempts {
             let started = Instant::now();
-            acquired = self.on_all(|conn| set_if_free(conn, &self.name, &token, self.ttl)).await;
+            acquired = self
+                .on_all(|conn| set_if_free(conn, &self.name, &token, self.ttl))
+                .await;
             let elapsed = started.elapsed();
             // Clocks drift: 1% of the TTL plus 2 ms, as the algorithm says.
             let drift = self.ttl / 100 + Duration::from_millis(2);
@@ -151,21 +159,49 @@ impl Redlock {
     {
         let calls = self.servers.iter().map(|conn| {
             let call = op(conn.clone());
-            async move { matches!(tokio::time::timeout(self.server_timeout, call).await, Ok(Ok(true))) }
+            async move {
+                matches!(
+                    tokio::time::timeout(self.server_timeout, call).await,
+                    Ok(Ok(true))
+                )
+            }
         });
-        futures::future::join_all(calls).await.into_iter().filter(|yes| *yes).count()
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter(|yes| *yes)
+            .count()
     }
 }
 
-async fn set_if_free(mut conn: ConnectionManager, name: &str, token: &str, ttl: Duration) -> Result<bool, redis::RedisError> {
+async fn set_if_free(
+    mut conn: ConnectionManager,
+    name: &str,
+    token: &str,
+    ttl: Duration,
+) -> Result<bool, redis::RedisError> {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    let set: i64 = SET_IF_FREE.key(name).arg(token).arg(ttl_ms).invoke_async(&mut conn).await?;
+    let set: i64 = SET_IF_FREE
+        .key(name)
+        .arg(token)
+        .arg(ttl_ms)
+        .invoke_async(&mut conn)
+        .await?;
     Ok(set == 1)
 }
 
-async fn release(mut conn: ConnectionManager, name: &str, token: &str) -> Result<bool, redis::RedisError> {
+async fn release(
+    mut conn: ConnectionManager,
+    name: &str,
+    token: &str,
+) -> Result<bool, redis::RedisError> {
     let channel = format!("{name}:released");
-    let released: i64 = RELEASE.key(name).arg(token).arg(channel).invoke_async(&mut conn).await?;
+    let released: i64 = RELEASE
+        .key(name)
+        .arg(token)
+        .arg(channel)
+        .invoke_async(&mut conn)
+        .await?;
     Ok(released == 1)
 }
 
@@ -186,7 +222,9 @@ impl RedlockGuard {
     /// grant it.
     pub async fn unlock(mut self) {
         let redlock = self.redlock.clone();
-        redlock.on_all(|conn| release(conn, &redlock.name, &self.token)).await;
+        redlock
+            .on_all(|conn| release(conn, &redlock.name, &self.token))
+            .await;
         self.released = true;
     }
 }
@@ -199,7 +237,9 @@ impl Drop for RedlockGuard {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (redlock, token) = (self.redlock.clone(), std::mem::take(&mut self.token));
             runtime.spawn(async move {
-                redlock.on_all(|conn| release(conn, &redlock.name, &token)).await;
+                redlock
+                    .on_all(|conn| release(conn, &redlock.name, &token))
+                    .await;
             });
         }
     }

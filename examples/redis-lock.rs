@@ -1,0 +1,170 @@
+//! A lock on Redis, driven from two terminals.
+//!
+//! Run `cargo xtask services up`, then in two terminals:
+//!
+//!     cargo run --example redis-lock -- --name demo     # type: lock
+//!     cargo run --example redis-lock -- --name demo     # type: lock (waits), then unlock in the first
+//!
+//! Commands, one per line: `lock`, `trylock`, `unlock`, `write <value>` (a
+//! write to the fenced store `<name>-store` with this holder's fencing
+//! token), `quit`. `redis-cli SET demo x NX PX 10000` takes the same lock.
+//! `--scripted` runs a two-client demonstration instead.
+//!
+//! Flags: `--url` (default `REDIS_URL`, else redis://127.0.0.1:6379/),
+//! `--name`, `--ttl-ms`, `--watchdog`.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use clap::Parser;
+use common::{Commands, say};
+use concurrency_patterns::distributed::redis::{FencedStore, RedisLock, RedisLockGuard};
+
+#[derive(Parser)]
+struct Args {
+    /// Redis URL (default: REDIS_URL, else redis://127.0.0.1:6379/).
+    #[arg(long)]
+    url: Option<String>,
+    /// The lock's name (its key).
+    #[arg(long, default_value = "demo-redis-lock")]
+    name: String,
+    /// The lease in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    ttl_ms: u64,
+    /// Renew the lease every TTL/3 while holding it.
+    #[arg(long)]
+    watchdog: bool,
+    /// Run a scripted two-client demonstration instead of reading stdin.
+    #[arg(long)]
+    scripted: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (config, conn) = common::redis(args.url.as_deref()).await?;
+    let lock = RedisLock::connect(&config, &args.name)
+        .await?
+        .ttl(Duration::from_millis(args.ttl_ms))?
+        .watchdog(args.watchdog);
+    let store = FencedStore::new(conn, &format!("{}-store", args.name));
+    if args.scripted {
+        return scripted(&lock, &store).await;
+    }
+    interactive(&lock, &store).await
+}
+
+async fn interactive(lock: &RedisLock, store: &FencedStore) -> anyhow::Result<()> {
+    let mut held: Option<RedisLockGuard> = None;
+    let mut commands = Commands::from_stdin();
+    say("ready; commands: lock, trylock, unlock, write <value>, quit");
+    while let Some(words) = commands.next().await {
+        match words
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["lock" | "trylock"] if held.is_some() => say("already locked"),
+            ["lock"] => {
+                say("waiting...");
+                match lock.lock().await {
+                    Ok(guard) => {
+                        say(format!("locked (fencing token {})", guard.fencing_token()));
+                        held = Some(guard);
+                    }
+                    Err(error) => say(format!("lock failed: {error}")),
+                }
+            }
+            ["trylock"] => match lock.try_lock().await {
+                Ok(Some(guard)) => {
+                    say(format!("locked (fencing token {})", guard.fencing_token()));
+                    held = Some(guard);
+                }
+                Ok(None) => say("busy: someone else holds it"),
+                Err(error) => say(format!("trylock failed: {error}")),
+            },
+            ["unlock"] => match held.take() {
+                Some(guard) => match guard.unlock().await {
+                    Ok(true) => say("unlocked"),
+                    Ok(false) => {
+                        say("it had already expired: someone else may have held it meanwhile")
+                    }
+                    Err(error) => say(format!("unlock failed: {error}")),
+                },
+                None => say("not locked"),
+            },
+            ["write", value] => match &held {
+                // ANCHOR: fenced_write
+                Some(guard) => match store.write(guard.fencing_token(), value).await {
+                    Ok(true) => say(format!("write accepted: {value}")),
+                    Ok(false) => {
+                        say("write rejected: a newer holder has written (stale fencing token)")
+                    }
+                    Err(error) => say(format!("write failed: {error}")),
+                },
+                // ANCHOR_END: fenced_write
+                None => say("not locked: lock first"),
+            },
+            ["quit"] => break,
+            other => say(format!(
+                "unknown command {:?}; try lock, trylock, unlock, write <value>, quit",
+                other.join(" ")
+            )),
+        }
+    }
+    if let Some(guard) = held {
+        guard.unlock().await?;
+    }
+    Ok(())
+}
+
+/// A holder whose lease runs out while it "pauses", the next holder, and the
+/// fenced store refusing the first one's late write.
+async fn scripted(lock: &RedisLock, store: &FencedStore) -> anyhow::Result<()> {
+    let short = lock
+        .clone()
+        .ttl(Duration::from_millis(200))?
+        .watchdog(false);
+    let first = short.lock().await?;
+    say(format!(
+        "A locked (fencing token {})",
+        first.fencing_token()
+    ));
+    anyhow::ensure!(
+        short.try_lock().await?.is_none(),
+        "B got the lock while A held it"
+    );
+    say("B: busy");
+    anyhow::ensure!(
+        store.write(first.fencing_token(), "from A").await?,
+        "A's write was refused"
+    );
+    say("A wrote; now A pauses past its 200 ms lease...");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let second = lock.lock_timeout(Duration::from_secs(5)).await?;
+    say(format!(
+        "B locked after A's lease ran out (fencing token {})",
+        second.fencing_token()
+    ));
+    anyhow::ensure!(
+        store.write(second.fencing_token(), "from B").await?,
+        "B's write was refused"
+    );
+    let late = store
+        .write(first.fencing_token(), "late write from A")
+        .await?;
+    say(format!(
+        "A wakes up and writes with its old token: {}",
+        if late { "accepted (!)" } else { "rejected" }
+    ));
+    anyhow::ensure!(!late, "the stale write went through");
+    anyhow::ensure!(!first.unlock().await?, "A's stale unlock released B's lock");
+    say("A's stale unlock released nothing; B unlocks");
+    second.unlock().await?;
+    say(format!("the store holds {:?}", store.read().await?));
+    Ok(())
+}
