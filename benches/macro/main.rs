@@ -7,18 +7,22 @@
 
 mod etcd;
 mod patterns;
+mod redis_lock;
 mod report;
 
 use std::time::Duration;
 
 use concurrency_patterns::distributed::etcd::{Client, EtcdConfig};
-use testkit::EtcdCluster;
+use concurrency_patterns::distributed::redis::RedisConfig;
+use testkit::{EtcdCluster, RedisServer};
 
 /// Every benchmark, in the order they run.
 const BENCHES: &[&str] = &[
     "etcd.raw.put",
     "etcd.mutex.cycle",
     "etcd.mutex.handoff",
+    "redis.lock.cycle",
+    "redis.lock.handoff",
     // Measured together, in alternation: one entry prints both lines.
     "patterns.channel.hop+patterns.pipeline.item",
     "patterns.map.read_heavy",
@@ -29,9 +33,28 @@ const BENCHES: &[&str] = &[
 #[derive(Default)]
 pub struct Servers {
     etcd: Option<(EtcdConfig, Option<EtcdCluster>)>,
+    redis: Option<(RedisConfig, Option<RedisServer>)>,
 }
 
 impl Servers {
+    /// The Redis to use: `REDIS_URL`, or one started for this run.
+    pub fn redis(&mut self) -> anyhow::Result<RedisConfig> {
+        if self.redis.is_none() {
+            self.redis = Some(match std::env::var("REDIS_URL") {
+                Ok(url) => (RedisConfig::new(url), None),
+                Err(_) => {
+                    eprintln!("bench: starting a redis-server (set REDIS_URL to use yours)");
+                    let server = RedisServer::start()?;
+                    (RedisConfig::new(server.url()), Some(server))
+                }
+            });
+        }
+        match &self.redis {
+            Some((config, _)) => Ok(config.clone()),
+            None => anyhow::bail!("redis was not configured"),
+        }
+    }
+
     /// A connected client, and the member addresses whose metrics count RPCs.
     pub async fn etcd(&mut self) -> anyhow::Result<(Client, Vec<std::net::SocketAddr>)> {
         if self.etcd.is_none() {
@@ -89,6 +112,8 @@ fn main() -> anyhow::Result<()> {
                 "etcd.raw.put" => vec![etcd::raw_put(&mut servers).await?],
                 "etcd.mutex.cycle" => vec![etcd::mutex_cycle(&mut servers).await?],
                 "etcd.mutex.handoff" => vec![etcd::mutex_handoff(&mut servers).await?],
+                "redis.lock.cycle" => vec![redis_lock::cycle(&mut servers).await?],
+                "redis.lock.handoff" => vec![redis_lock::handoff(&mut servers).await?],
                 "patterns.channel.hop+patterns.pipeline.item" => {
                     patterns::channel_hop_and_pipeline_item()
                 }

@@ -362,3 +362,23 @@ async fn the_rate_limiter_grants_the_burst_then_the_rate() {
     // More than the burst at once can never be granted.
     assert!(!limiter.try_acquire_n(6).await.unwrap().is_allowed());
 }
+
+#[tokio::test]
+async fn rediss_with_the_servers_ca_works_and_without_it_fails_clearly() {
+    let server = RedisServer::builder()
+        .tls()
+        .password("tls-pw")
+        .start()
+        .unwrap();
+    assert!(server.url().starts_with("rediss://"));
+    let config =
+        RedisConfig::new(server.url()).ca_certificate_pem(server.ca_certificate().unwrap());
+    let lock = RedisLock::connect(&config, "tls-lock").await.unwrap();
+    let guard = lock.lock().await.unwrap();
+    assert!(guard.fencing_token() > 0);
+    guard.unlock().await.unwrap();
+
+    // Without the CA, the server's certificate is not trusted: an error, not a hang.
+    let untrusted = RedisConfig::new(server.url()).connect_timeout(Duration::from_secs(3));
+    assert!(RedisLock::connect(&untrusted, "tls-lock").await.is_err());
+}

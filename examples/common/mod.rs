@@ -73,7 +73,7 @@ pub async fn redis(
     use concurrency_patterns::distributed::redis::RedisConfig;
     let config = match url {
         Some(url) => RedisConfig::new(url),
-        None => RedisConfig::from_env(),
+        None => RedisConfig::from_env()?,
     };
     let conn = config.connect().await?;
     Ok((config, conn))

@@ -12,6 +12,8 @@ pub enum Binary {
     Etcdctl,
     /// The Redis server (Debian `redis-server`).
     RedisServer,
+    /// The OpenSSL command, to make test certificates (Debian `openssl`).
+    Openssl,
 }
 
 impl Binary {
@@ -21,6 +23,7 @@ impl Binary {
             Binary::Etcd => "etcd",
             Binary::Etcdctl => "etcdctl",
             Binary::RedisServer => "redis-server",
+            Binary::Openssl => "openssl",
         }
     }
 
@@ -30,6 +33,7 @@ impl Binary {
             Binary::Etcd => "etcd-server",
             Binary::Etcdctl => "etcd-client",
             Binary::RedisServer => "redis-server",
+            Binary::Openssl => "openssl",
         }
     }
 }

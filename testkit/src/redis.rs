@@ -21,12 +21,20 @@ const START_ATTEMPTS: usize = 3;
 #[derive(Debug, Clone, Default)]
 pub struct RedisBuilder {
     password: Option<String>,
+    tls: bool,
 }
 
 impl RedisBuilder {
     /// Requires this password (`requirepass`); [`RedisServer::url`] includes it.
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(password.into());
+        self
+    }
+
+    /// Serves TLS only (`rediss://`), with a certificate for 127.0.0.1 signed
+    /// by a throwaway CA made with `openssl`; see [`RedisServer::ca_certificate`].
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -39,10 +47,14 @@ impl RedisBuilder {
                 .prefix(TEMP_PREFIX)
                 .tempdir()
                 .map_err(|e| TestkitError::io("creating a temporary directory for redis", e))?;
+            if self.tls {
+                make_certificates(dir.path())?;
+            }
             let server = RedisServer {
                 addr: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
                 log: dir.path().join("redis.log"),
                 password: self.password.clone(),
+                tls: self.tls,
                 child: Mutex::new(None),
                 _dir: dir,
             };
@@ -65,6 +77,7 @@ pub struct RedisServer {
     addr: SocketAddr,
     log: PathBuf,
     password: Option<String>,
+    tls: bool,
     child: Mutex<Option<Child>>,
     _dir: TempDir,
 }
@@ -88,11 +101,19 @@ impl RedisServer {
 
     fn spawn_and_wait(&self) -> Result<(), TestkitError> {
         let mut command = Command::new(find_binary(Binary::RedisServer)?);
+        let port = self.addr.port().to_string();
+        let (plain_port, tls_port) = if self.tls {
+            ("0", port.as_str())
+        } else {
+            (port.as_str(), "0")
+        };
         command
             .arg("--bind")
             .arg("127.0.0.1")
             .arg("--port")
-            .arg(self.addr.port().to_string())
+            .arg(plain_port)
+            .arg("--tls-port")
+            .arg(tls_port)
             .arg("--save")
             .arg("")
             .arg("--appendonly")
@@ -104,11 +125,31 @@ impl RedisServer {
         if let Some(password) = &self.password {
             command.arg("--requirepass").arg(password);
         }
+        if self.tls {
+            let dir = self._dir.path();
+            command
+                .arg("--tls-cert-file")
+                .arg(dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(dir.join("ca.crt"))
+                .arg("--tls-auth-clients")
+                .arg("no");
+        }
         let mut guard = self.child.lock().unwrap_or_else(|p| p.into_inner());
         let child = guard.insert(spawn_child(command, &self.log)?);
         let addr = self.addr;
         let what = format!("redis-server on {addr}");
-        let result = wait_until_ready(&what, child, &self.log, READY_LIMIT, || redis_answers(addr));
+        let tls = self.tls;
+        // A TLS port does not answer a plain PING; a TCP accept is enough there.
+        let result = wait_until_ready(&what, child, &self.log, READY_LIMIT, || {
+            if tls {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            } else {
+                redis_answers(addr)
+            }
+        });
         if result.is_err()
             && let Some(mut child) = guard.take()
         {
@@ -122,12 +163,20 @@ impl RedisServer {
         self.addr
     }
 
-    /// A `redis://` URL for this server, with the password when one is set.
+    /// A `redis://` (or, with TLS, `rediss://`) URL for this server, with
+    /// the password when one is set.
     pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
         match &self.password {
-            Some(password) => format!("redis://:{password}@{}/", self.addr),
-            None => format!("redis://{}/", self.addr),
+            Some(password) => format!("{scheme}://:{password}@{}/", self.addr),
+            None => format!("{scheme}://{}/", self.addr),
         }
+    }
+
+    /// The PEM of the CA that signed a TLS server's certificate.
+    pub fn ca_certificate(&self) -> Result<Vec<u8>, TestkitError> {
+        let path = self._dir.path().join("ca.crt");
+        std::fs::read(&path).map_err(|e| TestkitError::io(format!("reading {}", path.display()), e))
     }
 
     /// A `redis://` URL without the password, even when one is required.
@@ -195,6 +244,76 @@ impl RedisServer {
             None => Ok(()),
         }
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1, with the `openssl` command.
+fn make_certificates(dir: &std::path::Path) -> Result<(), TestkitError> {
+    find_binary(Binary::Openssl)?;
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .map_err(|e| TestkitError::io("writing ext.cnf", e))?;
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=testkit-ca",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
+    ];
+    for args in steps {
+        let output = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .map_err(|e| TestkitError::io("running openssl", e))?;
+        if !output.status.success() {
+            return Err(TestkitError::io(
+                format!("openssl {}", args.join(" ")),
+                std::io::Error::other(String::from_utf8_lossy(&output.stderr).to_string()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Drop for RedisServer {

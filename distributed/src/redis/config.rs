@@ -20,6 +20,7 @@ pub struct RedisConfig {
     url: String,
     connect_timeout: Duration,
     response_timeout: Duration,
+    ca_certificate: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -39,12 +40,34 @@ impl RedisConfig {
             url: url.into(),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
+            ca_certificate: None,
         }
     }
 
-    /// Reads `REDIS_URL`, defaulting to [`DEFAULT_URL`].
-    pub fn from_env() -> Self {
-        RedisConfig::new(std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_string()))
+    /// Reads `REDIS_URL`, defaulting to [`DEFAULT_URL`], and for `rediss://`
+    /// servers with a private CA, `REDIS_CA_CERT` (a PEM file's path).
+    pub fn from_env() -> Result<Self, RedisError> {
+        let config = RedisConfig::new(
+            std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_string()),
+        );
+        match std::env::var_os("REDIS_CA_CERT") {
+            Some(path) => {
+                let pem = std::fs::read(&path).map_err(|e| {
+                    RedisError::InvalidConfig(format!(
+                        "cannot read REDIS_CA_CERT {}: {e}",
+                        path.to_string_lossy()
+                    ))
+                })?;
+                Ok(config.ca_certificate_pem(pem))
+            }
+            None => Ok(config),
+        }
+    }
+
+    /// Trusts this CA (PEM) for `rediss://` instead of the system's roots.
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_certificate = Some(pem.into());
+        self
     }
 
     /// How long connecting (and the first `PING`) may take. Default 5 s.
@@ -66,7 +89,20 @@ impl RedisConfig {
 
     /// A `redis::Client` for this URL; fails with [`RedisError::BadUrl`].
     pub fn client(&self) -> Result<redis::Client, RedisError> {
-        redis::Client::open(self.url.as_str()).map_err(|error| RedisError::BadUrl {
+        // rustls needs a process-wide crypto provider for rediss://;
+        // installing it twice is harmless (the second call is refused).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = match &self.ca_certificate {
+            Some(pem) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(self.url.as_str()),
+        };
+        client.map_err(|error| RedisError::BadUrl {
             url: self.display_url(),
             reason: error.to_string(),
         })
