@@ -139,6 +139,7 @@ impl RedisLock {
     /// our token before the error is returned; dropping the future between
     /// attempts holds nothing.
     #[instrument(level = "debug", skip(self), fields(name = %self.name))]
+    // ANCHOR: lock
     pub async fn lock(&self) -> Result<RedisLockGuard, RedisError> {
         let token = new_token();
         if let Attempt::Acquired(fencing_token) = self.attempt(&token).await? {
@@ -172,6 +173,7 @@ impl RedisLock {
             }
         }
     }
+    // ANCHOR_END: lock
 
     /// Waits at most `limit` for the lock.
     pub async fn lock_timeout(&self, limit: Duration) -> Result<RedisLockGuard, RedisError> {

@@ -13,6 +13,7 @@ use super::RedisError;
 /// per key. KEYS[1] tat; ARGV[1] microseconds per permit, ARGV[2] burst,
 /// ARGV[3] permits asked. The clock is the server's (`TIME`), so clients'
 /// clocks do not matter. Returns {1, 0} or {0, microseconds to wait}.
+// ANCHOR: gcra
 static GCRA: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -33,6 +34,7 @@ static GCRA: LazyLock<Script> = LazyLock::new(|| {
         ",
     )
 });
+// ANCHOR_END: gcra
 
 /// `rate` permits per second with bursts of up to `burst`, shared by every
 /// process that uses the same key: each decision is one atomic script on

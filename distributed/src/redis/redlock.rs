@@ -112,6 +112,7 @@ impl Redlock {
     /// Tries up to `attempts` rounds; fails with [`RedisError::NoQuorum`],
     /// leaving nothing locked, if no round reaches a majority in time.
     #[instrument(level = "debug", skip(self), fields(name = %self.name, servers = self.servers.len()))]
+    // ANCHOR: redlock
     pub async fn lock(&self) -> Result<RedlockGuard, RedisError> {
         let token = format!("{:032x}", rand::random::<u128>());
         let mut acquired = 0;
@@ -149,6 +150,7 @@ impl Redlock {
             attempts: self.attempts,
         })
     }
+    // ANCHOR_END: redlock
 
     /// Runs `op` on every server at once, each bounded by the per-server
     /// timeout; returns how many said yes.

@@ -9,6 +9,7 @@ use redis::Script;
 /// Takes the lock if free and returns a fresh fencing token (> 0, from
 /// INCR, in the same step); if busy, returns minus the lock's remaining
 /// milliseconds (or -1 if it has no expiry).
+// ANCHOR: acquire
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -21,9 +22,11 @@ pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
         ",
     )
 });
+// ANCHOR_END: acquire
 
 /// KEYS[1] lock; ARGV[1] token, ARGV[2] channel. Deletes the lock only if it
 /// still holds our token, and tells the waiters on the channel.
+// ANCHOR: release
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -36,6 +39,7 @@ pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
         ",
     )
 });
+// ANCHOR_END: release
 
 /// KEYS[1] lock; ARGV[1] token, ARGV[2] ttl ms. If the lock still holds our
 /// token, makes it live at least ARGV[2] more milliseconds (never shortens
