@@ -67,17 +67,9 @@ fn main() -> anyhow::Result<()> {
         let in_flight = Arc::new(InFlight::default());
         let job = {
             let in_flight = Arc::clone(&in_flight);
-            move |n: u64| {
-                let in_flight = Arc::clone(&in_flight);
-                async move {
-                    in_flight.enter();
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    in_flight.leave();
-                    n * n
-                }
-            }
+            move |n: u64| slow_square(Arc::clone(&in_flight), n)
         };
-        let mut results = tasks::map_with_semaphore(1..=100u64, K, job.clone());
+        let mut results = tasks::map_with_semaphore(1..=100u64, K, job);
         let mut sum = 0;
         while let Some(square) = results.recv().await {
             sum += square;
@@ -87,24 +79,21 @@ fn main() -> anyhow::Result<()> {
 
         // ANCHOR: buffer_unordered
         let in_flight_buffered = Arc::new(InFlight::default());
-        let job = {
-            let in_flight = Arc::clone(&in_flight_buffered);
-            move |n: u64| {
-                let in_flight = Arc::clone(&in_flight);
-                async move {
-                    in_flight.enter();
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    in_flight.leave();
-                    n * n
-                }
-            }
-        };
+        let job = |n: u64| slow_square(Arc::clone(&in_flight_buffered), n);
         let sum: u64 = tasks::map_buffer_unordered(1..=100u64, K, job)
             .fold(0, |a, b| async move { a + b })
             .await;
         // ANCHOR_END: buffer_unordered
         report("buffer_unordered", sum, expected, &in_flight_buffered)
     })
+}
+
+/// The job: 1 ms of "work", counted while it is in flight.
+async fn slow_square(in_flight: Arc<InFlight>, n: u64) -> u64 {
+    in_flight.enter();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    in_flight.leave();
+    n * n
 }
 
 fn report(how: &str, sum: u64, expected: u64, in_flight: &InFlight) -> anyhow::Result<()> {

@@ -2,15 +2,13 @@
 //! order) succeeds in its scripted mode against testkit's servers, and every
 //! example file is listed there, so `cargo xtask tour` misses none.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use support::{example_binary, root};
 use testkit::{EtcdCluster, RedisServer};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// `(example, args)` for each line of `examples/tour.txt`.
 fn tour() -> Vec<(String, Vec<String>)> {
@@ -24,30 +22,6 @@ fn tour() -> Vec<(String, Vec<String>)> {
             (words.next().unwrap(), words.collect())
         })
         .collect()
-}
-
-/// The example's binary, built by `cargo test` next to the test binaries;
-/// built here if this test runs on its own.
-fn example_binary(name: &str) -> PathBuf {
-    // target/debug/deps/examples_run-HASH -> target/debug/examples/NAME
-    let debug = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let binary = debug.join("examples").join(name);
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(root())
-            .args(["build", "--example", name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build --example {name} failed");
-    }
-    binary
 }
 
 /// Runs `command`, killing it if it takes longer than `limit`.

@@ -77,11 +77,7 @@ impl RedisLock {
         conn: ConnectionManager,
         name: &str,
     ) -> Result<Self, RedisError> {
-        if name.is_empty() {
-            return Err(RedisError::InvalidConfig(
-                "a lock name cannot be empty".into(),
-            ));
-        }
+        checked_name(name)?;
         Ok(RedisLock {
             client,
             conn,
@@ -94,12 +90,7 @@ impl RedisLock {
     /// The lease: how long the lock outlives a holder that stops renewing
     /// it. At least 10 ms.
     pub fn ttl(mut self, ttl: Duration) -> Result<Self, RedisError> {
-        if ttl < Duration::from_millis(10) {
-            return Err(RedisError::InvalidConfig(format!(
-                "a lock TTL must be at least 10 ms, not {ttl:?}"
-            )));
-        }
-        self.ttl = ttl;
+        self.ttl = checked_ttl(ttl)?;
         Ok(self)
     }
 
@@ -264,6 +255,25 @@ impl RedisLock {
             released: false,
         }
     }
+}
+
+/// Lock TTLs below 10 ms cannot outlast a round trip; refuse them.
+pub(crate) fn checked_ttl(ttl: Duration) -> Result<Duration, RedisError> {
+    if ttl < Duration::from_millis(10) {
+        return Err(RedisError::InvalidConfig(format!(
+            "a lock TTL must be at least 10 ms, not {ttl:?}"
+        )));
+    }
+    Ok(ttl)
+}
+
+pub(crate) fn checked_name(name: &str) -> Result<(), RedisError> {
+    if name.is_empty() {
+        return Err(RedisError::InvalidConfig(
+            "a lock name cannot be empty".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn new_token() -> String {

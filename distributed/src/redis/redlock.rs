@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{debug, instrument};
 
+use super::lock::{checked_name, checked_ttl};
 use super::scripts::{RELEASE, SET_IF_FREE};
 use super::{RedisConfig, RedisError};
 
@@ -61,11 +62,7 @@ impl Redlock {
                 "Redlock needs at least one server URL".into(),
             ));
         }
-        if name.is_empty() {
-            return Err(RedisError::InvalidConfig(
-                "a lock name cannot be empty".into(),
-            ));
-        }
+        checked_name(name)?;
         let server_timeout = Duration::from_millis(50);
         let servers = urls
             .iter()
@@ -90,12 +87,7 @@ impl Redlock {
 
     /// The lease on each server. At least 10 ms.
     pub fn ttl(mut self, ttl: Duration) -> Result<Self, RedisError> {
-        if ttl < Duration::from_millis(10) {
-            return Err(RedisError::InvalidConfig(format!(
-                "a lock TTL must be at least 10 ms, not {ttl:?}"
-            )));
-        }
-        self.ttl = ttl;
+        self.ttl = checked_ttl(ttl)?;
         Ok(self)
     }
 
