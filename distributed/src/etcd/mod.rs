@@ -10,6 +10,7 @@
 //! | [`Mutex`] | one holder at a time, FIFO, fencing token | `<name>/<lease hex>` (as Go and `etcdctl lock`) |
 //! | [`RwMutex`] | many readers or one writer, FIFO | `<name>/read/<nanos>`, `<name>/write/<nanos>` |
 //! | [`Election`] | one leader at a time, observable | `<name>/<lease hex>` (as Go and `etcdctl elect`) |
+//! | [`Queue`] | FIFO, at most once, no herd within a process | `<name>/<unix nanos>` (as Go's `Queue`) |
 //!
 //! The recipes share a few building blocks: unique keys, waiting for the
 //! closest predecessor only, and deletes guarded by the key's create
@@ -22,6 +23,7 @@ mod guarded_delete;
 mod keys;
 mod mutex;
 mod name;
+mod queue;
 mod retry;
 mod rwmutex;
 mod session;
@@ -31,6 +33,7 @@ pub use config::{DEFAULT_ENDPOINT, EtcdConfig};
 pub use election::{Election, LeaderChanges, LeaderInfo, Leadership};
 pub use error::EtcdError;
 pub use mutex::{Mutex, MutexGuard};
+pub use queue::Queue;
 pub use rwmutex::{RwMutex, RwMutexGuard};
 pub use session::{DEFAULT_TTL, Session};
 

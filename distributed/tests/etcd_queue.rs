@@ -1,0 +1,182 @@
+//! The etcd Queue: FIFO, isolation, exactly-once delivery under concurrency,
+//! cancel safety, no herd, and Go-layout interoperability.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use distributed::etcd::etcd_client::GetOptions;
+use distributed::etcd::{Client, EtcdConfig, Queue};
+use testkit::EtcdCluster;
+
+async fn client() -> Client {
+    let etcd = testkit::shared_etcd().unwrap();
+    EtcdConfig::new(etcd.endpoints()).connect().await.unwrap()
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn fifo_and_a_queue_never_sees_another_queues_items() {
+    let (a, ab) = (
+        Queue::new(client().await, "q-a").unwrap(),
+        Queue::new(client().await, "q-ab").unwrap(),
+    );
+    ab.enqueue("not for a").await.unwrap();
+    for i in 0..5 {
+        a.enqueue(format!("item {i}")).await.unwrap();
+    }
+    for i in 0..5 {
+        assert_eq!(text(a.dequeue().await.unwrap()), format!("item {i}"));
+    }
+    assert_eq!(
+        a.try_dequeue().await.unwrap(),
+        None,
+        "queue a saw an item of queue ab"
+    );
+    assert_eq!(text(ab.try_dequeue().await.unwrap().unwrap()), "not for a");
+}
+
+#[tokio::test]
+async fn a_waiting_consumer_wakes_for_a_new_item() {
+    let queue = Queue::new(client().await, "q-wake").unwrap();
+    let consumer = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.dequeue().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !consumer.is_finished(),
+        "dequeue returned from an empty queue"
+    );
+    queue.enqueue("hello").await.unwrap();
+    let value = tokio::time::timeout(Duration::from_secs(5), consumer)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(value), "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_item_is_delivered_exactly_once_to_concurrent_consumers() {
+    const PRODUCERS: usize = 4;
+    const ITEMS: usize = 50;
+    let name = "q-concurrent";
+    let mut producers = Vec::new();
+    for p in 0..PRODUCERS {
+        let queue = Queue::new(client().await, name).unwrap();
+        producers.push(tokio::spawn(async move {
+            for i in 0..ITEMS {
+                queue.enqueue(format!("{p}-{i}")).await.unwrap();
+            }
+        }));
+    }
+    // Two consumer processes' worth: two Queue objects, two clones each.
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let queue = Queue::new(client().await, name).unwrap();
+        for _ in 0..2 {
+            let queue = queue.clone();
+            consumers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Ok(Ok(value)) =
+                    tokio::time::timeout(Duration::from_secs(2), queue.dequeue()).await
+                {
+                    got.push(text(value));
+                }
+                got
+            }));
+        }
+    }
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    let mut all = Vec::new();
+    for consumer in consumers {
+        all.extend(consumer.await.unwrap());
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "an item was delivered twice");
+    assert_eq!(all.len(), PRODUCERS * ITEMS, "an item was lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_dequeues_lose_no_item() {
+    let name = "q-cancel";
+    let queue = Queue::new(client().await, name).unwrap();
+    let producer = tokio::spawn({
+        let queue = Queue::new(client().await, name).unwrap();
+        async move {
+            for i in 0..100 {
+                queue.enqueue(format!("{i}")).await.unwrap();
+            }
+        }
+    });
+    let mut got = Vec::new();
+    // Dequeues cut short at every point: before, during and after the take.
+    for round in 0..400u64 {
+        let limit = Duration::from_micros(200 + (round * 37) % 1500);
+        if let Ok(value) = tokio::time::timeout(limit, queue.dequeue()).await {
+            got.push(text(value.unwrap()));
+        }
+    }
+    producer.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // put-backs land
+    while let Some(value) = queue.try_dequeue().await.unwrap() {
+        got.push(text(value));
+    }
+    let unique: HashSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "an item was delivered twice");
+    assert_eq!(got.len(), 100, "a cancelled dequeue lost an item");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_item_wakes_one_of_eight_idle_consumers() {
+    // A cluster of its own, so that its request counter sees only this test.
+    let etcd = EtcdCluster::start(1).unwrap();
+    let client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
+    let queue = Queue::new(client.clone(), "q-herd").unwrap();
+    let consumers: Vec<_> = (0..8)
+        .map(|_| {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.dequeue().await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await; // all idle
+    let addr = etcd.client_addrs()[0];
+    let before = testkit::etcd_grpc_calls(addr).unwrap();
+    queue.enqueue("only one").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = testkit::etcd_grpc_calls(addr).unwrap() - before;
+    // The enqueue, the winner's read and take, and a little slack; a herd
+    // would be at least one read and one take per consumer.
+    assert!(
+        calls <= 5,
+        "{calls} requests for one item with 8 idle consumers"
+    );
+    assert_eq!(consumers.iter().filter(|c| c.is_finished()).count(), 1);
+    for consumer in consumers {
+        consumer.abort();
+    }
+}
+
+#[tokio::test]
+async fn items_written_in_the_go_layout_are_dequeued() {
+    // etcd's Go Queue writes `<name>/<unix nanos>`; so does `etcdctl put`.
+    let mut c = client().await;
+    c.put("q-go/1700000000000000001", "from go", None)
+        .await
+        .unwrap();
+    let queue = Queue::new(client().await, "q-go").unwrap();
+    assert_eq!(text(queue.dequeue().await.unwrap()), "from go");
+    let left = c
+        .get(
+            "q-go/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.count(), 0);
+}
