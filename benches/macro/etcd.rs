@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use concurrency_patterns::distributed::etcd::etcd_client::GetOptions;
-use concurrency_patterns::distributed::etcd::{Mutex, Session};
+use concurrency_patterns::distributed::etcd::{Mutex, Queue, Session};
 
 use crate::Servers;
 use crate::report::Samples;
@@ -122,4 +122,83 @@ async fn wait_until_waiting(session: &Session, prefix: &str, count: i64) -> anyh
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     Ok(())
+}
+
+/// Items per queue benchmark, as the Go peer's default.
+const QUEUE_ITEMS: usize = 500;
+
+/// `etcd.queue.enqueue` and `etcd.queue.dequeue`: one client, sequential.
+pub async fn queue_sequential(servers: &mut Servers) -> anyhow::Result<Vec<String>> {
+    let (client, addrs) = servers.etcd().await?;
+    let queue = Queue::new(client, &format!("bench/queue-{}", std::process::id()))?;
+    let mut lines = Vec::new();
+    let calls_before = grpc_calls(&addrs);
+    let mut latencies = Vec::with_capacity(QUEUE_ITEMS);
+    let started = Instant::now();
+    for i in 0..QUEUE_ITEMS {
+        let t = Instant::now();
+        queue.enqueue(i.to_string()).await?;
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    let rpcs = (grpc_calls(&addrs) - calls_before) as f64 / QUEUE_ITEMS as f64;
+    lines.push(
+        Samples::new(latencies, elapsed).line("etcd.queue.enqueue", &[("rpcs_per_op", rpcs)]),
+    );
+
+    let calls_before = grpc_calls(&addrs);
+    let mut latencies = Vec::with_capacity(QUEUE_ITEMS);
+    let started = Instant::now();
+    for _ in 0..QUEUE_ITEMS {
+        let t = Instant::now();
+        queue.dequeue().await?;
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    let rpcs = (grpc_calls(&addrs) - calls_before) as f64 / QUEUE_ITEMS as f64;
+    lines.push(
+        Samples::new(latencies, elapsed).line("etcd.queue.dequeue", &[("rpcs_per_op", rpcs)]),
+    );
+    Ok(lines)
+}
+
+/// `etcd.queue.mc8`: one producer, 8 consumers blocked in `dequeue` (one
+/// process, sharing the queue as the Go peer's goroutines do); items/s from
+/// the first enqueue to the last delivery, and requests per item.
+pub async fn queue_mc8(servers: &mut Servers) -> anyhow::Result<String> {
+    let (client, addrs) = servers.etcd().await?;
+    let queue = Queue::new(client, &format!("bench/queue-mc8-{}", std::process::id()))?;
+    let delivered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let consumers: Vec<_> = (0..8)
+        .map(|_| {
+            let (queue, delivered) = (queue.clone(), std::sync::Arc::clone(&delivered));
+            tokio::spawn(async move {
+                loop {
+                    if queue.dequeue().await.is_ok() {
+                        delivered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await; // all consumers idle
+    let calls_before = grpc_calls(&addrs);
+    let started = Instant::now();
+    for i in 0..QUEUE_ITEMS {
+        queue.enqueue(i.to_string()).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delivered.load(std::sync::atomic::Ordering::SeqCst) < QUEUE_ITEMS {
+        anyhow::ensure!(Instant::now() < deadline, "items were not delivered");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let elapsed = started.elapsed();
+    let rpcs = (grpc_calls(&addrs) - calls_before) as f64 / QUEUE_ITEMS as f64;
+    for consumer in consumers {
+        consumer.abort();
+    }
+    Ok(format!(
+        "{{\"bench\":\"etcd.queue.mc8\",\"ops_per_s\":{:.1},\"rpcs_per_op\":{rpcs:.2},\"consumers\":8,\"n\":{QUEUE_ITEMS}}}",
+        QUEUE_ITEMS as f64 / elapsed.as_secs_f64()
+    ))
 }

@@ -21,6 +21,9 @@ const BENCHES: &[&str] = &[
     "etcd.raw.put",
     "etcd.mutex.cycle",
     "etcd.mutex.handoff",
+    // One entry prints both lines: the dequeues drain what was enqueued.
+    "etcd.queue.enqueue+etcd.queue.dequeue",
+    "etcd.queue.mc8",
     "redis.lock.cycle",
     "redis.lock.handoff",
     // Measured together, in alternation: one entry prints both lines.
@@ -112,6 +115,10 @@ fn main() -> anyhow::Result<()> {
                 "etcd.raw.put" => vec![etcd::raw_put(&mut servers).await?],
                 "etcd.mutex.cycle" => vec![etcd::mutex_cycle(&mut servers).await?],
                 "etcd.mutex.handoff" => vec![etcd::mutex_handoff(&mut servers).await?],
+                "etcd.queue.enqueue+etcd.queue.dequeue" => {
+                    etcd::queue_sequential(&mut servers).await?
+                }
+                "etcd.queue.mc8" => vec![etcd::queue_mc8(&mut servers).await?],
                 "redis.lock.cycle" => vec![redis_lock::cycle(&mut servers).await?],
                 "redis.lock.handoff" => vec![redis_lock::handoff(&mut servers).await?],
                 "patterns.channel.hop+patterns.pipeline.item" => {
