@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use distributed::etcd::etcd_client::GetOptions;
-use distributed::etcd::{Client, EtcdConfig, Queue};
+use distributed::etcd::{Client, EtcdConfig, PriorityQueue, Queue};
 use testkit::EtcdCluster;
 
 async fn client() -> Client {
@@ -179,4 +179,75 @@ async fn items_written_in_the_go_layout_are_dequeued() {
         .await
         .unwrap();
     assert_eq!(left.count(), 0);
+}
+
+#[tokio::test]
+async fn the_priority_queue_hands_out_the_lowest_number_first_fifo_within_a_level() {
+    let queue = PriorityQueue::new(client().await, "pq-order").unwrap();
+    let other = PriorityQueue::new(client().await, "pq-order2").unwrap();
+    other.enqueue("not mine", 0).await.unwrap();
+    for (value, priority) in [
+        ("low-1", 9),
+        ("urgent-1", 1),
+        ("low-2", 9),
+        ("urgent-2", 1),
+        ("top", 0),
+    ] {
+        queue.enqueue(value, priority).await.unwrap();
+    }
+    let mut order = Vec::new();
+    while let Some(value) = queue.try_dequeue().await.unwrap() {
+        order.push(text(value));
+    }
+    assert_eq!(order, ["top", "urgent-1", "urgent-2", "low-1", "low-2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_priority_producers_lose_nothing() {
+    let name = "pq-concurrent";
+    let mut producers = Vec::new();
+    for p in 0..4 {
+        let queue = PriorityQueue::new(client().await, name).unwrap();
+        producers.push(tokio::spawn(async move {
+            for i in 0..20 {
+                queue.enqueue(format!("{p}-{i}"), 5).await.unwrap();
+            }
+        }));
+    }
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    let queue = PriorityQueue::new(client().await, name).unwrap();
+    let mut got = Vec::new();
+    while let Some(value) = queue.try_dequeue().await.unwrap() {
+        got.push(text(value));
+    }
+    assert_eq!(got.len(), 80, "a colliding sequence number lost an item");
+    // Within each producer, its items keep their order.
+    for p in 0..4 {
+        let mine: Vec<&String> = got
+            .iter()
+            .filter(|v| v.starts_with(&format!("{p}-")))
+            .collect();
+        let expected: Vec<String> = (0..20).map(|i| format!("{p}-{i}")).collect();
+        assert_eq!(mine, expected.iter().collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_priority_consumer_wakes_for_a_new_item() {
+    let queue = PriorityQueue::new(client().await, "pq-wake").unwrap();
+    let consumer = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.dequeue().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!consumer.is_finished());
+    queue.enqueue("now", 3).await.unwrap();
+    let value = tokio::time::timeout(Duration::from_secs(5), consumer)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(value), "now");
 }

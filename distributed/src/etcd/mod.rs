@@ -11,6 +11,7 @@
 //! | [`RwMutex`] | many readers or one writer, FIFO | `<name>/read/<nanos>`, `<name>/write/<nanos>` |
 //! | [`Election`] | one leader at a time, observable | `<name>/<lease hex>` (as Go and `etcdctl elect`) |
 //! | [`Queue`] | FIFO, at most once, no herd within a process | `<name>/<unix nanos>` (as Go's `Queue`) |
+//! | [`PriorityQueue`] | lowest number first, FIFO within a priority | `<name>/<%05d>/<%016d>` (as Go's `PriorityQueue`) |
 //!
 //! The recipes share a few building blocks: unique keys, waiting for the
 //! closest predecessor only, and deletes guarded by the key's create
@@ -20,9 +21,11 @@ mod config;
 mod election;
 mod error;
 mod guarded_delete;
+mod item_line;
 mod keys;
 mod mutex;
 mod name;
+mod priority_queue;
 mod queue;
 mod retry;
 mod rwmutex;
@@ -33,6 +36,7 @@ pub use config::{DEFAULT_ENDPOINT, EtcdConfig};
 pub use election::{Election, LeaderChanges, LeaderInfo, Leadership};
 pub use error::EtcdError;
 pub use mutex::{Mutex, MutexGuard};
+pub use priority_queue::PriorityQueue;
 pub use queue::Queue;
 pub use rwmutex::{RwMutex, RwMutexGuard};
 pub use session::{DEFAULT_TTL, Session};
