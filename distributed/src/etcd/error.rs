@@ -57,6 +57,17 @@ pub enum EtcdError {
         key: String,
     },
 
+    /// More participants entered a double barrier than it was made for.
+    #[error(
+        "the double barrier `{name}` is for {count} participants and is full: this one was turned away"
+    )]
+    TooManyParticipants {
+        /// The barrier's name.
+        name: String,
+        /// Its participant count.
+        count: usize,
+    },
+
     /// A leader-only operation was attempted without leadership.
     #[error("not the leader of `{name}` any more (resigned, or the session was lost)")]
     NotLeader {

@@ -11,13 +11,17 @@
 //! | [`RwMutex`] | many readers or one writer, FIFO | `<name>/read/<nanos>`, `<name>/write/<nanos>` |
 //! | [`Election`] | one leader at a time, observable | `<name>/<lease hex>` (as Go and `etcdctl elect`) |
 //! | [`Queue`] | FIFO, at most once, no herd within a process | `<name>/<unix nanos>` (as Go's `Queue`) |
+//! | [`Barrier`] | hold, release, wait; optionally on a lease | `<name>` |
+//! | [`DoubleBarrier`] | `count` enter together and leave together | `<name>/waiters/<nanos>`, `<name>/ready` |
 //! | [`PriorityQueue`] | lowest number first, FIFO within a priority | `<name>/<%05d>/<%016d>` (as Go's `PriorityQueue`) |
 //!
 //! The recipes share a few building blocks: unique keys, waiting for the
 //! closest predecessor only, and deletes guarded by the key's create
 //! revision.
 
+mod barrier;
 mod config;
+mod double_barrier;
 mod election;
 mod error;
 mod guarded_delete;
@@ -32,7 +36,9 @@ mod rwmutex;
 mod session;
 mod wait;
 
+pub use barrier::Barrier;
 pub use config::{DEFAULT_ENDPOINT, EtcdConfig};
+pub use double_barrier::DoubleBarrier;
 pub use election::{Election, LeaderChanges, LeaderInfo, Leadership};
 pub use error::EtcdError;
 pub use mutex::{Mutex, MutexGuard};

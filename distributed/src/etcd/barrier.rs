@@ -1,0 +1,99 @@
+//! A barrier on etcd: one key that, while it exists, holds waiters back.
+
+use etcd_client::Client;
+use tracing::instrument;
+
+use super::keys::create_if_absent;
+use super::name::RecipeName;
+use super::retry::{Repeat, retrying};
+use super::wait::wait_for_delete;
+use super::{EtcdError, Session};
+
+/// A barrier: [`hold`](Self::hold) raises it, [`release`](Self::release)
+/// lowers it, and [`wait`](Self::wait) blocks while it is raised (and
+/// returns at once if it is not). The key is `name` itself, as in etcd's Go
+/// recipe.
+///
+/// Waiting watches the key from the revision at which it was seen, so a
+/// release between that read and the watch is never missed (the Go recipe
+/// once watched from the wrong revision and could block after a release).
+///
+/// Raised through [`with_session`](Self::with_session), the barrier key
+/// carries the session's lease: a holder that crashes lowers it when its
+/// lease expires, instead of blocking the waiters forever.
+#[derive(Clone)]
+pub struct Barrier {
+    client: Client,
+    key: String,
+    lease: i64,
+}
+
+impl std::fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Barrier")
+            .field("key", &self.key)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+impl Barrier {
+    /// A barrier whose key outlives its holder (lowered only by `release`).
+    pub fn new(client: Client, name: &str) -> Result<Self, EtcdError> {
+        Ok(Barrier {
+            client,
+            key: RecipeName::new(name)?.as_str().to_string(),
+            lease: 0,
+        })
+    }
+
+    /// A barrier raised with `session`'s lease: lowered also when the
+    /// session ends.
+    pub fn with_session(session: &Session, name: &str) -> Result<Self, EtcdError> {
+        Ok(Barrier {
+            client: session.client(),
+            key: RecipeName::new(name)?.as_str().to_string(),
+            lease: session.lease_id(),
+        })
+    }
+
+    /// Raises the barrier. Returns false if it was already raised.
+    pub async fn hold(&self) -> Result<bool, EtcdError> {
+        Ok(create_if_absent(&self.client, &self.key, "", self.lease)
+            .await?
+            .is_some())
+    }
+
+    /// Lowers the barrier, letting every waiter through.
+    pub async fn release(&self) -> Result<(), EtcdError> {
+        retrying(Repeat::Idempotent, || {
+            let (mut client, key) = (self.client.clone(), self.key.clone());
+            async move { client.delete(key, None).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Waits while the barrier is raised; returns at once if it is not.
+    ///
+    /// Cancel safety: safe; dropping the future cancels the watch.
+    #[instrument(level = "debug", skip(self), fields(key = %self.key))]
+    pub async fn wait(&self) -> Result<(), EtcdError> {
+        let now = retrying(Repeat::Idempotent, || {
+            let (mut client, key) = (self.client.clone(), self.key.clone());
+            async move { client.get(key, None).await }
+        })
+        .await?;
+        let Some(raised) = now.kvs().first() else {
+            return Ok(());
+        };
+        let read_at = now.header().map(|h| h.revision()).unwrap_or(0);
+        wait_for_delete(
+            &self.client,
+            &self.key,
+            raised.create_revision(),
+            read_at + 1,
+        )
+        .await
+    }
+}

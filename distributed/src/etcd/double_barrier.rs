@@ -1,0 +1,216 @@
+//! A double barrier on etcd: `count` participants enter together and leave
+//! together (the ZooKeeper recipe, with the key layout of etcd's Go
+//! `DoubleBarrier`).
+
+use etcd_client::{Client, EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
+use tracing::{debug, instrument};
+
+use super::guarded_delete::delete_if_created_at;
+use super::keys::{create_if_absent, create_unique};
+use super::name::RecipeName;
+use super::retry::{Repeat, retrying};
+use super::wait::wait_for_delete;
+use super::{EtcdError, Session};
+
+/// A barrier for a fixed number of participants, each on its own session.
+///
+/// - [`enter`](Self::enter) blocks until `count` participants have entered.
+/// - [`leave`](Self::leave) blocks until all of them have left.
+///
+/// Keys: `<name>/waiters/<nanos>` (one per participant, on its session's
+/// lease) and `<name>/ready` (also on a lease, so that it cannot outlive
+/// everyone, a leak of the Go recipe).
+///
+/// One participant too many gets [`EtcdError::TooManyParticipants`] at once
+/// (the Go recipe recursed without end). A participant that crashes inside
+/// the barrier holds the others' `leave` until its session's lease expires,
+/// then the others go on.
+#[derive(Debug)]
+pub struct DoubleBarrier {
+    session: Session,
+    name: RecipeName,
+    count: usize,
+    /// Between `enter` and `leave`: our waiter key, its create revision, and
+    /// the revision of the `ready` key that let this round in. Waiter keys
+    /// created after `ready` belong to the next round.
+    entered: Option<Entered>,
+}
+
+#[derive(Debug, Clone)]
+struct Entered {
+    key: String,
+    revision: i64,
+    ready_revision: i64,
+}
+
+impl DoubleBarrier {
+    /// A double barrier called `name` for `count` (at least 1) participants.
+    pub fn new(session: &Session, name: &str, count: usize) -> Result<Self, EtcdError> {
+        if count == 0 {
+            return Err(EtcdError::InvalidConfig(
+                "a double barrier needs at least one participant".into(),
+            ));
+        }
+        Ok(DoubleBarrier {
+            session: session.clone(),
+            name: RecipeName::new(name)?,
+            count,
+            entered: None,
+        })
+    }
+
+    fn client(&self) -> Client {
+        self.session.client()
+    }
+
+    fn ready_key(&self) -> String {
+        format!("{}ready", self.name.prefix())
+    }
+
+    /// Enters, and waits until `count` participants have.
+    ///
+    /// Cancel safety: not cancel-safe while waiting: a dropped `enter`
+    /// leaves our waiter key, which counts as a participant until the
+    /// session ends. Call [`leave`](Self::leave) or close the session.
+    #[instrument(level = "debug", skip(self), fields(name = self.name.as_str(), count = self.count))]
+    pub async fn enter(&mut self) -> Result<(), EtcdError> {
+        let client = self.client();
+        let waiters = self.name.sub_prefix("waiters");
+        let (key, revision) = create_unique(&client, &waiters, "", self.session.lease_id()).await?;
+        let present = retrying(Repeat::Idempotent, || {
+            let (mut client, waiters) = (client.clone(), waiters.clone());
+            async move {
+                client
+                    .get(
+                        waiters,
+                        Some(GetOptions::new().with_prefix().with_count_only()),
+                    )
+                    .await
+            }
+        })
+        .await?
+        .count();
+        let present = usize::try_from(present).unwrap_or(usize::MAX);
+        if present > self.count {
+            delete_if_created_at(&client, &key, revision).await?;
+            return Err(EtcdError::TooManyParticipants {
+                name: self.name.as_str().to_string(),
+                count: self.count,
+            });
+        }
+        let ready_revision = if present == self.count {
+            // The last one in opens the way for everyone. Several may see
+            // the count complete at once: only the first creates the key,
+            // and all agree on its create revision.
+            let ready_key = self.ready_key();
+            match create_if_absent(&client, &ready_key, "", self.session.lease_id()).await? {
+                Some(created) => created,
+                None => {
+                    let existing = client.clone().get(ready_key.as_str(), None).await?;
+                    existing
+                        .kvs()
+                        .first()
+                        .map(|kv| kv.create_revision())
+                        .unwrap_or(revision)
+                }
+            }
+        } else {
+            let ready_key = self.ready_key();
+            tokio::select! {
+                lost = self.session.lost() => return Err(lost),
+                ready = wait_for_put(&client, &ready_key, revision) => ready?,
+            }
+        };
+        self.entered = Some(Entered {
+            key,
+            revision,
+            ready_revision,
+        });
+        Ok(())
+    }
+
+    /// Leaves, and waits until every participant has left. The last one out
+    /// removes the barrier's keys.
+    ///
+    /// The ZooKeeper algorithm: the participant with the lowest key leaves
+    /// last; it waits for the highest to go, again and again; every other
+    /// participant deletes its key and waits for the lowest to go.
+    #[instrument(level = "debug", skip(self), fields(name = self.name.as_str()))]
+    pub async fn leave(&mut self) -> Result<(), EtcdError> {
+        let Some(entered) = self.entered.clone() else {
+            return Ok(()); // never entered, or already left
+        };
+        let client = self.client();
+        let waiters = self.name.sub_prefix("waiters");
+        let ready_key = self.ready_key();
+        loop {
+            // This round's participants only: keys created before `ready`.
+            let options = GetOptions::new()
+                .with_prefix()
+                .with_max_create_revision(entered.ready_revision - 1)
+                .with_sort(SortTarget::Create, SortOrder::Ascend);
+            let response = retrying(Repeat::Idempotent, || {
+                let (mut client, waiters, options) =
+                    (client.clone(), waiters.clone(), options.clone());
+                async move { client.get(waiters, Some(options)).await }
+            })
+            .await?;
+            let read_at = response.header().map(|h| h.revision()).unwrap_or(0);
+            let kvs = response.kvs();
+            let (Some(lowest), Some(highest)) = (kvs.first(), kvs.last()) else {
+                // Everyone is out (some may have crashed): whoever sees it
+                // first removes this round's ready key, so it cannot leak.
+                delete_if_created_at(&client, &ready_key, entered.ready_revision).await?;
+                break;
+            };
+            let we_are_lowest = lowest.key_str()? == entered.key;
+            if kvs.len() == 1 && we_are_lowest {
+                delete_if_created_at(&client, &entered.key, entered.revision).await?;
+                continue; // and remove the ready key above
+            }
+            let (target, target_revision) = if we_are_lowest {
+                (highest.key_str()?.to_string(), highest.create_revision())
+            } else {
+                delete_if_created_at(&client, &entered.key, entered.revision).await?;
+                (lowest.key_str()?.to_string(), lowest.create_revision())
+            };
+            tokio::select! {
+                lost = self.session.lost() => return Err(lost),
+                gone = wait_for_delete(&client, &target, target_revision, read_at + 1) => gone?,
+            }
+        }
+        self.entered = None;
+        debug!("left");
+        Ok(())
+    }
+}
+
+/// Waits for a PUT of `key` at or after `from_revision`; returns the key's
+/// create revision.
+async fn wait_for_put(client: &Client, key: &str, from_revision: i64) -> Result<i64, EtcdError> {
+    let options = WatchOptions::new().with_start_revision(from_revision);
+    let mut watch = retrying(Repeat::Idempotent, || {
+        let (mut client, options) = (client.clone(), options.clone());
+        async move { client.watch(key, Some(options)).await }
+    })
+    .await?;
+    while let Some(response) = watch.message().await? {
+        if response.canceled() {
+            return Err(EtcdError::WatchEnded {
+                key: key.to_string(),
+                reason: response.cancel_reason().to_string(),
+            });
+        }
+        let put = response
+            .events()
+            .iter()
+            .find(|e| e.event_type() == EventType::Put);
+        if let Some(kv) = put.and_then(|e| e.kv()) {
+            return Ok(kv.create_revision());
+        }
+    }
+    Err(EtcdError::WatchEnded {
+        key: key.to_string(),
+        reason: "the server closed the stream".into(),
+    })
+}
