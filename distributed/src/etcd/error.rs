@@ -68,6 +68,26 @@ pub enum EtcdError {
         count: usize,
     },
 
+    /// A transfer would overdraw its source account.
+    #[error("account `{account}` holds {balance}, which does not cover {amount}")]
+    InsufficientFunds {
+        /// The source account's key.
+        account: String,
+        /// Its balance.
+        balance: u64,
+        /// The amount asked for.
+        amount: u64,
+    },
+
+    /// A transaction kept losing races with other writers.
+    #[error(
+        "gave up after {attempts} attempts, each beaten by a concurrent write: retry later, or with fewer writers"
+    )]
+    TooManyConflicts {
+        /// Attempts made.
+        attempts: usize,
+    },
+
     /// A leader-only operation was attempted without leadership.
     #[error("not the leader of `{name}` any more (resigned, or the session was lost)")]
     NotLeader {

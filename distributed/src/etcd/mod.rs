@@ -13,6 +13,8 @@
 //! | [`Queue`] | FIFO, at most once, no herd within a process | `<name>/<unix nanos>` (as Go's `Queue`) |
 //! | [`Barrier`] | hold, release, wait; optionally on a lease | `<name>` |
 //! | [`DoubleBarrier`] | `count` enter together and leave together | `<name>/waiters/<nanos>`, `<name>/ready` |
+//! | [`transfer`] | the lesson's CAS transfer between two accounts | user keys |
+//! | [`run_stm`] | transactions over etcd keys, four isolation levels | user keys |
 //! | [`PriorityQueue`] | lowest number first, FIFO within a priority | `<name>/<%05d>/<%016d>` (as Go's `PriorityQueue`) |
 //!
 //! The recipes share a few building blocks: unique keys, waiting for the
@@ -34,6 +36,8 @@ mod queue;
 mod retry;
 mod rwmutex;
 mod session;
+mod stm;
+mod transfer;
 mod wait;
 
 pub use barrier::Barrier;
@@ -46,6 +50,8 @@ pub use priority_queue::PriorityQueue;
 pub use queue::Queue;
 pub use rwmutex::{RwMutex, RwMutexGuard};
 pub use session::{DEFAULT_TTL, Session};
+pub use stm::{Isolation, Stm, StmError, StmOptions, StmOutcome, run_stm};
+pub use transfer::{DEFAULT_TRANSFER_ATTEMPTS, transfer};
 
 /// The etcd client these recipes use, re-exported so that callers need not
 /// pin a matching `etcd-client` version themselves.

@@ -1,0 +1,341 @@
+//! Software transactional memory on etcd: run a closure against a consistent
+//! view of some keys, and commit its writes only if nothing it depended on
+//! changed — retrying otherwise.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use tracing::{debug, instrument};
+
+use super::EtcdError;
+use super::retry::{Repeat, retrying};
+
+/// What a transaction is protected against, from weakest to strongest.
+/// The same four levels as etcd's Go `concurrency.STM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Reads see the latest committed values; nothing is checked at commit.
+    ReadCommitted,
+    /// Each key reads the same value for the whole transaction, and commit
+    /// fails if any key read was changed since.
+    RepeatableReads,
+    /// All reads come from one snapshot (the revision of the first read);
+    /// commit fails if any key read changed after it.
+    Serializable,
+    /// As `Serializable`, and commit also fails if any key *written* changed
+    /// after the snapshot: no lost updates through blind writes. The default.
+    #[default]
+    SerializableSnapshot,
+}
+
+/// Options for [`run_stm`]. Defaults: `SerializableSnapshot`, 32 attempts,
+/// backoff from 1 ms doubling to 64 ms, no prefetch.
+#[derive(Debug, Clone)]
+pub struct StmOptions {
+    isolation: Isolation,
+    max_attempts: usize,
+    prefetch: Vec<String>,
+}
+
+impl Default for StmOptions {
+    fn default() -> Self {
+        StmOptions {
+            isolation: Isolation::default(),
+            max_attempts: 32,
+            prefetch: Vec::new(),
+        }
+    }
+}
+
+impl StmOptions {
+    /// The isolation level.
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// How many times to run the closure before giving up (at least 1).
+    pub fn max_attempts(mut self, attempts: usize) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Keys to read in one round trip before the closure runs.
+    pub fn prefetch<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Self {
+        self.prefetch = keys.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// A value a transaction read: its bytes (if the key exists) and the mod
+/// revision that produced them (0 if absent).
+#[derive(Debug, Clone)]
+struct Read {
+    value: Option<Vec<u8>>,
+    mod_revision: i64,
+}
+
+/// The transaction's view: reads are recorded, writes are buffered until
+/// commit. A cheap handle: the closure gets its own copy, by value.
+#[derive(Clone)]
+pub struct Stm {
+    client: Client,
+    isolation: Isolation,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The snapshot revision, fixed by the first read (serializable levels).
+    snapshot: Option<i64>,
+    reads: HashMap<String, Read>,
+    writes: HashMap<String, Option<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Stm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Stm")
+            .field("isolation", &self.isolation)
+            .field("snapshot", &state.snapshot)
+            .field("reads", &state.reads.len())
+            .field("writes", &state.writes.len())
+            .finish()
+    }
+}
+
+impl Stm {
+    fn new(client: Client, isolation: Isolation) -> Self {
+        Stm {
+            client,
+            isolation,
+            state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    // Never held across an `.await`.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The value of `key` as this transaction sees it (its own writes
+    /// included), or `None` if the key does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, EtcdError> {
+        if let Some(written) = self.lock().writes.get(key) {
+            return Ok(written.clone());
+        }
+        Ok(self.read(key).await?.value)
+    }
+
+    /// [`get`](Self::get) as UTF-8 text.
+    pub async fn get_string(&self, key: &str) -> Result<Option<String>, EtcdError> {
+        match self.get(key).await? {
+            Some(bytes) => Ok(Some(String::from_utf8(bytes).map_err(|_| {
+                EtcdError::InvalidConfig(format!("the value of `{key}` is not UTF-8 text"))
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The mod revision of `key` as read by this transaction (0 if absent).
+    pub async fn rev(&self, key: &str) -> Result<i64, EtcdError> {
+        Ok(self.read(key).await?.mod_revision)
+    }
+
+    /// Sets `key` at commit.
+    pub fn put(&self, key: &str, value: impl Into<Vec<u8>>) {
+        self.lock()
+            .writes
+            .insert(key.to_string(), Some(value.into()));
+    }
+
+    /// Deletes `key` at commit.
+    pub fn del(&self, key: &str) {
+        self.lock().writes.insert(key.to_string(), None);
+    }
+
+    async fn read(&self, key: &str) -> Result<Read, EtcdError> {
+        if self.isolation != Isolation::ReadCommitted
+            && let Some(read) = self.lock().reads.get(key)
+        {
+            return Ok(read.clone());
+        }
+        self.fetch(&[key.to_string()]).await?;
+        Ok(self.lock().reads.get(key).cloned().unwrap_or(Read {
+            value: None,
+            mod_revision: 0,
+        }))
+    }
+
+    /// Reads `keys` in one round trip, at the snapshot revision if there is
+    /// one (and fixes it if not).
+    async fn fetch(&self, keys: &[String]) -> Result<(), EtcdError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let snapshot = self.lock().snapshot;
+        let at = match (self.isolation, snapshot) {
+            (Isolation::Serializable | Isolation::SerializableSnapshot, Some(revision)) => {
+                Some(GetOptions::new().with_revision(revision))
+            }
+            _ => None,
+        };
+        let gets: Vec<TxnOp> = keys
+            .iter()
+            .map(|k| TxnOp::get(k.as_str(), at.clone()))
+            .collect();
+        let txn = Txn::new().and_then(gets);
+        let response = retrying(Repeat::Idempotent, || {
+            let (mut client, txn) = (self.client.clone(), txn.clone());
+            async move { client.txn(txn).await }
+        })
+        .await?;
+        let mut state = self.lock();
+        if state.snapshot.is_none() {
+            state.snapshot = response.header().map(|h| h.revision());
+        }
+        for (key, op) in keys.iter().zip(response.op_responses()) {
+            let TxnOpResponse::Get(get) = op else {
+                continue;
+            };
+            let read = match get.kvs().first() {
+                Some(kv) => Read {
+                    value: Some(kv.value().to_vec()),
+                    mod_revision: kv.mod_revision(),
+                },
+                None => Read {
+                    value: None,
+                    mod_revision: 0,
+                },
+            };
+            state.reads.insert(key.clone(), read);
+        }
+        Ok(())
+    }
+
+    /// The commit transaction: the compares that make it fail if the
+    /// transaction's assumptions no longer hold, then the buffered writes.
+    fn commit_txn(&self) -> Txn {
+        let state = self.lock();
+        let snapshot = state.snapshot.unwrap_or(0);
+        let unchanged_since_snapshot =
+            |key: &String| Compare::mod_revision(key.as_str(), CompareOp::Less, snapshot + 1);
+        let conflicts: Vec<Compare> = match self.isolation {
+            Isolation::ReadCommitted => Vec::new(),
+            Isolation::RepeatableReads => state
+                .reads
+                .iter()
+                .map(|(key, read)| {
+                    Compare::mod_revision(key.as_str(), CompareOp::Equal, read.mod_revision)
+                })
+                .collect(),
+            Isolation::Serializable => state.reads.keys().map(unchanged_since_snapshot).collect(),
+            Isolation::SerializableSnapshot => state
+                .reads
+                .keys()
+                .chain(state.writes.keys())
+                .map(unchanged_since_snapshot)
+                .collect(),
+        };
+        let writes: Vec<TxnOp> = state
+            .writes
+            .iter()
+            .map(|(key, value)| match value {
+                Some(value) => TxnOp::put(key.as_str(), value.clone(), None),
+                None => TxnOp::delete(key.as_str(), None),
+            })
+            .collect();
+        Txn::new().when(conflicts).and_then(writes)
+    }
+
+    async fn commit(&self) -> Result<bool, EtcdError> {
+        let txn = self.commit_txn();
+        let response = retrying(Repeat::IfUnsent, || {
+            let (mut client, txn) = (self.client.clone(), txn.clone());
+            async move { client.txn(txn).await }
+        })
+        .await?;
+        Ok(response.succeeded())
+    }
+}
+
+/// What a successful [`run_stm`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StmOutcome<T> {
+    /// The closure's result from the attempt that committed.
+    pub value: T,
+    /// How many times the closure ran (1 = no conflict).
+    pub attempts: usize,
+}
+
+/// Why [`run_stm`] did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum StmError<E> {
+    /// The closure returned an error: nothing was written.
+    #[error("the transaction was aborted: {0}")]
+    Aborted(E),
+    /// etcd failed, or conflicts did not stop within the attempts allowed.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+}
+
+/// Runs `apply` in a transaction until it commits without conflict.
+///
+/// ```no_run
+/// # async fn demo(client: &distributed::etcd::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use distributed::etcd::{EtcdError, StmOptions, run_stm};
+///
+/// let outcome = run_stm(client, StmOptions::default(), |stm| async move {
+///     let n: u64 = stm.get_string("counter").await?.unwrap_or_default().parse().unwrap_or(0);
+///     stm.put("counter", (n + 1).to_string());
+///     Ok::<_, EtcdError>(n + 1)
+/// })
+/// .await?;
+/// println!("counter is now {} ({} attempts)", outcome.value, outcome.attempts);
+/// # Ok(()) }
+/// ```
+///
+/// `apply` reads with [`Stm::get`] and writes with [`Stm::put`] /
+/// [`Stm::del`]; writes reach etcd only at commit, all at once. If the
+/// closure returns an error, the transaction is aborted and nothing is
+/// written. On a conflict the closure runs again from scratch (it must not
+/// have side effects outside `Stm`), after a short backoff, up to the
+/// attempts allowed.
+///
+/// Is this a distributed transaction? It is atomic and isolated *over etcd
+/// keys* (one etcd transaction commits all writes, guarded by the reads),
+/// but it coordinates nothing else: writes to a database from inside the
+/// closure are not part of it, and would be repeated on retry.
+#[instrument(level = "debug", skip(client, apply))]
+pub async fn run_stm<T, E, F, Fut>(
+    client: &Client,
+    options: StmOptions,
+    mut apply: F,
+) -> Result<StmOutcome<T>, StmError<E>>
+where
+    F: FnMut(Stm) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut backoff = Duration::from_millis(1);
+    for attempt in 1..=options.max_attempts {
+        let stm = Stm::new(client.clone(), options.isolation);
+        stm.fetch(&options.prefetch).await?;
+        let value = apply(stm.clone()).await.map_err(StmError::Aborted)?;
+        if stm.commit().await? {
+            return Ok(StmOutcome {
+                value,
+                attempts: attempt,
+            });
+        }
+        debug!(attempt, "stm conflict; retrying");
+        // A random part keeps contenders from colliding in lock step.
+        tokio::time::sleep(backoff.mul_f64(0.5 + rand::random::<f64>())).await;
+        backoff = (backoff * 2).min(Duration::from_millis(64));
+    }
+    Err(StmError::Etcd(EtcdError::TooManyConflicts {
+        attempts: options.max_attempts,
+    }))
+}
