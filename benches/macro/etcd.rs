@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use concurrency_patterns::distributed::etcd::etcd_client::GetOptions;
-use concurrency_patterns::distributed::etcd::{Mutex, Queue, Session};
+use concurrency_patterns::distributed::etcd::{
+    EtcdError, Mutex, Queue, Session, StmOptions, run_stm,
+};
 
 use crate::Servers;
 use crate::report::Samples;
@@ -200,5 +202,91 @@ pub async fn queue_mc8(servers: &mut Servers) -> anyhow::Result<String> {
     Ok(format!(
         "{{\"bench\":\"etcd.queue.mc8\",\"ops_per_s\":{:.1},\"rpcs_per_op\":{rpcs:.2},\"consumers\":8,\"n\":{QUEUE_ITEMS}}}",
         QUEUE_ITEMS as f64 / elapsed.as_secs_f64()
+    ))
+}
+
+/// `etcd.stm.bank`: the lesson's bank — 5 accounts of 100, 10 tasks x 100
+/// transfers of half a random balance — under SerializableSnapshot.
+/// Reports committed transactions per second and attempts per transaction.
+pub async fn stm_bank(servers: &mut Servers) -> anyhow::Result<String> {
+    const ACCOUNTS: usize = 5;
+    const TASKS: usize = 10;
+    const PER_TASK: usize = 100;
+    let (client, addrs) = servers.etcd().await?;
+    let bank = format!("bench/bank-{}", std::process::id());
+    for i in 0..ACCOUNTS {
+        client
+            .clone()
+            .put(format!("{bank}/{i}"), "100", None)
+            .await?;
+    }
+    let calls_before = grpc_calls(&addrs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let (client, bank) = (client.clone(), bank.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut attempts = 0;
+            for _ in 0..PER_TASK {
+                let (a, b) = loop {
+                    let (a, b) = (
+                        rand::random_range(0..ACCOUNTS),
+                        rand::random_range(0..ACCOUNTS),
+                    );
+                    if a != b {
+                        break (a, b);
+                    }
+                };
+                let (from, to) = (format!("{bank}/{a}"), format!("{bank}/{b}"));
+                let (from, to) = (&from, &to);
+                let outcome = run_stm(
+                    &client,
+                    StmOptions::default().max_attempts(1000),
+                    |stm| async move {
+                        let from_balance: u64 = stm
+                            .get_string(from)
+                            .await?
+                            .unwrap_or_default()
+                            .parse()
+                            .unwrap_or(0);
+                        let to_balance: u64 = stm
+                            .get_string(to)
+                            .await?
+                            .unwrap_or_default()
+                            .parse()
+                            .unwrap_or(0);
+                        stm.put(from, (from_balance - from_balance / 2).to_string());
+                        stm.put(to, (to_balance + from_balance / 2).to_string());
+                        Ok::<_, EtcdError>(())
+                    },
+                )
+                .await?;
+                attempts += outcome.attempts;
+            }
+            Ok::<_, anyhow::Error>(attempts)
+        }));
+    }
+    let mut attempts = 0;
+    for task in tasks {
+        attempts += task.await??;
+    }
+    let elapsed = started.elapsed();
+    let txns = (TASKS * PER_TASK) as f64;
+    let rpcs = (grpc_calls(&addrs) - calls_before) as f64 / txns;
+    let mut sum = 0u64;
+    for i in 0..ACCOUNTS {
+        let got = client.clone().get(format!("{bank}/{i}"), None).await?;
+        sum += got
+            .kvs()
+            .first()
+            .map(|kv| kv.value_str().unwrap_or("0").parse().unwrap_or(0))
+            .unwrap_or(0);
+    }
+    anyhow::ensure!(sum == 500, "the bank's sum changed to {sum}");
+    Ok(format!(
+        "{{\"bench\":\"etcd.stm.bank\",\"ops_per_s\":{:.1},\"attempts_per_txn\":{:.2},\"rpcs_per_op\":{rpcs:.2},\"n\":{}}}",
+        txns / elapsed.as_secs_f64(),
+        attempts as f64 / txns,
+        TASKS * PER_TASK
     ))
 }

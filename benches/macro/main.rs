@@ -24,6 +24,7 @@ const BENCHES: &[&str] = &[
     // One entry prints both lines: the dequeues drain what was enqueued.
     "etcd.queue.enqueue+etcd.queue.dequeue",
     "etcd.queue.mc8",
+    "etcd.stm.bank",
     "redis.lock.cycle",
     "redis.lock.handoff",
     // Measured together, in alternation: one entry prints both lines.
@@ -119,6 +120,7 @@ fn main() -> anyhow::Result<()> {
                     etcd::queue_sequential(&mut servers).await?
                 }
                 "etcd.queue.mc8" => vec![etcd::queue_mc8(&mut servers).await?],
+                "etcd.stm.bank" => vec![etcd::stm_bank(&mut servers).await?],
                 "redis.lock.cycle" => vec![redis_lock::cycle(&mut servers).await?],
                 "redis.lock.handoff" => vec![redis_lock::handoff(&mut servers).await?],
                 "patterns.channel.hop+patterns.pipeline.item" => {

@@ -313,3 +313,28 @@ async fn the_stm_bank_survives_the_etcd_leader_dying_mid_run() {
     assert_eq!(all.iter().sum::<i64>(), 500, "{all:?}");
     assert!(all.iter().all(|b| *b >= 0), "{all:?}");
 }
+
+#[tokio::test]
+async fn prefetch_reads_in_one_round_trip_and_commit_is_one_more() {
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
+    c.clone().put("p/a", "1", None).await.unwrap();
+    c.clone().put("p/b", "2", None).await.unwrap();
+    let addr = etcd.client_addrs()[0];
+    let before = testkit::etcd_grpc_calls(addr).unwrap();
+    run_stm(
+        &c,
+        StmOptions::default().prefetch(["p/a", "p/b"]),
+        |stm| async move {
+            let a = stm.get_string("p/a").await?.unwrap_or_default();
+            let b = stm.get_string("p/b").await?.unwrap_or_default();
+            stm.put("p/a", b);
+            stm.put("p/b", a);
+            Ok::<_, EtcdError>(())
+        },
+    )
+    .await
+    .unwrap();
+    let calls = testkit::etcd_grpc_calls(addr).unwrap() - before;
+    assert_eq!(calls, 2, "prefetch + commit should be two requests");
+}

@@ -32,7 +32,7 @@ pub enum Isolation {
 }
 
 /// Options for [`run_stm`]. Defaults: `SerializableSnapshot`, 32 attempts,
-/// backoff from 1 ms doubling to 64 ms, no prefetch.
+/// a random backoff around 1 ms doubling to 64 ms, no prefetch.
 #[derive(Debug, Clone)]
 pub struct StmOptions {
     isolation: Isolation,
@@ -302,8 +302,8 @@ pub enum StmError<E> {
 /// [`Stm::del`]; writes reach etcd only at commit, all at once. If the
 /// closure returns an error, the transaction is aborted and nothing is
 /// written. On a conflict the closure runs again from scratch (it must not
-/// have side effects outside `Stm`), after a short backoff, up to the
-/// attempts allowed.
+/// have side effects outside `Stm`), after a short random backoff, up to
+/// the attempts allowed.
 ///
 /// Is this a distributed transaction? It is atomic and isolated *over etcd
 /// keys* (one etcd transaction commits all writes, guarded by the reads),
@@ -319,6 +319,8 @@ where
     F: FnMut(Stm) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    // Each retry waits a random time up to a doubling bound, so that
+    // contenders stop colliding in lock step.
     let mut backoff = Duration::from_millis(1);
     for attempt in 1..=options.max_attempts {
         let stm = Stm::new(client.clone(), options.isolation);
@@ -331,7 +333,6 @@ where
             });
         }
         debug!(attempt, "stm conflict; retrying");
-        // A random part keeps contenders from colliding in lock step.
         tokio::time::sleep(backoff.mul_f64(0.5 + rand::random::<f64>())).await;
         backoff = (backoff * 2).min(Duration::from_millis(64));
     }
