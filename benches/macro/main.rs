@@ -65,8 +65,15 @@ impl Servers {
             let started = if std::env::var_os("ETCD_ENDPOINTS").is_some() {
                 (EtcdConfig::from_env()?, None)
             } else {
-                eprintln!("bench: starting a single-member etcd (set ETCD_ENDPOINTS to use yours)");
-                let cluster = EtcdCluster::start(1)?;
+                // BENCH_ETCD_MEMBERS=3 measures on a 3-member cluster.
+                let members = std::env::var("BENCH_ETCD_MEMBERS")
+                    .ok()
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(1);
+                eprintln!(
+                    "bench: starting a {members}-member etcd (set ETCD_ENDPOINTS to use yours)"
+                );
+                let cluster = EtcdCluster::start(members)?;
                 (EtcdConfig::new(cluster.endpoints()), Some(cluster))
             };
             self.etcd = Some(started);

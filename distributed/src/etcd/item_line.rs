@@ -75,6 +75,7 @@ impl ItemLine {
     /// Cancel safety: safe. An item is only removed by a transaction that
     /// runs in its own task; if this future was dropped meanwhile, the item
     /// is put back, never lost.
+    // ANCHOR: take
     pub(crate) async fn take(self: &Arc<Self>) -> Result<Vec<u8>, EtcdError> {
         loop {
             // Register interest before looking, so that an item arriving
@@ -90,6 +91,7 @@ impl ItemLine {
             arrival.await;
         }
     }
+    // ANCHOR_END: take
 
     /// The first item, and the revision at which the line was last read.
     async fn take_first(&self) -> Result<(Option<Vec<u8>>, i64), EtcdError> {
@@ -197,6 +199,7 @@ async fn watch_arrivals(
 /// acknowledge it — which the caller does in the same step in which it
 /// receives it. If the caller is gone instead (its `dequeue` was cancelled),
 /// the item is written back rather than lost.
+// ANCHOR: take_item
 async fn take_item(
     client: &Client,
     key: String,
@@ -237,3 +240,4 @@ async fn take_item(
     }
     Ok(taken)
 }
+// ANCHOR_END: take_item

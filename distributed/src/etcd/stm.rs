@@ -218,6 +218,7 @@ impl Stm {
 
     /// The commit transaction: the compares that make it fail if the
     /// transaction's assumptions no longer hold, then the buffered writes.
+    // ANCHOR: conflicts
     fn commit_txn(&self) -> Txn {
         let state = self.lock();
         let snapshot = state.snapshot.unwrap_or(0);
@@ -250,6 +251,7 @@ impl Stm {
             .collect();
         Txn::new().when(conflicts).and_then(writes)
     }
+    // ANCHOR_END: conflicts
 
     async fn commit(&self) -> Result<bool, EtcdError> {
         let txn = self.commit_txn();
