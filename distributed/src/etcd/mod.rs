@@ -11,6 +11,7 @@
 //! | [`RwMutex`] | many readers or one writer, FIFO | `<name>/read/<nanos>`, `<name>/write/<nanos>` |
 //! | [`Election`] | one leader at a time, observable | `<name>/<lease hex>` (as Go and `etcdctl elect`) |
 //! | [`Queue`] | FIFO, at most once, no herd within a process | `<name>/<unix nanos>` (as Go's `Queue`) |
+//! | [`WorkQueue`] | at least once: claims on a lease, ack, redelivery, dead letters | `<name>/items/…`, `<name>/claims/…` |
 //! | [`Barrier`] | hold, release, wait; optionally on a lease | `<name>` |
 //! | [`DoubleBarrier`] | `count` enter together and leave together | `<name>/waiters/<nanos>`, `<name>/ready` |
 //! | [`transfer`] | the lesson's CAS transfer between two accounts | user keys |
@@ -39,6 +40,7 @@ mod session;
 mod stm;
 mod transfer;
 mod wait;
+mod work_queue;
 
 pub use barrier::Barrier;
 pub use config::{DEFAULT_ENDPOINT, EtcdConfig};
@@ -52,6 +54,7 @@ pub use rwmutex::{RwMutex, RwMutexGuard};
 pub use session::{DEFAULT_TTL, Session};
 pub use stm::{Isolation, Stm, StmError, StmOptions, StmOutcome, run_stm};
 pub use transfer::{DEFAULT_TRANSFER_ATTEMPTS, transfer};
+pub use work_queue::{WorkItem, WorkQueue};
 
 /// The etcd client these recipes use, re-exported so that callers need not
 /// pin a matching `etcd-client` version themselves.

@@ -1,0 +1,266 @@
+//! An at-least-once work queue on etcd: items are claimed, not removed,
+//! until the consumer acknowledges them.
+
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
+};
+use tracing::{debug, instrument};
+
+use super::keys::create_unique;
+use super::name::RecipeName;
+use super::retry::{Repeat, retrying};
+use super::{EtcdError, Session};
+
+/// How many of the oldest items one look reads.
+const BATCH: i64 = 16;
+
+/// A queue that delivers every item **at least once**.
+///
+/// Taking an item writes a *claim* on the consumer's session lease; the item
+/// itself stays until [`ack`](Self::ack). If the consumer dies, or its
+/// session expires, the claim vanishes with the lease and the item is
+/// delivered again — to whoever asks next. With
+/// [`dead_letter_after`](Self::dead_letter_after), an item delivered that
+/// many times without an ack is moved aside instead of poisoning the queue.
+///
+/// Keys: `<name>/items/<nanos>` (the items), `<name>/claims/<nanos>` (on the
+/// consumer's lease), `<name>/deliveries/<nanos>` (its version counts the
+/// deliveries), `<name>/dead/<nanos>`.
+#[derive(Debug, Clone)]
+pub struct WorkQueue {
+    session: Session,
+    name: RecipeName,
+    dead_letter_after: Option<i64>,
+}
+
+/// An item claimed by this consumer. Finish the work, then [`WorkQueue::ack`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkItem {
+    /// The item's id (the last part of its key).
+    pub id: String,
+    /// Its value.
+    pub value: Vec<u8>,
+    /// How many times it has been delivered, this time included.
+    pub deliveries: i64,
+    claim_revision: i64,
+}
+
+impl WorkQueue {
+    /// The work queue called `name`; claims are written with `session`'s lease.
+    pub fn new(session: &Session, name: &str) -> Result<Self, EtcdError> {
+        Ok(WorkQueue {
+            session: session.clone(),
+            name: RecipeName::new(name)?,
+            dead_letter_after: None,
+        })
+    }
+
+    /// Moves an item aside (to `<name>/dead/`) once it has been delivered
+    /// `deliveries` times (at least 1) without an ack.
+    pub fn dead_letter_after(mut self, deliveries: i64) -> Self {
+        self.dead_letter_after = Some(deliveries.max(1));
+        self
+    }
+
+    fn key(&self, part: &str, id: &str) -> String {
+        format!("{}{id}", self.name.sub_prefix(part))
+    }
+
+    /// Adds an item; returns its id.
+    pub async fn enqueue(&self, value: impl Into<Vec<u8>>) -> Result<String, EtcdError> {
+        let value: Vec<u8> = value.into();
+        let (key, _) = create_unique(
+            &self.session.client(),
+            &self.name.sub_prefix("items"),
+            value,
+            0,
+        )
+        .await?;
+        Ok(key.rsplit('/').next().unwrap_or_default().to_string())
+    }
+
+    /// Claims the oldest unclaimed item, waiting while there is none.
+    ///
+    /// Cancel safety: safe. A claim made for a dropped future stays until
+    /// the session ends (then the item is delivered again): never lost.
+    #[instrument(level = "debug", skip(self), fields(queue = self.name.as_str()))]
+    pub async fn dequeue(&self) -> Result<WorkItem, EtcdError> {
+        loop {
+            let (item, read_at) = self.try_claim().await?;
+            if let Some(item) = item {
+                return Ok(item);
+            }
+            // Wait for a new item, or for a claim to vanish (a dead consumer).
+            let client = self.session.client();
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(read_at + 1);
+            let prefix = self.name.prefix();
+            let mut watch = client.clone().watch(prefix.as_str(), Some(options)).await?;
+            let items = self.name.sub_prefix("items");
+            let claims = self.name.sub_prefix("claims");
+            tokio::select! {
+                lost = self.session.lost() => return Err(lost),
+                changed = async {
+                    while let Some(response) = watch.message().await? {
+                        let relevant = response.events().iter().any(|e| {
+                            let key = e.kv().and_then(|kv| kv.key_str().ok()).unwrap_or_default();
+                            (e.event_type() == EventType::Put && key.starts_with(&items))
+                                || (e.event_type() == EventType::Delete && key.starts_with(&claims))
+                        });
+                        if relevant || response.canceled() {
+                            return Ok::<_, EtcdError>(());
+                        }
+                    }
+                    Ok(())
+                } => changed?,
+            }
+        }
+    }
+
+    /// One pass over the oldest items: claims the first unclaimed one.
+    async fn try_claim(&self) -> Result<(Option<WorkItem>, i64), EtcdError> {
+        let client = self.session.client();
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(BATCH);
+        let items = self.name.sub_prefix("items");
+        let response = retrying(Repeat::Idempotent, || {
+            let (mut client, items, options) = (client.clone(), items.clone(), options.clone());
+            async move { client.get(items, Some(options)).await }
+        })
+        .await?;
+        let read_at = response.header().map(|h| h.revision()).unwrap_or(0);
+        for kv in response.kvs() {
+            let id = kv
+                .key_str()?
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let (item_key, claim, deliveries) = (
+                self.key("items", &id),
+                self.key("claims", &id),
+                self.key("deliveries", &id),
+            );
+            // Claim it if nobody has, and the item is still there; count the
+            // delivery in the same step (a key's version counts its writes).
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(claim.as_str(), CompareOp::Equal, 0),
+                    Compare::create_revision(
+                        item_key.as_str(),
+                        CompareOp::Equal,
+                        kv.create_revision(),
+                    ),
+                ])
+                .and_then([
+                    TxnOp::put(
+                        claim.as_str(),
+                        "",
+                        Some(PutOptions::new().with_lease(self.session.lease_id())),
+                    ),
+                    TxnOp::put(deliveries.as_str(), "", None),
+                    TxnOp::get(deliveries.as_str(), None),
+                ]);
+            let claimed = retrying(Repeat::IfUnsent, || {
+                let (mut client, txn) = (client.clone(), txn.clone());
+                async move { client.txn(txn).await }
+            })
+            .await?;
+            if !claimed.succeeded() {
+                continue; // claimed by someone else, or gone
+            }
+            let claim_revision = claimed.header().map(|h| h.revision()).unwrap_or(0);
+            let count = claimed
+                .op_responses()
+                .into_iter()
+                .find_map(|op| match op {
+                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.version()),
+                    _ => None,
+                })
+                .unwrap_or(1);
+            if self.dead_letter_after.is_some_and(|limit| count > limit) {
+                self.bury(&id, kv.value(), claim_revision).await?;
+                continue;
+            }
+            debug!(%id, count, "claimed");
+            return Ok((
+                Some(WorkItem {
+                    id,
+                    value: kv.value().to_vec(),
+                    deliveries: count,
+                    claim_revision,
+                }),
+                read_at,
+            ));
+        }
+        Ok((None, read_at))
+    }
+
+    /// Moves a poison item to `<name>/dead/<id>`.
+    async fn bury(&self, id: &str, value: &[u8], claim_revision: i64) -> Result<(), EtcdError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.key("claims", id),
+                CompareOp::Equal,
+                claim_revision,
+            )])
+            .and_then([
+                TxnOp::put(self.key("dead", id), value.to_vec(), None),
+                TxnOp::delete(self.key("items", id), None),
+                TxnOp::delete(self.key("claims", id), None),
+                TxnOp::delete(self.key("deliveries", id), None),
+            ]);
+        self.session.client().txn(txn).await?;
+        debug!(%id, "moved to the dead letters");
+        Ok(())
+    }
+
+    /// Finishes an item: removes it, its claim and its delivery count, but
+    /// only while our claim is still the one we made. Fails with
+    /// [`EtcdError::SessionLost`] if the claim was lost (the item may have
+    /// been delivered to someone else meanwhile).
+    pub async fn ack(&self, item: &WorkItem) -> Result<(), EtcdError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.key("claims", &item.id),
+                CompareOp::Equal,
+                item.claim_revision,
+            )])
+            .and_then([
+                TxnOp::delete(self.key("items", &item.id), None),
+                TxnOp::delete(self.key("claims", &item.id), None),
+                TxnOp::delete(self.key("deliveries", &item.id), None),
+            ]);
+        let acked = retrying(Repeat::Idempotent, || {
+            let (mut client, txn) = (self.session.client(), txn.clone());
+            async move { client.txn(txn).await }
+        })
+        .await?;
+        if acked.succeeded() {
+            Ok(())
+        } else {
+            Err(self.session.lost_error())
+        }
+    }
+
+    /// The values moved aside by the dead-letter rule.
+    pub async fn dead_letters(&self) -> Result<Vec<Vec<u8>>, EtcdError> {
+        let response = self
+            .session
+            .client()
+            .get(
+                self.name.sub_prefix("dead"),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await?;
+        Ok(response
+            .kvs()
+            .iter()
+            .map(|kv| kv.value().to_vec())
+            .collect())
+    }
+}
