@@ -13,17 +13,28 @@ async fn client() -> Client {
 }
 
 async fn session() -> Session {
-    Session::new(client().await, Duration::from_secs(10)).await.unwrap()
+    Session::new(client().await, Duration::from_secs(10))
+        .await
+        .unwrap()
 }
 
 /// A consumer crash, as seen by etcd: its lease ends.
 async fn crash(session: &Session) {
-    client().await.lease_revoke(session.lease_id()).await.unwrap();
+    client()
+        .await
+        .lease_revoke(session.lease_id())
+        .await
+        .unwrap();
 }
 
 async fn keys_under(prefix: &str) -> i64 {
     let options = GetOptions::new().with_prefix().with_count_only();
-    client().await.get(prefix, Some(options)).await.unwrap().count()
+    client()
+        .await
+        .get(prefix, Some(options))
+        .await
+        .unwrap()
+        .count()
 }
 
 #[tokio::test]
@@ -45,17 +56,30 @@ async fn acked_items_are_gone_and_nothing_is_left_behind() {
 #[tokio::test]
 async fn a_dead_consumers_item_is_delivered_again() {
     let (a, b) = (session().await, session().await);
-    let (qa, qb) = (WorkQueue::new(&a, "wq-redeliver").unwrap(), WorkQueue::new(&b, "wq-redeliver").unwrap());
+    let (qa, qb) = (
+        WorkQueue::new(&a, "wq-redeliver").unwrap(),
+        WorkQueue::new(&b, "wq-redeliver").unwrap(),
+    );
     qa.enqueue("important").await.unwrap();
     let taken = qa.dequeue().await.unwrap();
     // B finds nothing to do while A holds the claim ...
-    assert!(tokio::time::timeout(Duration::from_millis(300), qb.dequeue()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), qb.dequeue())
+            .await
+            .is_err()
+    );
     crash(&a).await; // ... then A dies mid-item
-    let again = tokio::time::timeout(Duration::from_secs(5), qb.dequeue()).await.expect("not redelivered").unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(5), qb.dequeue())
+        .await
+        .expect("not redelivered")
+        .unwrap();
     assert_eq!(again.id, taken.id);
     assert_eq!(again.deliveries, 2);
     let late = qa.ack(&taken).await.unwrap_err();
-    assert!(matches!(late, EtcdError::SessionLost { .. }), "a lost claim was acked: {late}");
+    assert!(
+        matches!(late, EtcdError::SessionLost { .. }),
+        "a lost claim was acked: {late}"
+    );
     qb.ack(&again).await.unwrap();
     assert_eq!(keys_under("wq-redeliver/").await, 0);
 }
@@ -76,11 +100,17 @@ async fn every_item_is_processed_at_least_once_while_consumers_crash() {
         let consumer = WorkQueue::new(&s, name).unwrap();
         // Each consumer does a few items, then dies holding one.
         for _ in 0..4 {
-            let Ok(Ok(item)) = tokio::time::timeout(Duration::from_secs(5), consumer.dequeue()).await else { break };
+            let Ok(Ok(item)) =
+                tokio::time::timeout(Duration::from_secs(5), consumer.dequeue()).await
+            else {
+                break;
+            };
             consumer.ack(&item).await.unwrap();
             done.insert(item.id);
         }
-        if let Ok(Ok(_abandoned)) = tokio::time::timeout(Duration::from_secs(1), consumer.dequeue()).await {
+        if let Ok(Ok(_abandoned)) =
+            tokio::time::timeout(Duration::from_secs(1), consumer.dequeue()).await
+        {
             crash(&s).await;
             crashes += 1;
         }
@@ -94,7 +124,11 @@ async fn every_item_is_processed_at_least_once_while_consumers_crash() {
 async fn a_poison_item_goes_to_the_dead_letters() {
     let name = "wq-poison";
     let producer = session().await;
-    WorkQueue::new(&producer, name).unwrap().enqueue("poison").await.unwrap();
+    WorkQueue::new(&producer, name)
+        .unwrap()
+        .enqueue("poison")
+        .await
+        .unwrap();
     for _ in 0..2 {
         let s = session().await;
         let consumer = WorkQueue::new(&s, name).unwrap().dead_letter_after(2);
@@ -104,8 +138,13 @@ async fn a_poison_item_goes_to_the_dead_letters() {
     let s = session().await;
     let consumer = WorkQueue::new(&s, name).unwrap().dead_letter_after(2);
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), consumer.dequeue()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(500), consumer.dequeue())
+            .await
+            .is_err(),
         "the poison item was delivered a third time"
     );
-    assert_eq!(consumer.dead_letters().await.unwrap(), vec![b"poison".to_vec()]);
+    assert_eq!(
+        consumer.dead_letters().await.unwrap(),
+        vec![b"poison".to_vec()]
+    );
 }
