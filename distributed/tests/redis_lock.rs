@@ -382,3 +382,11 @@ async fn rediss_with_the_servers_ca_works_and_without_it_fails_clearly() {
     let untrusted = RedisConfig::new(server.url()).connect_timeout(Duration::from_secs(3));
     assert!(RedisLock::connect(&untrusted, "tls-lock").await.is_err());
 }
+
+#[tokio::test]
+async fn dropping_a_guard_releases_the_lock_in_the_background() {
+    let lock = shared_lock("redis-drop").await;
+    drop(lock.lock().await.unwrap()); // no unlock
+    let next = lock.lock_timeout(Duration::from_secs(2)).await;
+    assert!(next.is_ok(), "the dropped guard kept the lock: {next:?}");
+}
