@@ -239,27 +239,27 @@ pub async fn stm_bank(servers: &mut Servers) -> anyhow::Result<String> {
                 };
                 let (from, to) = (format!("{bank}/{a}"), format!("{bank}/{b}"));
                 let (from, to) = (&from, &to);
-                let outcome = run_stm(
-                    &client,
-                    StmOptions::default().max_attempts(1000),
-                    |stm| async move {
-                        let from_balance: u64 = stm
-                            .get_string(from)
-                            .await?
-                            .unwrap_or_default()
-                            .parse()
-                            .unwrap_or(0);
-                        let to_balance: u64 = stm
-                            .get_string(to)
-                            .await?
-                            .unwrap_or_default()
-                            .parse()
-                            .unwrap_or(0);
-                        stm.put(from, (from_balance - from_balance / 2).to_string());
-                        stm.put(to, (to_balance + from_balance / 2).to_string());
-                        Ok::<_, EtcdError>(())
-                    },
-                )
+                // Both accounts are known up front: read them in one round trip.
+                let options = StmOptions::default()
+                    .max_attempts(1000)
+                    .prefetch([from.as_str(), to.as_str()]);
+                let outcome = run_stm(&client, options, |stm| async move {
+                    let from_balance: u64 = stm
+                        .get_string(from)
+                        .await?
+                        .unwrap_or_default()
+                        .parse()
+                        .unwrap_or(0);
+                    let to_balance: u64 = stm
+                        .get_string(to)
+                        .await?
+                        .unwrap_or_default()
+                        .parse()
+                        .unwrap_or(0);
+                    stm.put(from, (from_balance - from_balance / 2).to_string());
+                    stm.put(to, (to_balance + from_balance / 2).to_string());
+                    Ok::<_, EtcdError>(())
+                })
                 .await?;
                 attempts += outcome.attempts;
             }
