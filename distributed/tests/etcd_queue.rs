@@ -123,9 +123,14 @@ async fn cancelled_dequeues_lose_no_item() {
         }
     }
     producer.await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await; // put-backs land
-    while let Some(value) = queue.try_dequeue().await.unwrap() {
-        got.push(text(value));
+    // Put-backs of cancelled takes land in the background: collect until all
+    // 100 are seen or a generous deadline passes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < 100 && tokio::time::Instant::now() < deadline {
+        match queue.try_dequeue().await.unwrap() {
+            Some(value) => got.push(text(value)),
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
     let unique: HashSet<&String> = got.iter().collect();
     assert_eq!(unique.len(), got.len(), "an item was delivered twice");
@@ -148,7 +153,15 @@ async fn one_item_wakes_one_of_eight_idle_consumers() {
     let addr = etcd.client_addrs()[0];
     let before = testkit::etcd_grpc_calls(addr).unwrap();
     queue.enqueue("only one").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !consumers.iter().any(|c| c.is_finished()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nobody got the item"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // any herd would show by now
     let calls = testkit::etcd_grpc_calls(addr).unwrap() - before;
     // The enqueue, the winner's read and take, and a little slack; a herd
     // would be at least one read and one take per consumer.

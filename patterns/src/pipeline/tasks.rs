@@ -183,10 +183,12 @@ impl<Out, E> TaskOutput<Out, E> {
             if let Some(result) = self.reorder.as_mut().and_then(Reorder::pop) {
                 return self.deliver(result).await;
             }
+            // Cancellation first: once cancelled, results still in the
+            // channel are not delivered.
             let received = tokio::select! {
                 biased;
-                received = self.results.recv() => received,
                 _ = self.cancel.cancelled() => None,
+                received = self.results.recv() => received,
             };
             match received {
                 Some((seq, result)) => match &mut self.reorder {
@@ -195,6 +197,12 @@ impl<Out, E> TaskOutput<Out, E> {
                 },
                 None => {
                     let cancelled = self.cancel.is_cancelled();
+                    // A failing stage sends its error, then cancels: the
+                    // error is in the channel and is what ended the run.
+                    if cancelled && let Some(error) = self.buffered_error() {
+                        self.finish().await;
+                        return Some(Err(PipelineError::Stage(error)));
+                    }
                     let panicked = self.finish().await;
                     return if panicked {
                         Some(Err(PipelineError::Panicked))
@@ -206,6 +214,16 @@ impl<Out, E> TaskOutput<Out, E> {
                 }
             }
         }
+    }
+
+    /// The first stage error among the results not yet delivered.
+    fn buffered_error(&mut self) -> Option<E> {
+        while let Ok((_, result)) = self.results.try_recv() {
+            if let Err(error) = result {
+                return Some(error);
+            }
+        }
+        None
     }
 
     /// Cancels the pipeline; [`next`](Self::next) then ends with

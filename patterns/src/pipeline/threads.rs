@@ -216,6 +216,15 @@ impl<Out, E> Output<Out, E> {
         self.stop.stop();
     }
 
+    /// True once the workers have been told to stop. A cancelled token
+    /// reaches them through a watcher thread, so there can be a short delay
+    /// between `token.cancel()` and this turning true; after it, at most the
+    /// results already in flight (channel capacity plus one per worker) are
+    /// still delivered.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_stopped()
+    }
+
     /// Hands one result to the caller: returns a credit to the source in
     /// ordered mode, and stops everything if the result is an error.
     fn deliver(&mut self, result: Result<Out, E>) -> Option<Result<Out, PipelineError<E>>> {
@@ -462,6 +471,15 @@ mod tests {
             assert!(out.next().unwrap().is_ok());
         }
         token.cancel();
+        // The token reaches the workers through the watcher thread.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !out.is_stopped() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cancellation never reached the pipeline"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let rest: Vec<_> = out.by_ref().collect();
         assert_eq!(rest.last(), Some(&Err(PipelineError::Cancelled)));
         // At most what was in flight (two channels of 16, four workers)
