@@ -147,11 +147,11 @@ async fn an_expired_holder_frees_the_lock_without_a_release() {
 async fn the_watchdog_keeps_the_lock_and_reports_its_loss() {
     let lock = shared_lock("redis-watchdog")
         .await
-        .ttl(Duration::from_millis(300))
+        .ttl(Duration::from_millis(600))
         .unwrap()
         .watchdog(true);
     let guard = lock.lock().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await; // three TTLs
+    tokio::time::sleep(Duration::from_secs(2)).await; // more than three TTLs
     assert!(!guard.is_lost());
     assert!(
         lock.try_lock().await.unwrap().is_none(),
