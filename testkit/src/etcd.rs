@@ -12,7 +12,7 @@ use crate::binaries::{Binary, find_binary};
 use crate::ports::free_port;
 use crate::probe::{etcd_is_healthy, etcd_is_leader};
 use crate::process::{kill_and_wait, signal, spawn_child, wait_until_ready};
-use crate::{TEMP_PREFIX, TestkitError};
+use crate::{TestkitError, temp_prefix};
 
 /// How long a cluster may take to elect a leader and answer `/health`.
 const READY_LIMIT: Duration = Duration::from_secs(30);
@@ -105,7 +105,7 @@ impl EtcdCluster {
             find_binary(Binary::Etcdctl)?;
         }
         let dir = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
+            .prefix(&temp_prefix())
             .tempdir()
             .map_err(|e| TestkitError::io("creating a temporary directory for etcd", e))?;
         let mut members = Vec::with_capacity(options.members);

@@ -48,3 +48,17 @@ pub use shared::{shared_etcd, shared_redis};
 /// looks for processes whose command line contains it to prove that no server
 /// outlived the tests.
 pub const TEMP_PREFIX: &str = "cpr-testkit-";
+
+/// The environment variable that names one test run; `cargo xtask test` sets
+/// it, so that its check for leftover servers and directories looks only at
+/// its own (another run on the same machine may be going on).
+pub const RUN_VAR: &str = "TESTKIT_RUN";
+
+/// The prefix of this process's temporary directories: [`TEMP_PREFIX`],
+/// then the run's name from [`RUN_VAR`] if set.
+pub fn temp_prefix() -> String {
+    match std::env::var(RUN_VAR) {
+        Ok(run) if !run.is_empty() => format!("{TEMP_PREFIX}{run}-"),
+        _ => TEMP_PREFIX.to_string(),
+    }
+}

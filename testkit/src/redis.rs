@@ -12,7 +12,7 @@ use crate::binaries::{Binary, find_binary};
 use crate::ports::free_port;
 use crate::probe::redis_answers;
 use crate::process::{kill_and_wait, signal, spawn_child, wait_until_ready};
-use crate::{TEMP_PREFIX, TestkitError};
+use crate::{TestkitError, temp_prefix};
 
 const READY_LIMIT: Duration = Duration::from_secs(10);
 const START_ATTEMPTS: usize = 3;
@@ -44,7 +44,7 @@ impl RedisBuilder {
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             let dir = tempfile::Builder::new()
-                .prefix(TEMP_PREFIX)
+                .prefix(&temp_prefix())
                 .tempdir()
                 .map_err(|e| TestkitError::io("creating a temporary directory for redis", e))?;
             if self.tls {

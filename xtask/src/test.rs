@@ -31,13 +31,22 @@ pub fn run() -> Result {
             "warnings",
         ]),
     )?;
+    // A name for this run's servers, so that the leftover check below looks
+    // only at ours.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let run = format!("{}x{nanos}", std::process::id());
     let tests = step(
         "cargo test (unit, integration against real servers, doc tests)",
-        cargo().args(["test", "--workspace"]),
+        cargo()
+            .args(["test", "--workspace"])
+            .env(testkit::RUN_VAR, &run),
     );
     // Checked even when tests failed: a leaked server is its own bug.
-    let leaked = leftovers::kill_testkit_processes();
-    leftovers::remove_stale_temp_dirs();
+    let leaked = leftovers::kill_testkit_processes(&run);
+    leftovers::remove_temp_dirs(&run);
     tests?;
     if !leaked.is_empty() {
         return Err(format!(
