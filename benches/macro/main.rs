@@ -9,6 +9,7 @@ mod etcd;
 mod patterns;
 mod redis_lock;
 mod report;
+mod resilience;
 
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ const BENCHES: &[&str] = &[
     "etcd.stm.bank",
     "redis.lock.cycle",
     "redis.lock.handoff",
+    // Measured together: one entry prints all three lines.
+    "resilience.sliding_window.check+resilience.sliding_log.check+resilience.governor.check",
     // Measured together, in alternation: one entry prints both lines.
     "patterns.channel.hop+patterns.pipeline.item",
     "patterns.map.read_heavy",
@@ -130,6 +133,9 @@ fn main() -> anyhow::Result<()> {
                 "etcd.stm.bank" => vec![etcd::stm_bank(&mut servers).await?],
                 "redis.lock.cycle" => vec![redis_lock::cycle(&mut servers).await?],
                 "redis.lock.handoff" => vec![redis_lock::handoff(&mut servers).await?],
+                "resilience.sliding_window.check+resilience.sliding_log.check+resilience.governor.check" => {
+                    resilience::limiter_checks()?
+                }
                 "patterns.channel.hop+patterns.pipeline.item" => {
                     patterns::channel_hop_and_pipeline_item()
                 }

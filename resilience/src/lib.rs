@@ -3,10 +3,32 @@
 //! retries with a budget, and tower layers.
 //!
 //! So far: the [`RateLimiter`] trait that every limiter implements (the
-//! distributed one in `distributed::redis` included).
+//! distributed one in `distributed::redis` included), the exact
+//! [`SlidingLog`] and the O(1) [`SlidingWindow`] counter, on an injectable
+//! [`Clock`].
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod clock;
 mod rate_limiter;
+mod sliding_log;
+mod sliding_window;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use rate_limiter::{Decision, RateLimiter};
+pub use sliding_log::SlidingLog;
+pub use sliding_window::{MAX_WINDOW_LIMIT, SlidingWindow};
+
+/// A limiter configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimiterConfigError {
+    /// A limit of zero would refuse everything.
+    #[error("a rate limit must allow at least one permit")]
+    ZeroLimit,
+    /// A window of zero length has no rate.
+    #[error("the window must be longer than zero (at least 1 µs)")]
+    ZeroWindow,
+    /// The limit does not fit the limiter's counters.
+    #[error("this limiter counts at most {0} permits per window")]
+    LimitTooLarge(u32),
+}

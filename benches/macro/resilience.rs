@@ -1,0 +1,53 @@
+//! Micro benchmarks of the rate limiters, single thread, ns per check.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use concurrency_patterns::resilience::{SlidingLog, SlidingWindow};
+
+const CHECKS: u64 = 5_000_000;
+const ROUNDS: usize = 3;
+
+fn line(bench: &str, best: Duration) -> String {
+    format!(
+        "{{\"bench\":\"{bench}\",\"ns_per_op\":{:.1},\"rounds\":{ROUNDS},\"n\":{CHECKS}}}",
+        best.as_nanos() as f64 / CHECKS as f64
+    )
+}
+
+/// Runs `check` CHECKS times per round, ROUNDS rounds; the fastest round.
+fn fastest(mut check: impl FnMut() -> bool) -> Duration {
+    (0..ROUNDS)
+        .map(|_| {
+            let started = Instant::now();
+            let mut allowed = 0u64;
+            for _ in 0..CHECKS {
+                allowed += u64::from(black_box(check()));
+            }
+            black_box(allowed);
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+/// `resilience.sliding_window.check`, `resilience.sliding_log.check` and
+/// `resilience.governor.check` (the governor crate's direct GCRA limiter,
+/// for the ratio), in alternation so that all see the same machine. Limits
+/// are set so that checks are mostly granted, the common case.
+pub fn limiter_checks() -> anyhow::Result<Vec<String>> {
+    let window = SlidingWindow::new(1_000_000, Duration::from_secs(1))?;
+    let log = SlidingLog::new(1_000_000, Duration::from_secs(1))?;
+    let quota =
+        governor::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap_or(NonZeroU32::MIN));
+    let governor = governor::RateLimiter::direct(quota);
+    let w = fastest(|| window.check_n(1).is_allowed());
+    let l = fastest(|| log.check_n(1).is_allowed());
+    let g = fastest(|| governor.check().is_ok());
+    Ok(vec![
+        line("resilience.sliding_window.check", w),
+        line("resilience.sliding_log.check", l),
+        line("resilience.governor.check", g),
+    ])
+}
