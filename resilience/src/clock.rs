@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A monotonic clock: the time elapsed since some fixed origin.
 ///
@@ -13,23 +13,26 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> Duration;
 }
 
-/// The real monotonic clock.
+/// The real monotonic clock. It reads the CPU's time-stamp counter where
+/// that is reliable (through `quanta`, as governor does), which costs a few
+/// nanoseconds instead of a system call's twenty.
 #[derive(Debug, Clone)]
 pub struct SystemClock {
-    origin: Instant,
+    clock: quanta::Clock,
+    origin: u64,
 }
 
 impl Default for SystemClock {
     fn default() -> Self {
-        SystemClock {
-            origin: Instant::now(),
-        }
+        let clock = quanta::Clock::new();
+        let origin = clock.raw();
+        SystemClock { clock, origin }
     }
 }
 
 impl Clock for SystemClock {
     fn now(&self) -> Duration {
-        self.origin.elapsed()
+        Duration::from_nanos(self.clock.delta_as_nanos(self.origin, self.clock.raw()))
     }
 }
 

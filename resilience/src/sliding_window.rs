@@ -35,6 +35,8 @@ pub const MAX_WINDOW_LIMIT: u32 = COUNT_MASK as u32;
 pub struct SlidingWindow<C: Clock = SystemClock> {
     limit: u64,
     window_nanos: u64,
+    /// `1 / window_nanos`, so that the hot path multiplies instead of dividing.
+    per_window_nano: f64,
     clock: C,
     state: AtomicU64,
 }
@@ -71,9 +73,11 @@ impl<C: Clock> SlidingWindow<C> {
         if window < Duration::from_micros(1) {
             return Err(LimiterConfigError::ZeroWindow);
         }
+        let window_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
         Ok(SlidingWindow {
             limit: u64::from(limit),
-            window_nanos: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
+            window_nanos,
+            per_window_nano: 1.0 / window_nanos as f64,
             clock,
             state: AtomicU64::new(0),
         })
@@ -83,7 +87,8 @@ impl<C: Clock> SlidingWindow<C> {
     pub fn check_n(&self, n: u32) -> Decision {
         let n = u64::from(n);
         let now = u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX);
-        let (now_index, into_window) = (now / self.window_nanos, now % self.window_nanos);
+        let now_index = now / self.window_nanos;
+        let into_window = now - now_index * self.window_nanos;
         let mut state = self.state.load(Acquire);
         loop {
             let (index, previous, current) = unpack(state);
@@ -93,7 +98,7 @@ impl<C: Clock> SlidingWindow<C> {
                 1 => (current, 0),
                 _ => (0, 0),
             };
-            let still_inside = (self.window_nanos - into_window) as f64 / self.window_nanos as f64;
+            let still_inside = (self.window_nanos - into_window) as f64 * self.per_window_nano;
             let estimate = previous as f64 * still_inside + current as f64;
             if estimate + n as f64 > self.limit as f64 {
                 return Decision::Denied {
