@@ -10,11 +10,13 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod clock;
+mod gcra;
 mod rate_limiter;
 mod sliding_log;
 mod sliding_window;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use gcra::{Gcra, KeyedGcra};
 pub use rate_limiter::{Decision, RateLimiter};
 pub use sliding_log::SlidingLog;
 pub use sliding_window::{MAX_WINDOW_LIMIT, SlidingWindow};
