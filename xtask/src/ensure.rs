@@ -10,10 +10,21 @@ use std::process::Command;
 use crate::Result;
 use crate::run::{cargo, find, step, version_of};
 
-/// A program that comes from a Debian package.
+/// A program (or, for a path starting with `/`, a file) that comes from a
+/// Debian package.
 struct DebianTool {
     program: &'static str,
     package: &'static str,
+}
+
+impl DebianTool {
+    fn is_missing(&self) -> bool {
+        if self.program.starts_with('/') {
+            !std::path::Path::new(self.program).exists()
+        } else {
+            find(self.program).is_none()
+        }
+    }
 }
 
 const DEBIAN_TOOLS: &[DebianTool] = &[
@@ -37,6 +48,11 @@ const DEBIAN_TOOLS: &[DebianTool] = &[
     DebianTool {
         program: "protoc",
         package: "protobuf-compiler",
+    },
+    // ...and imports protobuf's well-known types, which protoc does not ship.
+    DebianTool {
+        program: "/usr/include/google/protobuf/descriptor.proto",
+        package: "libprotobuf-dev",
     },
 ];
 
@@ -79,7 +95,7 @@ pub fn everything() -> Result {
 pub fn servers() -> Result {
     let missing: Vec<&DebianTool> = DEBIAN_TOOLS
         .iter()
-        .filter(|t| find(t.program).is_none())
+        .filter(|t| t.is_missing())
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -117,7 +133,7 @@ pub fn servers() -> Result {
             .args(&packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    match DEBIAN_TOOLS.iter().find(|t| find(t.program).is_none()) {
+    match DEBIAN_TOOLS.iter().find(|t| t.is_missing()) {
         Some(tool) => Err(format!(
             "`{}` is still missing after installing `{}`",
             tool.program, tool.package
