@@ -28,8 +28,9 @@ const BENCHES: &[&str] = &[
     "etcd.stm.bank",
     "redis.lock.cycle",
     "redis.lock.handoff",
-    // Measured together: one entry prints all three lines.
-    "resilience.sliding_window.check+resilience.sliding_log.check+resilience.governor.check",
+    // Measured together: one entry prints all four lines.
+    "resilience.sliding_window.check+resilience.sliding_log.check+resilience.gcra.check+resilience.governor.check",
+    "resilience.breaker.closed_call",
     // Measured together, in alternation: one entry prints both lines.
     "patterns.channel.hop+patterns.pipeline.item",
     "patterns.map.read_heavy",
@@ -133,9 +134,10 @@ fn main() -> anyhow::Result<()> {
                 "etcd.stm.bank" => vec![etcd::stm_bank(&mut servers).await?],
                 "redis.lock.cycle" => vec![redis_lock::cycle(&mut servers).await?],
                 "redis.lock.handoff" => vec![redis_lock::handoff(&mut servers).await?],
-                "resilience.sliding_window.check+resilience.sliding_log.check+resilience.governor.check" => {
+                "resilience.sliding_window.check+resilience.sliding_log.check+resilience.gcra.check+resilience.governor.check" => {
                     resilience::limiter_checks()?
                 }
+                "resilience.breaker.closed_call" => vec![resilience::breaker_closed_call()?],
                 "patterns.channel.hop+patterns.pipeline.item" => {
                     patterns::channel_hop_and_pipeline_item()
                 }

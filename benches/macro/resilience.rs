@@ -4,7 +4,9 @@ use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use concurrency_patterns::resilience::{SlidingLog, SlidingWindow};
+use concurrency_patterns::resilience::{
+    CircuitBreaker, CircuitBreakerConfig, Gcra, SlidingLog, SlidingWindow,
+};
 
 const CHECKS: u64 = 5_000_000;
 const ROUNDS: usize = 3;
@@ -32,9 +34,10 @@ fn fastest(mut check: impl FnMut() -> bool) -> Duration {
         .unwrap_or_default()
 }
 
-/// `resilience.sliding_window.check`, `resilience.sliding_log.check` and
-/// `resilience.governor.check` (the governor crate's direct GCRA limiter,
-/// for the ratio), in alternation so that all see the same machine. Limits
+/// `resilience.sliding_window.check`, `resilience.sliding_log.check`,
+/// `resilience.gcra.check` (our wrapper) and `resilience.governor.check`
+/// (the governor crate's direct GCRA limiter, for the ratio), one after the
+/// other in one process so that all see the same machine. Limits
 /// are set so that checks are mostly granted, the common case.
 pub fn limiter_checks() -> anyhow::Result<Vec<String>> {
     let window = SlidingWindow::new(1_000_000, Duration::from_secs(1))?;
@@ -42,12 +45,46 @@ pub fn limiter_checks() -> anyhow::Result<Vec<String>> {
     let quota =
         governor::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap_or(NonZeroU32::MIN));
     let governor = governor::RateLimiter::direct(quota);
+    let gcra = Gcra::new(1_000_000_000, Duration::from_secs(1))?;
     let w = fastest(|| window.check_n(1).is_allowed());
     let l = fastest(|| log.check_n(1).is_allowed());
+    let c = fastest(|| gcra.check_n(1).is_allowed());
     let g = fastest(|| governor.check().is_ok());
     Ok(vec![
         line("resilience.sliding_window.check", w),
         line("resilience.sliding_log.check", l),
+        line("resilience.gcra.check", c),
         line("resilience.governor.check", g),
     ])
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+/// `resilience.breaker.closed_call`: what a closed breaker adds to a call,
+/// in ns: a trivial call through `CircuitBreaker::call`, minus the same
+/// call made directly (both measured here, fastest of the rounds).
+pub fn breaker_closed_call() -> anyhow::Result<String> {
+    let breaker = CircuitBreaker::new(CircuitBreakerConfig::default());
+    let mut x = 0u64;
+    let bare = fastest(|| {
+        x = black_box(x.wrapping_add(1));
+        Ok::<_, Never>(x).is_ok()
+    });
+    let through = fastest(|| {
+        breaker
+            .call(|| {
+                x = black_box(x.wrapping_add(1));
+                Ok::<_, Never>(x)
+            })
+            .is_ok()
+    });
+    let overhead = through.saturating_sub(bare);
+    Ok(format!(
+        "{{\"bench\":\"resilience.breaker.closed_call\",\"ns_per_op\":{:.1},\"call_ns\":{:.1},\"bare_ns\":{:.1},\"rounds\":{ROUNDS},\"n\":{CHECKS}}}",
+        overhead.as_nanos() as f64 / CHECKS as f64,
+        through.as_nanos() as f64 / CHECKS as f64,
+        bare.as_nanos() as f64 / CHECKS as f64,
+    ))
 }

@@ -9,12 +9,14 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod circuit_breaker;
 mod clock;
 mod gcra;
 mod rate_limiter;
 mod sliding_log;
 mod sliding_window;
 
+pub use circuit_breaker::{BreakerError, CallNotPermitted, CircuitBreaker, CircuitBreakerConfig};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use gcra::{Gcra, KeyedGcra};
 pub use rate_limiter::{Decision, RateLimiter};

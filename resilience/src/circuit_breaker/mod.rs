@@ -1,0 +1,546 @@
+//! A circuit breaker with resilience4j's semantics: it stops calling a
+//! dependency that keeps failing (or keeps being slow), then lets an exact
+//! number of trial calls through to see whether it has recovered.
+
+mod config;
+mod window;
+
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+
+pub use config::{
+    BreakerConfigError, CircuitBreakerConfig, CircuitBreakerConfigBuilder, FailurePredicate,
+    MAX_PERMITTED_CALLS_IN_HALF_OPEN, SlidingWindow, WaitInOpen,
+};
+use window::{CountWindow, Outcome, TimeWindow, Totals};
+
+use crate::clock::{Clock, SystemClock};
+
+/// Where a breaker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Calls go through; their outcomes are recorded.
+    Closed,
+    /// Calls are refused until the wait in open is over.
+    Open,
+    /// A fixed number of trial calls go through; the rest are refused.
+    HalfOpen,
+    /// Calls go through and nothing is recorded; only [`CircuitBreaker::reset`] leaves it.
+    Disabled,
+    /// Calls are refused until [`CircuitBreaker::reset`].
+    ForcedOpen,
+}
+
+impl State {
+    fn from_bits(bits: u64) -> State {
+        match bits {
+            0 => State::Closed,
+            1 => State::Open,
+            2 => State::HalfOpen,
+            3 => State::Disabled,
+            _ => State::ForcedOpen,
+        }
+    }
+
+    fn bits(self) -> u64 {
+        match self {
+            State::Closed => 0,
+            State::Open => 1,
+            State::HalfOpen => 2,
+            State::Disabled => 3,
+            State::ForcedOpen => 4,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half-open",
+            State::Disabled => "disabled",
+            State::ForcedOpen => "forced open",
+        })
+    }
+}
+
+/// A change of state, as sent to [`CircuitBreaker::subscribe`]rs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateTransition {
+    /// The state left.
+    pub from: State,
+    /// The state entered.
+    pub to: State,
+}
+
+/// The breaker refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "call not permitted: the circuit breaker is {state}; fail fast or fall back, and try again later"
+)]
+pub struct CallNotPermitted {
+    /// The breaker's state when it refused.
+    pub state: State,
+}
+
+/// What a call through the breaker can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum BreakerError<E> {
+    /// The breaker refused the call; the operation did not run.
+    #[error(transparent)]
+    NotPermitted(#[from] CallNotPermitted),
+    /// The operation ran and failed.
+    #[error(transparent)]
+    Inner(E),
+}
+
+/// A snapshot of the breaker's counters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metrics {
+    /// The state.
+    pub state: State,
+    /// Calls in the sliding window (in half-open: trial calls finished).
+    pub calls: u64,
+    /// Of those, failed.
+    pub failed_calls: u64,
+    /// Of those, slow.
+    pub slow_calls: u64,
+    /// Calls refused since the breaker was made.
+    pub not_permitted_calls: u64,
+}
+
+// The phase word: what the fast path needs, in one atomic. The generation
+// grows with every transition, so a permit knows whether the phase it was
+// granted in is still the current one.
+const STATE_BITS: u32 = 3;
+const PERMIT_BITS: u32 = 21;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+const PERMIT_MASK: u64 = (1 << PERMIT_BITS) - 1;
+
+fn pack(generation: u64, state: State, permits: u64) -> u64 {
+    (generation << (STATE_BITS + PERMIT_BITS)) | (permits << STATE_BITS) | state.bits()
+}
+
+fn unpack(phase: u64) -> (u64, State, u64) {
+    (
+        phase >> (STATE_BITS + PERMIT_BITS),
+        State::from_bits(phase & STATE_MASK),
+        (phase >> STATE_BITS) & PERMIT_MASK,
+    )
+}
+
+enum Window {
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+/// What changes only under the lock.
+struct Core {
+    state: State,
+    generation: u64,
+    window: Window,
+    /// The trial calls' outcomes, in half-open.
+    trials: Totals,
+    /// Openings since the breaker was last closed, for the exponential wait.
+    consecutive_openings: u32,
+}
+
+/// A circuit breaker. Share it between tasks with an `Arc`.
+///
+/// Closed, it lets calls through and records how they went in a sliding
+/// window. Once the window holds the minimum number of calls and the
+/// failure rate or the slow-call rate reaches its threshold, it opens:
+/// calls are refused at once, sparing the failing dependency and the
+/// callers' time. After the wait in open, the next call moves it to
+/// half-open, where exactly `permitted_calls_in_half_open` trial calls get
+/// through — an atomic countdown, however many callers race for them. When
+/// all the trials have finished, their rates decide: closed again, or open
+/// for (possibly exponentially) longer.
+///
+/// Two more states are set by hand: disabled (everything passes, nothing
+/// is recorded) and forced open (everything is refused).
+///
+/// The closed path costs one atomic load and, when the call ends, a short
+/// lock to record it: `cargo xtask bench resilience.breaker` measures it.
+pub struct CircuitBreaker<C: Clock = SystemClock> {
+    config: CircuitBreakerConfig,
+    clock: C,
+    /// State, trial permits left and generation; see [`pack`].
+    phase: AtomicU64,
+    /// In open: when the wait ends. In half-open: when the max wait ends.
+    /// Nanoseconds on `clock`.
+    deadline: AtomicU64,
+    not_permitted: AtomicU64,
+    core: Mutex<Core>,
+    events: broadcast::Sender<StateTransition>,
+}
+
+impl CircuitBreaker<SystemClock> {
+    /// A closed breaker with these settings, on the real clock.
+    pub fn new(config: CircuitBreakerConfig) -> Self {
+        Self::with_clock(config, SystemClock::default())
+    }
+}
+
+impl<C: Clock> CircuitBreaker<C> {
+    /// The same, on `clock`.
+    pub fn with_clock(config: CircuitBreakerConfig, clock: C) -> Self {
+        let window = new_window(config.sliding_window);
+        let (events, _) = broadcast::channel(64);
+        CircuitBreaker {
+            clock,
+            phase: AtomicU64::new(pack(0, State::Closed, 0)),
+            deadline: AtomicU64::new(u64::MAX),
+            not_permitted: AtomicU64::new(0),
+            core: Mutex::new(Core {
+                state: State::Closed,
+                generation: 0,
+                window,
+                trials: Totals::default(),
+                consecutive_openings: 0,
+            }),
+            events,
+            config,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        unpack(self.phase.load(Acquire)).1
+    }
+
+    /// State transitions from now on. A receiver that falls more than 64
+    /// transitions behind loses the oldest (it is told how many).
+    pub fn subscribe(&self) -> broadcast::Receiver<StateTransition> {
+        self.events.subscribe()
+    }
+
+    /// Asks to make a call. The [`Permit`] must be told how the call went;
+    /// dropped untold (a cancelled future, a panic), the call is ignored
+    /// and a half-open trial permit is given back.
+    pub fn try_acquire(&self) -> Result<Permit<'_, C>, CallNotPermitted> {
+        loop {
+            let phase = self.phase.load(Acquire);
+            let (generation, state, permits) = unpack(phase);
+            match state {
+                State::Closed | State::Disabled => return Ok(self.permit(generation)),
+                State::ForcedOpen => return Err(self.refuse(state)),
+                State::Open => {
+                    if self.now_nanos() < self.deadline.load(Relaxed) {
+                        return Err(self.refuse(state));
+                    }
+                    // The wait is over: this call moves the breaker to half-open.
+                    self.transition_if_current(generation, State::HalfOpen);
+                }
+                State::HalfOpen => {
+                    if self.now_nanos() >= self.deadline.load(Relaxed) {
+                        // The trials took longer than the max wait.
+                        self.transition_if_current(generation, State::Open);
+                        continue;
+                    }
+                    if permits == 0 {
+                        return Err(self.refuse(state));
+                    }
+                    let taken = pack(generation, state, permits - 1);
+                    if self
+                        .phase
+                        .compare_exchange_weak(phase, taken, AcqRel, Acquire)
+                        .is_ok()
+                    {
+                        return Ok(self.permit(generation));
+                    }
+                    // Someone else took a permit (or the phase changed): look again.
+                }
+            }
+        }
+    }
+
+    /// Runs `operation` through the breaker. Its error counts as a failure
+    /// unless the config's [`record_error_if`] predicate says otherwise.
+    ///
+    /// [`record_error_if`]: CircuitBreakerConfigBuilder::record_error_if
+    pub fn call<T, E>(&self, operation: impl FnOnce() -> Result<T, E>) -> Result<T, BreakerError<E>>
+    where
+        E: Error + 'static,
+    {
+        let permit = self.try_acquire()?;
+        let result = operation();
+        permit.record(&result);
+        result.map_err(BreakerError::Inner)
+    }
+
+    /// Runs the future made by `operation` through the breaker.
+    ///
+    /// Cancel safety: dropping the returned future drops the permit, so a
+    /// cancelled call counts as ignored (neither success nor failure) and
+    /// gives its half-open trial permit back.
+    pub async fn call_async<T, E, F>(
+        &self,
+        operation: impl FnOnce() -> F,
+    ) -> Result<T, BreakerError<E>>
+    where
+        E: Error + 'static,
+        F: Future<Output = Result<T, E>>,
+    {
+        let permit = self.try_acquire()?;
+        let result = operation().await;
+        permit.record(&result);
+        result.map_err(BreakerError::Inner)
+    }
+
+    /// The counters now.
+    pub fn metrics(&self) -> Metrics {
+        let now = self.clock.now();
+        let mut core = self.core.lock();
+        let totals = match core.state {
+            State::HalfOpen => core.trials,
+            _ => match &mut core.window {
+                Window::Count(window) => window.totals(),
+                Window::Time(window) => window.totals(now),
+            },
+        };
+        Metrics {
+            state: core.state,
+            calls: totals.calls,
+            failed_calls: totals.failures,
+            slow_calls: totals.slow,
+            not_permitted_calls: self.not_permitted.load(Relaxed),
+        }
+    }
+
+    /// Refuses every call until [`reset`](Self::reset).
+    pub fn force_open(&self) {
+        self.transition_by_hand(State::ForcedOpen);
+    }
+
+    /// Lets every call through, recording nothing, until [`reset`](Self::reset).
+    pub fn disable(&self) {
+        self.transition_by_hand(State::Disabled);
+    }
+
+    /// Back to closed with an empty window, from any state.
+    pub fn reset(&self) {
+        self.transition_by_hand(State::Closed);
+    }
+
+    fn permit(&self, generation: u64) -> Permit<'_, C> {
+        Permit {
+            breaker: self,
+            generation,
+            started: self.clock.now(),
+            finished: false,
+        }
+    }
+
+    fn refuse(&self, state: State) -> CallNotPermitted {
+        self.not_permitted.fetch_add(1, Relaxed);
+        CallNotPermitted { state }
+    }
+
+    fn now_nanos(&self) -> u64 {
+        nanos(self.clock.now())
+    }
+
+    /// Records a call made under `generation`'s permit, started at
+    /// `started` and finished `now`.
+    fn record(&self, generation: u64, failed: bool, started: Duration, now: Duration) {
+        let outcome = Outcome {
+            failed,
+            slow: now.saturating_sub(started) >= self.config.slow_call_duration_threshold,
+        };
+        let mut core = self.core.lock();
+        if core.generation != generation {
+            // The call began in an earlier phase (say, closed before the
+            // breaker opened); it says nothing about this one.
+            return;
+        }
+        match core.state {
+            State::Closed => {
+                let totals = match &mut core.window {
+                    Window::Count(window) => window.record(outcome),
+                    Window::Time(window) => window.record(now, outcome),
+                };
+                if totals.calls >= u64::from(self.config.minimum_number_of_calls)
+                    && self.over_threshold(totals)
+                {
+                    self.transition(&mut core, State::Open);
+                }
+            }
+            State::HalfOpen => {
+                core.trials.calls += 1;
+                core.trials.failures += u64::from(outcome.failed);
+                core.trials.slow += u64::from(outcome.slow);
+                if core.trials.calls >= u64::from(self.config.permitted_calls_in_half_open) {
+                    let to = if self.over_threshold(core.trials) {
+                        State::Open
+                    } else {
+                        State::Closed
+                    };
+                    self.transition(&mut core, to);
+                }
+            }
+            State::Open | State::Disabled | State::ForcedOpen => {}
+        }
+    }
+
+    /// A call under `generation`'s permit ended without an outcome: in
+    /// half-open, its trial permit goes back.
+    fn release(&self, generation: u64) {
+        let _ = self.phase.fetch_update(AcqRel, Acquire, |phase| {
+            let (current, state, permits) = unpack(phase);
+            (current == generation && state == State::HalfOpen)
+                .then(|| pack(generation, state, permits + 1))
+        });
+    }
+
+    /// Either rate at or above its threshold.
+    fn over_threshold(&self, totals: Totals) -> bool {
+        let calls = totals.calls as f64;
+        totals.failures as f64 * 100.0 >= self.config.failure_rate_threshold * calls
+            || totals.slow as f64 * 100.0 >= self.config.slow_call_rate_threshold * calls
+    }
+
+    fn transition_if_current(&self, generation: u64, to: State) {
+        let mut core = self.core.lock();
+        if core.generation == generation {
+            self.transition(&mut core, to);
+        }
+    }
+
+    fn transition_by_hand(&self, to: State) {
+        let mut core = self.core.lock();
+        self.transition(&mut core, to);
+    }
+
+    /// Moves to `to`, under the lock. The deadline is stored before the
+    /// phase is published (release), so a caller that sees the new phase
+    /// sees its deadline.
+    fn transition(&self, core: &mut Core, to: State) {
+        let from = core.state;
+        let now = self.now_nanos();
+        core.state = to;
+        core.generation += 1;
+        core.trials = Totals::default();
+        let mut permits = 0;
+        let deadline = match to {
+            State::Closed => {
+                core.window = new_window(self.config.sliding_window);
+                core.consecutive_openings = 0;
+                u64::MAX
+            }
+            State::Open => {
+                core.consecutive_openings = core.consecutive_openings.saturating_add(1);
+                let wait = self.config.wait_in_open.wait(core.consecutive_openings);
+                now.saturating_add(nanos(wait))
+            }
+            State::HalfOpen => {
+                permits = u64::from(self.config.permitted_calls_in_half_open);
+                self.config
+                    .max_wait_in_half_open
+                    .map_or(u64::MAX, |max| now.saturating_add(nanos(max)))
+            }
+            State::Disabled | State::ForcedOpen => {
+                core.consecutive_openings = 0;
+                u64::MAX
+            }
+        };
+        self.deadline.store(deadline, Relaxed);
+        self.phase
+            .store(pack(core.generation, to, permits), Release);
+        tracing::info!(%from, %to, "circuit breaker state change");
+        // No subscriber is fine.
+        let _ = self.events.send(StateTransition { from, to });
+    }
+}
+
+impl<C: Clock> fmt::Debug for CircuitBreaker<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("state", &self.state())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_window(config: SlidingWindow) -> Window {
+    match config {
+        SlidingWindow::CountBased { size } => Window::Count(CountWindow::new(size)),
+        SlidingWindow::TimeBased { seconds } => Window::Time(TimeWindow::new(seconds)),
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Leave to make one call, from [`CircuitBreaker::try_acquire`]. Say how
+/// the call went with [`success`](Self::success), [`failure`](Self::failure)
+/// or [`ignore`](Self::ignore); dropping it says "ignore".
+#[must_use = "a permit dropped at once records nothing; make the call, then report it"]
+pub struct Permit<'a, C: Clock = SystemClock> {
+    breaker: &'a CircuitBreaker<C>,
+    generation: u64,
+    started: Duration,
+    finished: bool,
+}
+
+impl<C: Clock> Permit<'_, C> {
+    /// The call succeeded (it still counts as slow if it took long).
+    pub fn success(mut self) {
+        self.finish(Some(false));
+    }
+
+    /// The call failed.
+    pub fn failure(mut self) {
+        self.finish(Some(true));
+    }
+
+    /// The call says nothing about the dependency's health (the caller's
+    /// own mistake, say); in half-open its trial permit goes back.
+    pub fn ignore(mut self) {
+        self.finish(None);
+    }
+
+    /// Records `result`: `Ok` is a success; `Err` a failure if the config
+    /// counts it, else ignored.
+    pub fn record<T, E: Error + 'static>(self, result: &Result<T, E>) {
+        match result {
+            Ok(_) => self.success(),
+            Err(error) if self.breaker.config.counts_as_failure(error) => self.failure(),
+            Err(_) => self.ignore(),
+        }
+    }
+
+    fn finish(&mut self, failed: Option<bool>) {
+        self.finished = true;
+        match failed {
+            Some(failed) => {
+                let now = self.breaker.clock.now();
+                self.breaker
+                    .record(self.generation, failed, self.started, now);
+            }
+            None => self.breaker.release(self.generation),
+        }
+    }
+}
+
+impl<C: Clock> Drop for Permit<'_, C> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.breaker.release(self.generation);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
