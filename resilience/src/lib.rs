@@ -13,6 +13,7 @@ pub mod circuit_breaker;
 mod clock;
 mod gcra;
 mod rate_limiter;
+mod retry;
 mod sliding_log;
 mod sliding_window;
 
@@ -20,6 +21,7 @@ pub use circuit_breaker::{BreakerError, CallNotPermitted, CircuitBreaker, Circui
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use gcra::{Gcra, KeyedGcra};
 pub use rate_limiter::{Decision, RateLimiter};
+pub use retry::{GaveUp, Retry, RetryBudget, RetryError};
 pub use sliding_log::SlidingLog;
 pub use sliding_window::{MAX_WINDOW_LIMIT, SlidingWindow};
 
