@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod adaptive;
 pub mod circuit_breaker;
 mod clock;
 mod gcra;
@@ -17,6 +18,7 @@ mod retry;
 mod sliding_log;
 mod sliding_window;
 
+pub use adaptive::{AdaptiveLimiter, AdaptivePermit, Aimd, LimitAlgorithm, LimitBounds, Vegas};
 pub use circuit_breaker::{BreakerError, CallNotPermitted, CircuitBreaker, CircuitBreakerConfig};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use gcra::{Gcra, KeyedGcra};
