@@ -17,6 +17,8 @@ mod rate_limiter;
 mod retry;
 mod sliding_log;
 mod sliding_window;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use adaptive::{AdaptiveLimiter, AdaptivePermit, Aimd, LimitAlgorithm, LimitBounds, Vegas};
 pub use circuit_breaker::{BreakerError, CallNotPermitted, CircuitBreaker, CircuitBreakerConfig};

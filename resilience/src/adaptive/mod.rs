@@ -128,6 +128,15 @@ pub struct AdaptiveLimiter<C: Clock = SystemClock> {
     shared: Arc<Shared<C>>,
 }
 
+impl<C: Clock> std::fmt::Debug for AdaptiveLimiter<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdaptiveLimiter")
+            .field("limit", &self.limit())
+            .field("inflight", &self.inflight())
+            .finish()
+    }
+}
+
 impl<C: Clock> Clone for AdaptiveLimiter<C> {
     fn clone(&self) -> Self {
         AdaptiveLimiter {
