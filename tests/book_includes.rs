@@ -20,6 +20,15 @@ fn check_book(src: &Path) -> Vec<Problem> {
                     problems.push(format!("{}:{}: {what}", chapter.display(), number + 1));
                 }
             }
+            for image in images(line) {
+                if !chapter.parent().unwrap().join(&image).is_file() {
+                    problems.push(format!(
+                        "{}:{}: image `{image}` does not exist",
+                        chapter.display(),
+                        number + 1
+                    ));
+                }
+            }
         }
     }
     problems
@@ -56,6 +65,17 @@ fn include_directives(line: &str) -> Vec<String> {
         rest = &after[end + 2..];
     }
     found
+}
+
+/// The targets of `![alt](target)` on a line.
+fn images(line: &str) -> Vec<String> {
+    line.split("![")
+        .skip(1)
+        .filter_map(|rest| {
+            let target = rest.split_once("](")?.1.split_once(')')?.0;
+            Some(target.to_string())
+        })
+        .collect()
 }
 
 /// `path`, `path:anchor`, `path:N`, `path:N:M`, `path:N:` or `path::M`.
@@ -179,7 +199,8 @@ fn the_checker_catches_missing_files_anchors_and_empty_anchors() {
          {{#include ../missing.rs:full}}\n\
          {{#include ../code.rs:nope}}\n\
          {{#rustdoc_include ../code.rs:empty}}\n\
-         {{#include ../code.rs:1:99}}\n",
+         {{#include ../code.rs:1:99}}\n\
+         ![a plot](missing.svg)\n",
     )
     .unwrap();
     let problems = check_book(&src);
@@ -187,7 +208,7 @@ fn the_checker_catches_missing_files_anchors_and_empty_anchors() {
         .iter()
         .map(|p| p.rsplit_once(".md:").unwrap().1)
         .collect();
-    assert_eq!(problems.len(), 4, "{problems:#?}");
+    assert_eq!(problems.len(), 5, "{problems:#?}");
     assert!(
         lines[0].starts_with("2:") && lines[0].contains("cannot read"),
         "{problems:#?}"
@@ -202,6 +223,10 @@ fn the_checker_catches_missing_files_anchors_and_empty_anchors() {
     );
     assert!(
         lines[3].starts_with("5:") && lines[3].contains("past the end"),
+        "{problems:#?}"
+    );
+    assert!(
+        lines[4].starts_with("6:") && lines[4].contains("missing.svg"),
         "{problems:#?}"
     );
 }

@@ -11,6 +11,12 @@ use std::time::Duration;
 pub trait Clock: Send + Sync {
     /// Time since this clock's origin.
     fn now(&self) -> Duration;
+
+    /// The same in nanoseconds, for hot paths that compare times and
+    /// need no `Duration` (building one costs a division).
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(self.now().as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 /// The real monotonic clock. It reads the CPU's time-stamp counter where
@@ -32,7 +38,11 @@ impl Default for SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> Duration {
-        Duration::from_nanos(self.clock.delta_as_nanos(self.origin, self.clock.raw()))
+        Duration::from_nanos(self.now_nanos())
+    }
+
+    fn now_nanos(&self) -> u64 {
+        self.clock.delta_as_nanos(self.origin, self.clock.raw())
     }
 }
 
@@ -58,5 +68,9 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Duration {
         Duration::from_nanos(self.nanos.load(Relaxed))
+    }
+
+    fn now_nanos(&self) -> u64 {
+        self.nanos.load(Relaxed)
     }
 }

@@ -47,14 +47,16 @@ fn quota(limit: u32, window: Duration) -> Result<Quota, LimiterConfigError> {
 }
 
 /// What governor's answer means as a [`Decision`].
+/// `now` is read only for a denial: an allowed check reads the clock once,
+/// inside governor.
 fn decide<E>(
     outcome: Result<Result<(), governor::NotUntil<Duration>>, E>,
-    now: Duration,
+    now: impl FnOnce() -> Duration,
 ) -> Decision {
     match outcome {
         Ok(Ok(())) => Decision::Allowed,
         Ok(Err(not_until)) => Decision::Denied {
-            retry_after: not_until.wait_time_from(now),
+            retry_after: not_until.wait_time_from(now()),
         },
         // More than the burst: it can never be granted at once.
         Err(_) => Decision::Denied {
@@ -103,7 +105,7 @@ impl<C: Clock + Clone> Gcra<C> {
             return Decision::Allowed;
         };
         let outcome = self.limiter.check_n(n);
-        decide(outcome, self.clock.now())
+        decide(outcome, || self.clock.now())
     }
 }
 
@@ -167,7 +169,7 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> KeyedGcra<K, C> {
             return Decision::Allowed;
         };
         let outcome = self.limiter.check_key_n(key, n);
-        decide(outcome, self.clock.now())
+        decide(outcome, || self.clock.now())
     }
 
     /// The decision for one permit for `key` now.

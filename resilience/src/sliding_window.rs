@@ -86,7 +86,7 @@ impl<C: Clock> SlidingWindow<C> {
     /// The decision for `n` permits now, taking them if allowed.
     pub fn check_n(&self, n: u32) -> Decision {
         let n = u64::from(n);
-        let now = u64::try_from(self.clock.now().as_nanos()).unwrap_or(u64::MAX);
+        let now = self.clock.now_nanos();
         let now_index = now / self.window_nanos;
         let into_window = now - now_index * self.window_nanos;
         let mut state = self.state.load(Acquire);
@@ -98,8 +98,10 @@ impl<C: Clock> SlidingWindow<C> {
                 1 => (current, 0),
                 _ => (0, 0),
             };
+            // ANCHOR: estimate
             let still_inside = (self.window_nanos - into_window) as f64 * self.per_window_nano;
             let estimate = previous as f64 * still_inside + current as f64;
+            // ANCHOR_END: estimate
             if estimate + n as f64 > self.limit as f64 {
                 return Decision::Denied {
                     retry_after: self.retry_after(previous, current, n, into_window),

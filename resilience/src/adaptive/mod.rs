@@ -179,6 +179,7 @@ impl<C: Clock> AdaptiveLimiter<C> {
     /// A permit if fewer than the limit are in flight; `None` means
     /// "overloaded, shed this request".
     pub fn try_acquire(&self) -> Option<AdaptivePermit<C>> {
+        // ANCHOR: acquire
         let mut state = self.shared.state.load(Acquire);
         loop {
             let (limit, inflight) = unpack(state);
@@ -202,6 +203,7 @@ impl<C: Clock> AdaptiveLimiter<C> {
                 Err(changed) => state = changed,
             }
         }
+        // ANCHOR_END: acquire
     }
 
     /// Waits for a permit.

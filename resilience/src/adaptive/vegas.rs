@@ -115,6 +115,7 @@ impl LimitAlgorithm for Vegas {
             self.limit = self.bounds.clamp(self.limit / 2.0);
             return self.limit as u32;
         }
+        // ANCHOR: vegas
         let queue = (self.limit * (1.0 - self.no_load / rtt)).ceil();
         let change = if queue <= step {
             6.0 * step
@@ -126,6 +127,7 @@ impl LimitAlgorithm for Vegas {
             0.0
         };
         self.limit = self.bounds.clamp(self.limit + change);
+        // ANCHOR_END: vegas
         self.limit as u32
     }
 }

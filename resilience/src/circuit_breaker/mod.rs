@@ -181,6 +181,8 @@ pub struct CircuitBreaker<C: Clock = SystemClock> {
     /// Nanoseconds on `clock`.
     deadline: AtomicU64,
     not_permitted: AtomicU64,
+    /// The slow-call threshold in nanoseconds, for the hot path.
+    slow_call_nanos: u64,
     core: Mutex<Core>,
     events: broadcast::Sender<StateTransition>,
 }
@@ -202,6 +204,7 @@ impl<C: Clock> CircuitBreaker<C> {
             phase: AtomicU64::new(pack(0, State::Closed, 0)),
             deadline: AtomicU64::new(u64::MAX),
             not_permitted: AtomicU64::new(0),
+            slow_call_nanos: nanos(config.slow_call_duration_threshold),
             core: Mutex::new(Core {
                 state: State::Closed,
                 generation: 0,
@@ -242,6 +245,7 @@ impl<C: Clock> CircuitBreaker<C> {
                     // The wait is over: this call moves the breaker to half-open.
                     self.transition_if_current(generation, State::HalfOpen);
                 }
+                // ANCHOR: half_open_permit
                 State::HalfOpen => {
                     if self.now_nanos() >= self.deadline.load(Relaxed) {
                         // The trials took longer than the max wait.
@@ -260,7 +264,7 @@ impl<C: Clock> CircuitBreaker<C> {
                         return Ok(self.permit(generation));
                     }
                     // Someone else took a permit (or the phase changed): look again.
-                }
+                } // ANCHOR_END: half_open_permit
             }
         }
     }
@@ -337,7 +341,7 @@ impl<C: Clock> CircuitBreaker<C> {
         Permit {
             breaker: self,
             generation,
-            started: self.clock.now(),
+            started: self.clock.now_nanos(),
             finished: false,
         }
     }
@@ -348,15 +352,15 @@ impl<C: Clock> CircuitBreaker<C> {
     }
 
     fn now_nanos(&self) -> u64 {
-        nanos(self.clock.now())
+        self.clock.now_nanos()
     }
 
     /// Records a call made under `generation`'s permit, started at
-    /// `started` and finished `now`.
-    fn record(&self, generation: u64, failed: bool, started: Duration, now: Duration) {
+    /// `started` and finished `now` (nanoseconds on the clock).
+    fn record(&self, generation: u64, failed: bool, started: u64, now: u64) {
         let outcome = Outcome {
             failed,
-            slow: now.saturating_sub(started) >= self.config.slow_call_duration_threshold,
+            slow: now.saturating_sub(started) >= self.slow_call_nanos,
         };
         let mut core = self.core.lock();
         if core.generation != generation {
@@ -368,7 +372,7 @@ impl<C: Clock> CircuitBreaker<C> {
             State::Closed => {
                 let totals = match &mut core.window {
                     Window::Count(window) => window.record(outcome),
-                    Window::Time(window) => window.record(now, outcome),
+                    Window::Time(window) => window.record(Duration::from_nanos(now), outcome),
                 };
                 if totals.calls >= u64::from(self.config.minimum_number_of_calls)
                     && self.over_threshold(totals)
@@ -490,7 +494,8 @@ fn nanos(duration: Duration) -> u64 {
 pub struct Permit<'a, C: Clock = SystemClock> {
     breaker: &'a CircuitBreaker<C>,
     generation: u64,
-    started: Duration,
+    /// Nanoseconds on the breaker's clock.
+    started: u64,
     finished: bool,
 }
 
@@ -525,7 +530,7 @@ impl<C: Clock> Permit<'_, C> {
         self.finished = true;
         match failed {
             Some(failed) => {
-                let now = self.breaker.clock.now();
+                let now = self.breaker.clock.now_nanos();
                 self.breaker
                     .record(self.generation, failed, self.started, now);
             }

@@ -1,0 +1,158 @@
+//! Adaptive concurrency limits in a simulated overload, and the book's plots.
+//!
+//! A server serves 40 requests at once in 20 ms each and slows down 5 %
+//! per request beyond; it is offered 1,000 requests/s, then 4,000/s (twice
+//! what it can serve) for 30 s, then 1,000/s again. The simulation runs
+//! in virtual time: no limit, AIMD, and Vegas, then prints what each did.
+//!
+//!     cargo run --example adaptive-limit
+//!     cargo run --example adaptive-limit -- --svg book/src/resilience
+//!
+//! With `--svg DIR` it also writes the plots the book shows
+//! (`adaptive-limit.svg`, `adaptive-latency.svg`). Needs no server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use concurrency_patterns::resilience::adaptive::simulation::{self, Point};
+use concurrency_patterns::resilience::adaptive::{LimitAlgorithm, Sample};
+use concurrency_patterns::resilience::{Aimd, LimitBounds, Vegas};
+use plotters::prelude::*;
+
+/// No limit at all, for comparison.
+struct Unlimited;
+
+impl LimitAlgorithm for Unlimited {
+    fn initial_limit(&self) -> u32 {
+        1_000_000
+    }
+    fn update(&mut self, _: Sample) -> u32 {
+        1_000_000
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let svg_dir = match std::env::args().nth(1).as_deref() {
+        Some("--svg") => Some(PathBuf::from(
+            std::env::args()
+                .nth(2)
+                .ok_or_else(|| anyhow::anyhow!("--svg needs a directory"))?,
+        )),
+        Some(other) => anyhow::bail!("unknown argument {other}; try --svg DIR"),
+        None => None,
+    };
+
+    // ANCHOR: run
+    let (server, load) = simulation::book_scenario();
+    let every = Duration::from_millis(250);
+    let bounds = LimitBounds::new(1, 1_000);
+    let runs = [
+        ("no limit", simulation::run(server, &load, Unlimited, every)),
+        (
+            "AIMD (timeout 60 ms)",
+            simulation::run(
+                server,
+                &load,
+                Aimd::new(bounds, 20).timeout(Duration::from_millis(60)),
+                every,
+            ),
+        ),
+        (
+            "Vegas",
+            simulation::run(server, &load, Vegas::new(bounds, 20), every),
+        ),
+    ];
+    // ANCHOR_END: run
+
+    println!("during the overload (10 s to 40 s):");
+    println!(
+        "{:<22} {:>10} {:>10} {:>10} {:>12}",
+        "", "served/s", "timed out", "shed", "mean latency"
+    );
+    for (name, points) in &runs {
+        let overload: Vec<&Point> = points
+            .iter()
+            .filter(|p| p.at > Duration::from_secs(10) && p.at <= Duration::from_secs(40))
+            .collect();
+        let completed: u32 = overload.iter().map(|p| p.completed).sum();
+        let dropped: u32 = overload.iter().map(|p| p.dropped).sum();
+        let rejected: u32 = overload.iter().map(|p| p.rejected).sum();
+        let latency: Duration = overload
+            .iter()
+            .map(|p| p.mean_latency * p.completed)
+            .sum::<Duration>()
+            / completed.max(1);
+        println!(
+            "{name:<22} {:>10} {:>10} {:>10} {:>12?}",
+            completed / 30,
+            dropped,
+            rejected,
+            latency
+        );
+    }
+
+    if let Some(dir) = svg_dir {
+        std::fs::create_dir_all(&dir)?;
+        let limited = &runs[1..];
+        plot(
+            &dir.join("adaptive-limit.svg"),
+            "concurrency limit",
+            limited,
+            |p| f64::from(p.limit),
+        )?;
+        // What clients see: a request that timed out took the 200 ms timeout.
+        plot(
+            &dir.join("adaptive-latency.svg"),
+            "mean latency seen by clients (ms)",
+            &runs,
+            |p| {
+                let finished = p.completed + p.dropped;
+                let total = p.mean_latency * p.completed + server.timeout * p.dropped;
+                (total / finished.max(1)).as_secs_f64() * 1_000.0
+            },
+        )?;
+        println!("wrote the plots to {}", dir.display());
+    }
+    Ok(())
+}
+
+/// One line per run of `value` over time.
+fn plot(
+    path: &std::path::Path,
+    what: &str,
+    runs: &[(&str, Vec<Point>)],
+    value: impl Fn(&Point) -> f64,
+) -> anyhow::Result<()> {
+    let top = runs
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(&value))
+        .fold(0.0, f64::max)
+        * 1.1;
+    // One color per algorithm in both plots (the no-limit run is the first, red).
+    let colors = [RED, BLUE, GREEN];
+    let root = SVGBackend::new(path, (720, 360)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(what, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..60.0, 0.0..top)?;
+    chart.configure_mesh().x_desc("time (s)").draw()?;
+    for ((name, points), color) in runs.iter().zip(colors.iter().cycle().skip(3 - runs.len())) {
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.at.as_secs_f64(), value(p))),
+                color,
+            ))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
