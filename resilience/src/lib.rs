@@ -2,10 +2,19 @@
 //! concurrency limits, a circuit breaker with resilience4j's semantics,
 //! retries with a budget, and tower layers.
 //!
-//! So far: the [`RateLimiter`] trait that every limiter implements (the
-//! distributed one in `distributed::redis` included), the exact
-//! [`SlidingLog`] and the O(1) [`SlidingWindow`] counter, on an injectable
-//! [`Clock`].
+//! - Rate limiters behind one [`RateLimiter`] trait (the distributed one in
+//!   `distributed::redis` implements it too): the exact [`SlidingLog`], the
+//!   O(1) [`SlidingWindow`] counter, [`Gcra`] (governor) and the
+//!   self-pruning [`KeyedGcra`].
+//! - [`circuit_breaker`]: a breaker with resilience4j's states, windows and
+//!   thresholds, exact half-open permits and transition events.
+//! - [`Retry`] with full jitter and a shared [`RetryBudget`].
+//! - [`adaptive`]: concurrency limits learned from latency and drops (AIMD,
+//!   Vegas), with a deterministic simulation.
+//! - `tower` (feature `tower`): layers for all of the above, whose clones
+//!   share one state.
+//!
+//! Everything takes an injectable [`Clock`], so tests run on virtual time.
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 

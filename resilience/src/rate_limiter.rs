@@ -24,6 +24,7 @@ impl Decision {
     }
 }
 
+// ANCHOR: trait
 /// A rate limiter: grants permits at a configured rate.
 ///
 /// The methods are async so that a limiter shared through a server (Redis)
@@ -45,6 +46,7 @@ pub trait RateLimiter: Send + Sync {
     fn try_acquire(&self) -> impl Future<Output = Result<Decision, Self::Error>> + Send {
         self.try_acquire_n(1)
     }
+    // ANCHOR_END: trait
 
     /// Waits until one permit is granted, sleeping for the `retry_after`
     /// the limiter gives (plus up to `jitter`, chosen by `spread`, so that
