@@ -53,18 +53,32 @@ async fn clones_of_a_rate_limited_service_share_one_budget() {
     );
 }
 
-#[tokio::test]
+/// tokio's clock as a limiter clock: with tokio's time paused, the
+/// limiter and the sleeps it causes share one virtual time.
+#[derive(Debug, Clone)]
+struct TokioClock(tokio::time::Instant);
+
+impl crate::Clock for TokioClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_waiting_rate_limit_paces_instead_of_refusing() {
-    // A burst of 1, then one per 10 ms: three requests all succeed, and
-    // cannot all be done in less than two periods.
-    let limiter = Arc::new(crate::Gcra::new(1, Duration::from_millis(10)).unwrap());
+    // A burst of 1, then one per 10 ms: three requests all succeed, the
+    // third 20 ms (of virtual time) after the first.
+    let clock = TokioClock(tokio::time::Instant::now());
+    let limiter =
+        Arc::new(crate::Gcra::with_clock(1, Duration::from_millis(10), clock.clone()).unwrap());
     let service = RateLimitLayer::waiting(limiter)
         .layer(service_fn(|r: u32| async move { Ok::<_, Infallible>(r) }));
-    let started = std::time::Instant::now();
+    let mut done_at = Vec::new();
     for i in 0..3 {
         assert_eq!(service.clone().oneshot(i).await.unwrap(), i);
+        done_at.push(crate::Clock::now(&clock).as_millis());
     }
-    assert!(started.elapsed() >= Duration::from_millis(20));
+    assert_eq!(done_at, [0, 10, 20]);
 }
 
 #[tokio::test]
