@@ -14,22 +14,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use concurrency_patterns::resilience::adaptive::simulation::{self, Point};
-use concurrency_patterns::resilience::adaptive::{LimitAlgorithm, Sample};
+use concurrency_patterns::resilience::adaptive::simulation::{self, NoLimit, Point};
 use concurrency_patterns::resilience::{Aimd, LimitBounds, Vegas};
 use plotters::prelude::*;
-
-/// No limit at all, for comparison.
-struct Unlimited;
-
-impl LimitAlgorithm for Unlimited {
-    fn initial_limit(&self) -> u32 {
-        1_000_000
-    }
-    fn update(&mut self, _: Sample) -> u32 {
-        1_000_000
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     let svg_dir = match std::env::args().nth(1).as_deref() {
@@ -47,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     let every = Duration::from_millis(250);
     let bounds = LimitBounds::new(1, 1_000);
     let runs = [
-        ("no limit", simulation::run(server, &load, Unlimited, every)),
+        ("no limit", simulation::run(server, &load, NoLimit, every)),
         (
             "AIMD (timeout 60 ms)",
             simulation::run(

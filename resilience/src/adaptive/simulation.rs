@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use super::{AdaptiveLimiter, AdaptivePermit, LimitAlgorithm};
+use super::{AdaptiveLimiter, AdaptivePermit, LimitAlgorithm, Sample};
 use crate::clock::{Clock, ManualClock};
 
 /// A server that takes `base_latency` per request up to `knee` requests at
@@ -60,6 +60,20 @@ pub struct Point {
     pub dropped: u32,
     /// Requests the limiter shed.
     pub rejected: u32,
+}
+
+/// No limit at all (a million), to compare the algorithms with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLimit;
+
+impl LimitAlgorithm for NoLimit {
+    fn initial_limit(&self) -> u32 {
+        1_000_000
+    }
+
+    fn update(&mut self, _: Sample) -> u32 {
+        1_000_000
+    }
 }
 
 /// The book's scenario: 20 ms per request up to 40 at once, 5 % slower for
@@ -187,7 +201,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adaptive::{Aimd, LimitBounds, Sample, Vegas};
+    use crate::adaptive::{Aimd, LimitBounds, Vegas};
 
     fn server() -> SimulatedServer {
         book_scenario().0
@@ -209,17 +223,6 @@ mod tests {
         let completed: u32 = points.iter().map(|p| p.completed).sum();
         let total: Duration = points.iter().map(|p| p.mean_latency * p.completed).sum();
         total / completed.max(1)
-    }
-
-    struct NoLimit;
-
-    impl LimitAlgorithm for NoLimit {
-        fn initial_limit(&self) -> u32 {
-            100_000
-        }
-        fn update(&mut self, _: Sample) -> u32 {
-            100_000
-        }
     }
 
     #[test]
