@@ -124,6 +124,14 @@ impl Proc {
         false
     }
 
+    /// Every line printed so far (waiting `settle` for more to arrive).
+    pub fn lines_so_far(&mut self, settle: Duration) -> &[String] {
+        while let Ok(line) = self.lines.recv_timeout(settle) {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
     pub fn signal(&self, signal: libc::c_int) {
         // Safety: kill(2) on our own child, not yet reaped.
         unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };

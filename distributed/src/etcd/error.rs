@@ -104,6 +104,15 @@ pub enum EtcdError {
         reason: String,
     },
 
+    /// An exactly-once write found its receipt lane changed by someone else.
+    #[error(
+        "the receipt lane `{key}` keeps changing under this process; another process is writing it (a copied lane id?)"
+    )]
+    ReceiptConflict {
+        /// The lane.
+        key: String,
+    },
+
     /// Any other error from the server or the client library.
     #[error("etcd request failed: {0}")]
     Client(#[from] etcd_client::Error),

@@ -7,14 +7,14 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
-    WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, TxnOp, WatchOptions,
 };
 use tokio::sync::{Mutex, Notify, oneshot};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
 use super::EtcdError;
+use super::receipt::{Applied, Receipts};
 use super::retry::{Repeat, retrying};
 
 /// Which item is taken first.
@@ -38,6 +38,8 @@ pub(crate) struct ItemLine {
     /// One permit per new item seen by the watch.
     arrivals: Notify,
     watcher: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Makes takes (and the queues' enqueues) exactly once under lost replies.
+    receipts: Arc<Receipts>,
 }
 
 impl Drop for ItemLine {
@@ -58,11 +60,16 @@ impl ItemLine {
             candidates: Mutex::new(VecDeque::new()),
             arrivals: Notify::new(),
             watcher: std::sync::Mutex::new(None),
+            receipts: Arc::new(Receipts::new()),
         })
     }
 
     pub(crate) fn client(&self) -> &Client {
         &self.client
+    }
+
+    pub(crate) fn receipts(&self) -> &Receipts {
+        &self.receipts
     }
 
     /// Takes the first item, if there is one; never waits for one.
@@ -102,7 +109,7 @@ impl ItemLine {
                 read_at = self.refill(&mut candidates).await?;
             }
             while let Some((key, revision, value)) = candidates.pop_front() {
-                if take_item(&self.client, key, revision, value.clone()).await? {
+                if take_item(&self.client, &self.receipts, key, revision, value.clone()).await? {
                     return Ok((Some(value), read_at));
                 }
                 // Someone else took it: try the next one.
@@ -194,7 +201,10 @@ async fn watch_arrivals(
 
 /// Deletes the item if it is still the version we read; true if we got it.
 ///
-/// The transaction runs in its own task, so that it cannot be cut in half.
+/// The delete is exactly once ([`Receipts`]): a lost reply is resolved, so
+/// an item deleted for us is never mistaken for one taken by someone else
+/// (which would lose it). The transaction runs in its own task, so that it
+/// cannot be cut in half.
 /// The task hands the outcome over and then waits for the caller to
 /// acknowledge it — which the caller does in the same step in which it
 /// receives it. If the caller is gone instead (its `dequeue` was cancelled),
@@ -202,32 +212,30 @@ async fn watch_arrivals(
 // ANCHOR: take_item
 async fn take_item(
     client: &Client,
+    receipts: &Arc<Receipts>,
     key: String,
     mod_revision: i64,
     value: Vec<u8>,
 ) -> Result<bool, EtcdError> {
     let (reply, answer) = oneshot::channel();
     let (ack, acked) = oneshot::channel::<()>();
-    let client = client.clone();
+    let (client, receipts) = (client.clone(), receipts.clone());
     tokio::spawn(async move {
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.as_str(),
-                CompareOp::Equal,
-                mod_revision,
-            )])
-            .and_then([TxnOp::delete(key.as_str(), None)]);
-        let outcome = retrying(Repeat::IfUnsent, || {
-            let (mut client, txn) = (client.clone(), txn.clone());
-            async move { client.txn(txn).await }
-        })
-        .await
-        .map(|response| response.succeeded());
+        let unchanged = Compare::mod_revision(key.as_str(), CompareOp::Equal, mod_revision);
+        let delete = TxnOp::delete(key.as_str(), None);
+        let outcome = receipts
+            .apply(&client, vec![unchanged], vec![delete])
+            .await
+            .map(|applied| matches!(applied, Applied::Yes(_)));
         let taken = matches!(outcome, Ok(true));
         let _ = reply.send(outcome);
         if taken && acked.await.is_err() {
             debug!(%key, "dequeue cancelled after the item was taken; putting it back");
-            if let Err(error) = client.clone().put(key.as_str(), value, None).await {
+            let put_back = retrying(Repeat::IfUnsent, || {
+                let (mut client, key, value) = (client.clone(), key.clone(), value.clone());
+                async move { client.put(key, value, None).await }
+            });
+            if let Err(error) = put_back.await {
                 tracing::warn!(%key, %error, "could not put back the item of a cancelled dequeue");
             }
         }

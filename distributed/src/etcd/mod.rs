@@ -34,6 +34,7 @@ mod mutex;
 mod name;
 mod priority_queue;
 mod queue;
+mod receipt;
 mod retry;
 mod rwmutex;
 mod session;

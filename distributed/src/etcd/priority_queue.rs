@@ -8,7 +8,7 @@ use tracing::instrument;
 
 use super::EtcdError;
 use super::item_line::{ItemLine, TakeOrder};
-use super::keys::create_if_absent;
+use super::keys::create_if_absent_once;
 use super::name::RecipeName;
 use super::retry::{Repeat, retrying};
 
@@ -84,9 +84,14 @@ impl PriorityQueue {
                 None => 0,
             };
             let key = format!("{level}{next:016}");
-            if create_if_absent(self.line.client(), &key, value.clone(), 0)
-                .await?
-                .is_some()
+            if create_if_absent_once(
+                self.line.client(),
+                self.line.receipts(),
+                &key,
+                value.clone(),
+            )
+            .await?
+            .is_some()
             {
                 return Ok(key);
             }

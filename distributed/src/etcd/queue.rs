@@ -7,7 +7,7 @@ use tracing::instrument;
 
 use super::EtcdError;
 use super::item_line::{ItemLine, TakeOrder};
-use super::keys::create_unique;
+use super::keys::create_unique_once;
 use super::name::RecipeName;
 
 /// How many of the oldest items one read fetches. Items are taken one at a
@@ -54,12 +54,22 @@ impl Queue {
 
     /// Appends `value`; one round trip. Returns the item's key.
     ///
+    /// Exactly once: if the reply is lost (the member died), the write is
+    /// sent again in a way that cannot apply twice (see the chapter's
+    /// "exactly once under faults").
+    ///
     /// Cancel safety: if dropped before the reply, the item may or may not
-    /// have been added (as with any write whose reply is lost).
+    /// have been added (as with any write whose reply is not awaited).
     #[instrument(level = "debug", skip(self, value), fields(queue = self.name.as_str()))]
     pub async fn enqueue(&self, value: impl Into<Vec<u8>>) -> Result<String, EtcdError> {
         let value: Vec<u8> = value.into();
-        let (key, _) = create_unique(self.line.client(), &self.name.prefix(), value, 0).await?;
+        let (key, _) = create_unique_once(
+            self.line.client(),
+            self.line.receipts(),
+            &self.name.prefix(),
+            value,
+        )
+        .await?;
         Ok(key)
     }
 

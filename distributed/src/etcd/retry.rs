@@ -47,6 +47,32 @@ where
     }
 }
 
+/// Like [`retrying`] with [`Repeat::Idempotent`], but keeps trying for as
+/// long as `patience` rather than a number of times: for requests whose
+/// outcome must be learned (exactly-once writes), where giving up early
+/// would leave the caller not knowing whether its write applied.
+pub(crate) async fn retrying_for<T, F, Fut>(patience: Duration, mut op: F) -> Result<T, EtcdError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(error)
+                if started.elapsed() < patience && may_repeat(&error, Repeat::Idempotent) =>
+            {
+                tracing::debug!(%error, "retrying an etcd request whose outcome must be known");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            Err(error) => return Err(EtcdError::Client(error)),
+        }
+    }
+}
+
 fn may_repeat(error: &etcd_client::Error, repeat: Repeat) -> bool {
     let etcd_client::Error::GRpcStatus(status) = error else {
         return matches!(error, etcd_client::Error::TransportError(_));

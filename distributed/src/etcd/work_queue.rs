@@ -7,8 +7,9 @@ use etcd_client::{
 };
 use tracing::{debug, instrument};
 
-use super::keys::create_unique;
+use super::keys::create_unique_once;
 use super::name::RecipeName;
+use super::receipt::Receipts;
 use super::retry::{Repeat, retrying};
 use super::{EtcdError, Session};
 
@@ -32,6 +33,8 @@ pub struct WorkQueue {
     session: Session,
     name: RecipeName,
     dead_letter_after: Option<i64>,
+    /// Makes enqueues exactly once under lost replies (no duplicate items).
+    receipts: std::sync::Arc<Receipts>,
 }
 
 /// An item claimed by this consumer. Finish the work, then [`WorkQueue::ack`].
@@ -53,6 +56,7 @@ impl WorkQueue {
             session: session.clone(),
             name: RecipeName::new(name)?,
             dead_letter_after: None,
+            receipts: std::sync::Arc::new(Receipts::new()),
         })
     }
 
@@ -70,11 +74,11 @@ impl WorkQueue {
     /// Adds an item; returns its id.
     pub async fn enqueue(&self, value: impl Into<Vec<u8>>) -> Result<String, EtcdError> {
         let value: Vec<u8> = value.into();
-        let (key, _) = create_unique(
+        let (key, _) = create_unique_once(
             &self.session.client(),
+            &self.receipts,
             &self.name.sub_prefix("items"),
             value,
-            0,
         )
         .await?;
         Ok(key.rsplit('/').next().unwrap_or_default().to_string())

@@ -1,0 +1,212 @@
+//! Queues under concurrency and faults: producers and consumers in separate
+//! processes on a 3-member etcd cluster whose leader is killed mid-run.
+//! Every Queue item is delivered exactly once; every WorkQueue item at
+//! least once, none lost.
+//!
+//! The producer and consumer processes are this test binary itself, run
+//! again with `QUEUE_ROLE` set (the ignored `role` test below is their
+//! entry point).
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use distributed::etcd::{EtcdConfig, Queue, Session, WorkQueue};
+use support::Proc;
+use testkit::EtcdCluster;
+
+const PRODUCERS: usize = 3;
+const CONSUMERS: usize = 3;
+const ITEMS_PER_PRODUCER: usize = 150;
+
+/// Starts this binary as a producer or consumer.
+fn spawn_role(etcd: &EtcdCluster, role: &str, kind: &str, queue: &str, id: usize) -> Proc {
+    Proc::spawn(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "role",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("QUEUE_ROLE", role)
+            .env("QUEUE_KIND", kind)
+            .env("QUEUE_NAME", queue)
+            .env("QUEUE_ID", id.to_string())
+            .env("ETCD_ENDPOINTS", etcd.endpoints_env())
+            .env_remove("ETCD_USER")
+            .env_remove("ETCD_PASSWORD"),
+    )
+}
+
+/// The entry point of the child processes; does nothing in a normal run.
+#[test]
+#[ignore = "run by the fault tests as a child process"]
+fn role() {
+    let Ok(role) = std::env::var("QUEUE_ROLE") else {
+        return;
+    };
+    let kind = std::env::var("QUEUE_KIND").unwrap();
+    let name = std::env::var("QUEUE_NAME").unwrap();
+    let id: usize = std::env::var("QUEUE_ID").unwrap().parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let client = EtcdConfig::from_env().unwrap().connect().await.unwrap();
+        let session = Session::new(client.clone(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let queue = Queue::new(client, &name).unwrap();
+        let work = WorkQueue::new(&session, &name).unwrap();
+        match role.as_str() {
+            "producer" => {
+                for i in 0..ITEMS_PER_PRODUCER {
+                    let item = format!("p{id}-{i}");
+                    // An error here would leave the outcome unknown: the
+                    // test counts it as a failure rather than guessing.
+                    let sent = match kind.as_str() {
+                        "queue" => queue.enqueue(item.clone()).await.map(drop),
+                        _ => work.enqueue(item.clone()).await.map(drop),
+                    };
+                    match sent {
+                        Ok(()) => println!("sent {item}"),
+                        Err(error) => println!("send-error {item}: {error}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+                println!("producer done");
+            }
+            _ => loop {
+                let got = match kind.as_str() {
+                    "queue" => queue.dequeue().await.map(|v| String::from_utf8(v).unwrap()),
+                    _ => match work.dequeue().await {
+                        Ok(item) => {
+                            let value = String::from_utf8(item.value.clone()).unwrap();
+                            // Ack errors only mean a later redelivery.
+                            let _ = work.ack(&item).await;
+                            Ok(value)
+                        }
+                        Err(error) => Err(error),
+                    },
+                };
+                match got {
+                    Ok(value) => println!("got {value}"),
+                    Err(error) => {
+                        println!("receive-error: {error}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            },
+        }
+    });
+}
+
+/// The item after `marker` on a line (libtest may print its own words
+/// before the child's first line).
+fn after(line: &str, marker: &str) -> Option<String> {
+    line.split_once(marker)
+        .map(|(_, item)| item.trim().to_string())
+}
+
+/// Runs producers and consumers of `kind`, kills the etcd leader once the
+/// first items have passed, and returns (sent, received counts per item,
+/// errors).
+fn run_with_leader_kill(kind: &str) -> (Vec<String>, HashMap<String, usize>, Vec<String>) {
+    let etcd = EtcdCluster::start(3).unwrap();
+    let name = format!("faults-{kind}");
+    let mut consumers: Vec<Proc> = (0..CONSUMERS)
+        .map(|c| spawn_role(&etcd, "consumer", kind, &name, c))
+        .collect();
+    let mut producers: Vec<Proc> = (0..PRODUCERS)
+        .map(|p| spawn_role(&etcd, "producer", kind, &name, p))
+        .collect();
+    // Kill the leader once items are flowing.
+    assert!(
+        consumers[0].sees_line_within("got ", Duration::from_secs(30)),
+        "no item got through: {:#?}",
+        consumers[0].seen
+    );
+    let leader = etcd.leader().unwrap();
+    etcd.kill(leader).unwrap();
+    for producer in &mut producers {
+        producer.expect_line("producer done", Duration::from_secs(120));
+    }
+    let sent: Vec<String> = producers
+        .iter_mut()
+        .flat_map(|p| p.lines_so_far(Duration::from_millis(10)).to_vec())
+        .filter_map(|line| after(&line, "sent "))
+        .collect();
+    let mut errors: Vec<String> = producers
+        .iter()
+        .flat_map(|p| p.seen.iter())
+        .filter(|line| line.contains("error"))
+        .cloned()
+        .collect();
+    // Wait until everything sent has arrived (or 60 s), then a little more
+    // for any late duplicate.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut received = HashMap::new();
+    loop {
+        received.clear();
+        for consumer in &mut consumers {
+            for line in consumer.lines_so_far(Duration::from_millis(50)) {
+                if let Some(item) = after(line, "got ") {
+                    *received.entry(item).or_insert(0) += 1;
+                }
+            }
+        }
+        if sent.iter().all(|item| received.contains_key(item)) || Instant::now() > deadline {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    received.clear();
+    for consumer in &mut consumers {
+        for line in consumer.lines_so_far(Duration::from_millis(50)) {
+            if let Some(item) = after(line, "got ") {
+                *received.entry(item).or_insert(0) += 1;
+            }
+        }
+        errors.extend(
+            consumer
+                .seen
+                .iter()
+                .filter(|l| l.contains("error"))
+                .cloned(),
+        );
+    }
+    (sent, received, errors)
+}
+
+#[test]
+fn queue_items_pass_exactly_once_while_the_leader_is_killed() {
+    let (sent, received, errors) = run_with_leader_kill("queue");
+    assert_eq!(
+        sent.len(),
+        PRODUCERS * ITEMS_PER_PRODUCER,
+        "producer errors: {errors:#?}"
+    );
+    let lost: Vec<&String> = sent.iter().filter(|i| !received.contains_key(*i)).collect();
+    let twice: Vec<(&String, &usize)> = received.iter().filter(|(_, n)| **n > 1).collect();
+    let invented: Vec<&String> = received.keys().filter(|i| !sent.contains(i)).collect();
+    assert!(lost.is_empty(), "lost {lost:?}; errors {errors:#?}");
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert!(invented.is_empty(), "never sent: {invented:?}");
+}
+
+#[test]
+fn work_queue_items_arrive_at_least_once_while_the_leader_is_killed() {
+    let (sent, received, errors) = run_with_leader_kill("work");
+    assert_eq!(
+        sent.len(),
+        PRODUCERS * ITEMS_PER_PRODUCER,
+        "producer errors: {errors:#?}"
+    );
+    let lost: Vec<&String> = sent.iter().filter(|i| !received.contains_key(*i)).collect();
+    let invented: Vec<&String> = received.keys().filter(|i| !sent.contains(i)).collect();
+    assert!(lost.is_empty(), "lost {lost:?}; errors {errors:#?}");
+    assert!(invented.is_empty(), "never sent: {invented:?}");
+}
