@@ -228,37 +228,33 @@ pub async fn stm_bank(servers: &mut Servers) -> anyhow::Result<String> {
         tasks.push(tokio::spawn(async move {
             let mut attempts = 0;
             for _ in 0..PER_TASK {
-                let (a, b) = loop {
-                    let (a, b) = (
-                        rand::random_range(0..ACCOUNTS),
-                        rand::random_range(0..ACCOUNTS),
-                    );
-                    if a != b {
-                        break (a, b);
+                // The lesson's exchange, as the Go peer runs it: each attempt
+                // draws two random accounts (the same one twice does nothing)
+                // and moves half of one balance to the other.
+                let outcome = run_stm(&client, StmOptions::default().max_attempts(1000), |stm| {
+                    let bank = bank.clone();
+                    async move {
+                        let (a, b) = (
+                            rand::random_range(0..ACCOUNTS),
+                            rand::random_range(0..ACCOUNTS),
+                        );
+                        if a == b {
+                            return Ok(());
+                        }
+                        let (from, to) = (format!("{bank}/{a}"), format!("{bank}/{b}"));
+                        let balance = |key: String| {
+                            let stm = stm.clone();
+                            async move {
+                                let text = stm.get_string(&key).await?.unwrap_or_default();
+                                Ok::<u64, EtcdError>(text.parse().unwrap_or(0))
+                            }
+                        };
+                        let from_balance = balance(from.clone()).await?;
+                        let to_balance = balance(to.clone()).await?;
+                        stm.put(&from, (from_balance - from_balance / 2).to_string());
+                        stm.put(&to, (to_balance + from_balance / 2).to_string());
+                        Ok::<_, EtcdError>(())
                     }
-                };
-                let (from, to) = (format!("{bank}/{a}"), format!("{bank}/{b}"));
-                let (from, to) = (&from, &to);
-                // Both accounts are known up front: read them in one round trip.
-                let options = StmOptions::default()
-                    .max_attempts(1000)
-                    .prefetch([from.as_str(), to.as_str()]);
-                let outcome = run_stm(&client, options, |stm| async move {
-                    let from_balance: u64 = stm
-                        .get_string(from)
-                        .await?
-                        .unwrap_or_default()
-                        .parse()
-                        .unwrap_or(0);
-                    let to_balance: u64 = stm
-                        .get_string(to)
-                        .await?
-                        .unwrap_or_default()
-                        .parse()
-                        .unwrap_or(0);
-                    stm.put(from, (from_balance - from_balance / 2).to_string());
-                    stm.put(to, (to_balance + from_balance / 2).to_string());
-                    Ok::<_, EtcdError>(())
                 })
                 .await?;
                 attempts += outcome.attempts;

@@ -178,9 +178,14 @@ impl Stm {
         }
         let snapshot = self.lock().snapshot;
         let at = match (self.isolation, snapshot) {
-            (Isolation::Serializable | Isolation::SerializableSnapshot, Some(revision)) => {
-                Some(GetOptions::new().with_revision(revision))
-            }
+            // At a fixed past revision, any member's copy is as good as the
+            // leader's: a serializable read, served without a raft round
+            // (Go's STM does the same after its first read).
+            (Isolation::Serializable | Isolation::SerializableSnapshot, Some(revision)) => Some(
+                GetOptions::new()
+                    .with_revision(revision)
+                    .with_serializable(),
+            ),
             _ => None,
         };
         let gets: Vec<TxnOp> = keys
