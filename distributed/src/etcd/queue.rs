@@ -21,6 +21,10 @@ const BATCH: i64 = 16;
 /// Guarantees:
 /// - Each item is delivered to at most one consumer (a revision-checked
 ///   delete decides), and none is lost by a cancelled `dequeue`.
+/// - A lost reply (a member dying mid-request) neither duplicates an
+///   enqueue nor loses a take: both carry a receipt that makes repeating
+///   them safe. Receipts are small keys under `cpr-receipts/` that expire
+///   a minute after the queue object stops writing.
 /// - Queue `a` never sees the items of queue `ab` (keys are read under
 ///   `a/`; Go's recipe reads the bare prefix).
 /// - No thundering herd within a process: consumers that share a `Queue`
@@ -55,8 +59,8 @@ impl Queue {
     /// Appends `value`; one round trip. Returns the item's key.
     ///
     /// Exactly once: if the reply is lost (the member died), the write is
-    /// sent again in a way that cannot apply twice (see the chapter's
-    /// "exactly once under faults").
+    /// sent again in a way that cannot apply twice (a receipt; see the
+    /// book's "Exactly once when a reply is lost").
     ///
     /// Cancel safety: if dropped before the reply, the item may or may not
     /// have been added (as with any write whose reply is not awaited).

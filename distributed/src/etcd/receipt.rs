@@ -111,6 +111,7 @@ impl Receipts {
         let number = lane.next;
         lane.next += 1;
         for _ in 0..LANE_RETRIES {
+            // ANCHOR: receipt_txn
             let mut when = compares.clone();
             when.push(Compare::mod_revision(
                 lane.key.as_str(),
@@ -127,6 +128,7 @@ impl Receipts {
                 .when(when)
                 .and_then(then)
                 .or_else([TxnOp::get(lane.key.as_str(), None)]);
+            // ANCHOR_END: receipt_txn
             // Repeating is safe now, whatever happened to the reply; keep
             // at it through an election or a restart, so that the caller
             // learns the outcome rather than an "unknown".
