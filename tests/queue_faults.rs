@@ -23,8 +23,20 @@ const ITEMS_PER_PRODUCER: usize = 150;
 
 /// Starts this binary as a producer or consumer.
 fn spawn_role(etcd: &EtcdCluster, role: &str, kind: &str, queue: &str, id: usize) -> Proc {
+    spawn_role_with(etcd, role, kind, queue, id, &[])
+}
+
+fn spawn_role_with(
+    etcd: &EtcdCluster,
+    role: &str,
+    kind: &str,
+    queue: &str,
+    id: usize,
+    env: &[(&str, &str)],
+) -> Proc {
     Proc::spawn(
         Command::new(std::env::current_exe().unwrap())
+            .envs(env.iter().copied())
             .args([
                 "--exact",
                 "role",
@@ -93,7 +105,14 @@ fn role() {
                     },
                 };
                 match got {
-                    Ok(value) => println!("got {value}"),
+                    Ok(value) => {
+                        println!("got {value}");
+                        if let Ok(pause) = std::env::var("QUEUE_PAUSE_MS") {
+                            // Busy with the item for a while.
+                            let pause = pause.parse().unwrap();
+                            tokio::time::sleep(Duration::from_millis(pause)).await;
+                        }
+                    }
                     Err(error) => {
                         println!("receive-error: {error}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -209,4 +228,95 @@ fn work_queue_items_arrive_at_least_once_while_the_leader_is_killed() {
     let invented: Vec<&String> = received.keys().filter(|i| !sent.contains(i)).collect();
     assert!(lost.is_empty(), "lost {lost:?}; errors {errors:#?}");
     assert!(invented.is_empty(), "never sent: {invented:?}");
+}
+
+/// Counts the keys under `prefix`.
+fn keys_under(etcd: &EtcdCluster, prefix: &str) -> usize {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
+        let options = distributed::etcd::etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_count_only();
+        client.get(prefix, Some(options)).await.unwrap().count() as usize
+    })
+}
+
+#[test]
+fn one_item_wakes_one_of_eight_consumer_processes() {
+    // A cluster of its own, so that its request counter sees only this test.
+    let etcd = EtcdCluster::start(1).unwrap();
+    let name = "herd";
+    // Each consumer is busy for 2 s after an item, so the window measured
+    // below holds the item's cost and not the next dequeue's.
+    let mut consumers: Vec<Proc> = (0..8)
+        .map(|c| {
+            spawn_role_with(
+                &etcd,
+                "consumer",
+                "queue",
+                name,
+                c,
+                &[("QUEUE_PAUSE_MS", "2000")],
+            )
+        })
+        .collect();
+    // Wait until all eight processes are idle and queued up.
+    let line = format!("cpr-idle/{name}/");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while keys_under(&etcd, &line) < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "the consumers never all went idle"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let queue = runtime.block_on(async {
+        let client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
+        Queue::new(client, name).unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let addr = etcd.client_addrs()[0];
+    let before = testkit::etcd_grpc_calls(addr).unwrap();
+    runtime.block_on(queue.enqueue("only one")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = |consumers: &mut Vec<Proc>| {
+        consumers
+            .iter_mut()
+            .map(|c| {
+                c.lines_so_far(Duration::from_millis(5))
+                    .iter()
+                    .filter(|l| l.contains("got "))
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    while got(&mut consumers) == 0 {
+        assert!(Instant::now() < deadline, "nobody got the item");
+    }
+    std::thread::sleep(Duration::from_millis(500)); // a herd would show by now
+    let calls = testkit::etcd_grpc_calls(addr).unwrap() - before;
+    // The enqueue (and its receipt lease), the first process's read and take
+    // (and its receipt lease), its leaving the line, the next process's look
+    // at the line, its watch and its read: 9. A herd would be a read and a
+    // take per process, at least 17.
+    eprintln!("{calls} requests for one item with 8 idle consumer processes");
+    assert!(
+        calls <= 10,
+        "{calls} requests for one item with 8 idle processes"
+    );
+
+    // The line hands over: twenty more items all arrive, once each.
+    for i in 0..20 {
+        runtime
+            .block_on(queue.enqueue(format!("more-{i}")))
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got(&mut consumers) < 21 {
+        assert!(Instant::now() < deadline, "items were left in the queue");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(got(&mut consumers), 21, "an item was delivered twice");
 }

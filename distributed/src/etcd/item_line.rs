@@ -1,19 +1,18 @@
 //! The building block under both queues: a line of items under a key
-//! prefix, taken one at a time by revision-checked deletes, with one watch
-//! per process that wakes one waiting consumer per new item.
+//! prefix, taken one at a time by revision-checked deletes. Waiting
+//! consumers are woken one per new item, by one watch in the one process
+//! that is first in the queue's idle line (see `idle_line`).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
-use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, TxnOp, WatchOptions,
-};
-use tokio::sync::{Mutex, Notify, oneshot};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, TxnOp};
+use tokio::sync::{Mutex, oneshot};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
 use super::EtcdError;
+use super::idle_line::{Signals, coordinate};
 use super::receipt::{Applied, Receipts};
 use super::retry::{Repeat, retrying};
 
@@ -35,17 +34,18 @@ pub(crate) struct ItemLine {
     batch: i64,
     /// Items read but not yet taken: (key, mod revision, value).
     candidates: Mutex<VecDeque<(String, i64, Vec<u8>)>>,
-    /// One permit per new item seen by the watch.
-    arrivals: Notify,
-    watcher: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Wake-ups, the count of waiting consumers, and the coordinator's state.
+    signals: Arc<Signals>,
+    /// The coordinator task (see `idle_line::coordinate`), if started.
+    coordinator: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Makes takes (and the queues' enqueues) exactly once under lost replies.
     receipts: Arc<Receipts>,
 }
 
 impl Drop for ItemLine {
     fn drop(&mut self) {
-        if let Some(watcher) = self.watcher.get_mut().ok().and_then(Option::take) {
-            watcher.abort();
+        if let Some(coordinator) = self.coordinator.get_mut().ok().and_then(Option::take) {
+            coordinator.abort();
         }
     }
 }
@@ -58,8 +58,8 @@ impl ItemLine {
             order,
             batch: batch.max(1),
             candidates: Mutex::new(VecDeque::new()),
-            arrivals: Notify::new(),
-            watcher: std::sync::Mutex::new(None),
+            signals: Arc::new(Signals::default()),
+            coordinator: std::sync::Mutex::new(None),
             receipts: Arc::new(Receipts::new()),
         })
     }
@@ -74,7 +74,7 @@ impl ItemLine {
 
     /// Takes the first item, if there is one; never waits for one.
     pub(crate) async fn try_take(self: &Arc<Self>) -> Result<Option<Vec<u8>>, EtcdError> {
-        Ok(self.take_first().await?.0)
+        self.take_first().await
     }
 
     /// Takes the first item, waiting while there is none.
@@ -84,45 +84,52 @@ impl ItemLine {
     /// is put back, never lost.
     // ANCHOR: take
     pub(crate) async fn take(self: &Arc<Self>) -> Result<Vec<u8>, EtcdError> {
+        let mut waiting = None;
         loop {
             // Register interest before looking, so that an item arriving
             // between the look and the wait still wakes us.
-            let arrival = self.arrivals.notified();
+            let arrival = self.signals.arrivals.notified();
             tokio::pin!(arrival);
             arrival.as_mut().enable();
-            let (item, read_at) = self.take_first().await?;
-            if let Some(value) = item {
+            if let Some(value) = self.take_first().await? {
                 return Ok(value);
             }
-            self.start_watcher(read_at + 1);
+            // Counted as waiting (until we return or are dropped), so that
+            // this process keeps its place in the queue's idle line.
+            waiting.get_or_insert_with(|| self.signals.waiting());
+            self.start_coordinator();
             arrival.await;
         }
     }
     // ANCHOR_END: take
 
-    /// The first item, and the revision at which the line was last read.
-    async fn take_first(&self) -> Result<(Option<Vec<u8>>, i64), EtcdError> {
+    /// Takes the first item, if there is one.
+    async fn take_first(&self) -> Result<Option<Vec<u8>>, EtcdError> {
         let mut candidates = self.candidates.lock().await;
-        let mut read_at = 0;
         for refill in [false, true] {
             if refill {
-                read_at = self.refill(&mut candidates).await?;
+                self.refill(&mut candidates).await?;
             }
             while let Some((key, revision, value)) = candidates.pop_front() {
                 if take_item(&self.client, &self.receipts, key, revision, value.clone()).await? {
-                    return Ok((Some(value), read_at));
+                    if !candidates.is_empty() {
+                        // More items are known: pass the wake-up on, since
+                        // one wake-up may stand for several items.
+                        self.signals.arrivals.notify_one();
+                    }
+                    return Ok(Some(value));
                 }
                 // Someone else took it: try the next one.
             }
         }
-        Ok((None, read_at))
+        Ok(None)
     }
 
-    /// Reads the first items into `candidates`; returns the read's revision.
+    /// Reads the first items into `candidates`.
     async fn refill(
         &self,
         candidates: &mut VecDeque<(String, i64, Vec<u8>)>,
-    ) -> Result<i64, EtcdError> {
+    ) -> Result<(), EtcdError> {
         let mut options = GetOptions::new().with_prefix().with_limit(self.batch);
         if self.order == TakeOrder::ByRevision {
             options = options.with_sort(SortTarget::Create, SortOrder::Ascend);
@@ -140,63 +147,24 @@ impl ItemLine {
                 kv.value().to_vec(),
             ));
         }
-        Ok(response.header().map(|h| h.revision()).unwrap_or(0))
+        Ok(())
     }
 
-    /// Starts the line's one watch, if it is not running: it turns each new
-    /// item into one wake-up.
-    fn start_watcher(self: &Arc<Self>, from_revision: i64) {
-        let mut watcher = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
-        if watcher.as_ref().is_some_and(|w| !w.is_finished()) {
+    /// Starts the coordinator, if it is not running: it queues this
+    /// process up in the idle line and wakes one consumer per new item
+    /// once the process is first.
+    fn start_coordinator(&self) {
+        if !self.signals.claim_coordinator() {
             return;
         }
-        let line = Arc::downgrade(self);
-        let (client, prefix) = (self.client.clone(), self.prefix.clone());
-        *watcher = Some(tokio::spawn(async move {
-            let mut from = from_revision;
-            loop {
-                let outcome = watch_arrivals(&client, &prefix, &mut from, &line).await;
-                let Some(line) = line.upgrade() else { return };
-                debug!(?outcome, "item watch ended; restarting");
-                // While the watch is down, let every waiter look for itself.
-                line.arrivals.notify_waiters();
-                drop(line);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }));
+        let task = tokio::spawn(coordinate(
+            self.client.clone(),
+            self.prefix.clone(),
+            self.signals.clone(),
+        ));
+        let mut slot = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(task);
     }
-}
-
-/// Watches for new items from `from`, waking one waiter per item, until the
-/// watch fails or the line is dropped.
-async fn watch_arrivals(
-    client: &Client,
-    prefix: &str,
-    from: &mut i64,
-    line: &Weak<ItemLine>,
-) -> Result<(), EtcdError> {
-    let options = WatchOptions::new().with_prefix().with_start_revision(*from);
-    let mut watch = client.clone().watch(prefix, Some(options)).await?;
-    while let Some(response) = watch.message().await? {
-        if response.canceled() {
-            return Err(EtcdError::WatchEnded {
-                key: prefix.to_string(),
-                reason: response.cancel_reason().to_string(),
-            });
-        }
-        let Some(line) = line.upgrade() else {
-            return Ok(());
-        };
-        for event in response.events() {
-            if let Some(kv) = event.kv() {
-                *from = kv.mod_revision() + 1;
-                if event.event_type() == EventType::Put {
-                    line.arrivals.notify_one();
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Deletes the item if it is still the version we read; true if we got it.

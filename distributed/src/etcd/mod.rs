@@ -28,6 +28,7 @@ mod double_barrier;
 mod election;
 mod error;
 mod guarded_delete;
+mod idle_line;
 mod item_line;
 mod keys;
 mod mutex;

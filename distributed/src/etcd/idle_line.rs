@@ -1,0 +1,188 @@
+//! No thundering herd across processes: of all the processes with idle
+//! consumers on one queue, only the first in a line reacts to new items.
+//!
+//! Within a process, consumers of one queue share one watch that wakes one
+//! of them per item. Across processes that is not enough: eight processes
+//! with an idle consumer each would all wake for one item, all read the
+//! queue and all race to take it — seventeen requests where three do.
+//!
+//! So a process with idle consumers joins a line of keys,
+//! `cpr-idle/<queue prefix><nanos>`, on a lease of its own. Only the process
+//! whose key is first watches the queue; the others wait for the key ahead
+//! of theirs to go (as waiters of a lock do). When the first process has no
+//! idle consumer left, it leaves the line, and the next one takes over: it
+//! reads the queue once, then watches it. If a process dies, its key goes
+//! with its lease (after [`IDLE_TTL`]), and the next takes over then.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use etcd_client::{Client, EventType, WatchOptions};
+use tokio::sync::Notify;
+use tracing::debug;
+
+use super::guarded_delete::delete_if_created_at;
+use super::keys::create_unique;
+use super::wait::wait_for_predecessors;
+use super::{EtcdError, Session};
+
+/// The prefix of every idle line.
+pub(crate) const IDLE_PREFIX: &str = "cpr-idle/";
+/// The lease of a process's place in line. A process that dies holds up
+/// the line this long at most.
+pub(crate) const IDLE_TTL: Duration = Duration::from_secs(10);
+
+/// What the consumers of one queue object and its coordinator share.
+#[derive(Default)]
+pub(crate) struct Signals {
+    /// Consumers waiting for an item.
+    waiting: AtomicUsize,
+    /// One permit per item worth looking for.
+    pub(crate) arrivals: Notify,
+    /// Signalled when `waiting` drops to zero.
+    no_waiters: Notify,
+    /// Whether a coordinator task is running.
+    running: std::sync::Mutex<bool>,
+}
+
+impl Signals {
+    /// Counts a consumer as waiting until the guard is dropped.
+    pub(crate) fn waiting(self: &Arc<Self>) -> WaitingGuard {
+        self.waiting.fetch_add(1, SeqCst);
+        WaitingGuard(self.clone())
+    }
+
+    /// Marks a coordinator as running; false if one already is.
+    pub(crate) fn claim_coordinator(&self) -> bool {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        !std::mem::replace(&mut *running, true)
+    }
+
+    /// The coordinator's exit: stops (true) only if nobody waits. Decided
+    /// under the same lock as [`claim_coordinator`](Self::claim_coordinator),
+    /// so a consumer that starts waiting meanwhile either sees it running or
+    /// starts a new one.
+    fn stop_if_idle(&self) -> bool {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if self.waiting.load(SeqCst) == 0 {
+            *running = false;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Completes once no consumer waits.
+    async fn until_no_waiters(&self) {
+        loop {
+            let changed = self.no_waiters.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.waiting.load(SeqCst) == 0 {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// A waiting consumer, counted while this lives.
+pub(crate) struct WaitingGuard(Arc<Signals>);
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        if self.0.waiting.fetch_sub(1, SeqCst) == 1 {
+            self.0.no_waiters.notify_waiters();
+        }
+    }
+}
+
+/// Runs while this process has waiting consumers: queues up in the idle
+/// line, and once first, turns each new item into one wake-up.
+///
+/// If etcd fails on the way, every local consumer is woken to look for
+/// itself (nothing waits forever on a broken watch), and the coordinator
+/// queues up again.
+pub(crate) async fn coordinate(client: Client, items_prefix: String, signals: Arc<Signals>) {
+    let line_prefix = format!("{IDLE_PREFIX}{items_prefix}");
+    let mut session: Option<Session> = None;
+    loop {
+        if signals.stop_if_idle() {
+            return;
+        }
+        let turn = take_turn(&client, &line_prefix, &items_prefix, &signals, &mut session).await;
+        if let Err(error) = turn {
+            debug!(%error, "idle line failed; waking local consumers to look for themselves");
+            signals.arrivals.notify_waiters();
+            // Revoking the lease removes our key even if we lost track of
+            // it, so that it does not hold up the line; if etcd is down, the
+            // lease expires by itself.
+            if let Some(lost) = session.take() {
+                let _ = lost.close().await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// One turn: join the line, wait to be first, serve wake-ups while anyone
+/// waits, leave.
+async fn take_turn(
+    client: &Client,
+    line_prefix: &str,
+    items_prefix: &str,
+    signals: &Signals,
+    session: &mut Option<Session>,
+) -> Result<(), EtcdError> {
+    let session = match session {
+        Some(s) if !s.is_lost() => s.clone(),
+        _ => {
+            let fresh = Session::new(client.clone(), IDLE_TTL).await?;
+            *session = Some(fresh.clone());
+            fresh
+        }
+    };
+    let (key, revision) = create_unique(client, line_prefix, "", session.lease_id()).await?;
+    let served = tokio::select! {
+        lost = session.lost() => Err(lost),
+        () = signals.until_no_waiters() => Ok(()),
+        served = async {
+            wait_for_predecessors(client, line_prefix, revision).await?;
+            serve_arrivals(client, items_prefix, signals).await
+        } => served,
+    };
+    // Leave the line (also after an error: the next process takes over).
+    let left = delete_if_created_at(client, &key, revision).await;
+    served.and(left.map(drop))
+}
+
+/// First in line: watches the queue and wakes one consumer per new item,
+/// after one wake-up for the items that arrived before the watch.
+async fn serve_arrivals(
+    client: &Client,
+    items_prefix: &str,
+    signals: &Signals,
+) -> Result<(), EtcdError> {
+    let options = WatchOptions::new().with_prefix();
+    let mut watch = client.clone().watch(items_prefix, Some(options)).await?;
+    // The watch is in place: a consumer that reads now misses nothing.
+    signals.arrivals.notify_one();
+    while let Some(response) = watch.message().await? {
+        if response.canceled() {
+            return Err(EtcdError::WatchEnded {
+                key: items_prefix.to_string(),
+                reason: response.cancel_reason().to_string(),
+            });
+        }
+        for event in response.events() {
+            if event.event_type() == EventType::Put {
+                signals.arrivals.notify_one();
+            }
+        }
+    }
+    Err(EtcdError::WatchEnded {
+        key: items_prefix.to_string(),
+        reason: "the server closed the stream".into(),
+    })
+}
