@@ -31,8 +31,12 @@ pub enum Isolation {
     SerializableSnapshot,
 }
 
+/// Conflicts retried at once, before backing off.
+const IMMEDIATE_RETRIES: usize = 3;
+
 /// Options for [`run_stm`]. Defaults: `SerializableSnapshot`, 32 attempts,
-/// a random backoff around 1 ms doubling to 64 ms, no prefetch.
+/// three immediate retries then a random backoff around 1 ms doubling to
+/// 64 ms, no prefetch.
 #[derive(Debug, Clone)]
 pub struct StmOptions {
     isolation: Isolation,
@@ -309,8 +313,9 @@ pub enum StmError<E> {
 /// [`Stm::del`]; writes reach etcd only at commit, all at once. If the
 /// closure returns an error, the transaction is aborted and nothing is
 /// written. On a conflict the closure runs again from scratch (it must not
-/// have side effects outside `Stm`), after a short random backoff, up to
-/// the attempts allowed.
+/// have side effects outside `Stm`) — at once for the first three
+/// conflicts, then after a short random backoff — up to the attempts
+/// allowed.
 ///
 /// Is this a distributed transaction? It is atomic and isolated *over etcd
 /// keys* (one etcd transaction commits all writes, guarded by the reads),
@@ -326,7 +331,10 @@ where
     F: FnMut(Stm) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    // Each retry waits a random time up to a doubling bound, so that
+    // The first retries go at once: each reads afresh, and a conflict
+    // means someone else committed, so the new reads are likely to hold
+    // (waiting only leaves etcd idle). Past that, contention is heavy:
+    // each retry waits a random time up to a doubling bound, so that
     // contenders stop colliding in lock step.
     let mut backoff = Duration::from_millis(1);
     for attempt in 1..=options.max_attempts {
@@ -340,8 +348,10 @@ where
             });
         }
         debug!(attempt, "stm conflict; retrying");
-        tokio::time::sleep(backoff.mul_f64(0.5 + rand::random::<f64>())).await;
-        backoff = (backoff * 2).min(Duration::from_millis(64));
+        if attempt > IMMEDIATE_RETRIES {
+            tokio::time::sleep(backoff.mul_f64(0.5 + rand::random::<f64>())).await;
+            backoff = (backoff * 2).min(Duration::from_millis(64));
+        }
     }
     Err(StmError::Etcd(EtcdError::TooManyConflicts {
         attempts: options.max_attempts,
