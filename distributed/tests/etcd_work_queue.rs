@@ -148,3 +148,34 @@ async fn a_poison_item_goes_to_the_dead_letters() {
         vec![b"poison".to_vec()]
     );
 }
+
+#[tokio::test]
+async fn items_arriving_after_a_consumer_went_busy_are_all_delivered() {
+    let session = session().await;
+    let work = WorkQueue::new(&session, "wq-handover").unwrap();
+    let consumer = {
+        let work = work.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..21 {
+                let item = work.dequeue().await.unwrap();
+                work.ack(&item).await.unwrap();
+                got.push(String::from_utf8(item.value).unwrap());
+                // Busy for a while: nobody waits in this process meanwhile.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            got
+        })
+    };
+    work.enqueue("first").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for i in 0..20 {
+        work.enqueue(format!("more-{i}")).await.unwrap();
+    }
+    let got = tokio::time::timeout(Duration::from_secs(20), consumer)
+        .await
+        .expect("items were left in the queue")
+        .unwrap();
+    let unique: HashSet<_> = got.iter().collect();
+    assert_eq!(unique.len(), 21);
+}

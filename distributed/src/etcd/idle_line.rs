@@ -7,7 +7,7 @@
 //! queue and all race to take it — seventeen requests where three do.
 //!
 //! So a process with idle consumers joins a line of keys,
-//! `cpr-idle/<queue prefix><nanos>`, on a lease of its own. Only the process
+//! `cpr-idle/<q or w>/<queue prefix><nanos>`, on a lease of its own. Only the process
 //! whose key is first watches the queue; the others wait for the key ahead
 //! of theirs to go (as waiters of a lock do). When the first process has no
 //! idle consumer left, it leaves the line, and the next one takes over: it
@@ -18,8 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, WatchOptions};
+use etcd_client::{Client, Event, WatchOptions};
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+use tokio::task::JoinHandle;
 use tracing::debug;
 
 use super::guarded_delete::delete_if_created_at;
@@ -33,13 +35,87 @@ pub(crate) const IDLE_PREFIX: &str = "cpr-idle/";
 /// the line this long at most.
 pub(crate) const IDLE_TTL: Duration = Duration::from_secs(10);
 
+/// Which watch events are worth waking a consumer for.
+pub(crate) type WakesOn = Arc<dyn Fn(&Event) -> bool + Send + Sync>;
+
+/// The wake-ups of one queue object (shared by its clones): consumers
+/// register as waiting and wait for an arrival; a coordinator task, started
+/// on demand, queues the process up in the idle line and, once first,
+/// turns each relevant event under `watch_prefix` into one wake-up.
+pub(crate) struct Wakeups {
+    client: Client,
+    line_prefix: String,
+    watch_prefix: String,
+    wakes_on: WakesOn,
+    signals: Arc<Signals>,
+    coordinator: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        if let Some(coordinator) = self.coordinator.get_mut().ok().and_then(Option::take) {
+            coordinator.abort();
+        }
+    }
+}
+
+impl Wakeups {
+    /// Wake-ups for the consumers of the `kind` of queue (`"q"` for the
+    /// queues, `"w"` for work queues, so that the two never share a line)
+    /// whose keys are under `watch_prefix`.
+    pub(crate) fn new(client: Client, kind: &str, watch_prefix: String, wakes_on: WakesOn) -> Self {
+        Wakeups {
+            client,
+            line_prefix: format!("{IDLE_PREFIX}{kind}/{watch_prefix}"),
+            watch_prefix,
+            wakes_on,
+            signals: Arc::new(Signals::default()),
+            coordinator: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A wake-up to wait for; `enable` it before looking for work, so that
+    /// an arrival between the look and the wait is not missed.
+    pub(crate) fn arrival(&self) -> Notified<'_> {
+        self.signals.arrivals.notified()
+    }
+
+    /// Counts a consumer as waiting (keeping the process in the idle line)
+    /// until the guard is dropped.
+    pub(crate) fn waiting(&self) -> WaitingGuard {
+        self.signals.waiting()
+    }
+
+    /// Passes a wake-up on to another waiting consumer: one wake-up may
+    /// stand for several items.
+    pub(crate) fn pass_on(&self) {
+        self.signals.arrivals.notify_one();
+    }
+
+    /// Starts the coordinator if it is not running.
+    pub(crate) fn start(&self) {
+        if !self.signals.claim_coordinator() {
+            return;
+        }
+        let task = tokio::spawn(coordinate(
+            self.client.clone(),
+            self.line_prefix.clone(),
+            self.watch_prefix.clone(),
+            self.wakes_on.clone(),
+            self.signals.clone(),
+        ));
+        let mut slot = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(task);
+    }
+}
+
 /// What the consumers of one queue object and its coordinator share.
 #[derive(Default)]
-pub(crate) struct Signals {
+struct Signals {
     /// Consumers waiting for an item.
     waiting: AtomicUsize,
     /// One permit per item worth looking for.
-    pub(crate) arrivals: Notify,
+    arrivals: Notify,
     /// Signalled when `waiting` drops to zero.
     no_waiters: Notify,
     /// Whether a coordinator task is running.
@@ -48,13 +124,13 @@ pub(crate) struct Signals {
 
 impl Signals {
     /// Counts a consumer as waiting until the guard is dropped.
-    pub(crate) fn waiting(self: &Arc<Self>) -> WaitingGuard {
+    fn waiting(self: &Arc<Self>) -> WaitingGuard {
         self.waiting.fetch_add(1, SeqCst);
         WaitingGuard(self.clone())
     }
 
     /// Marks a coordinator as running; false if one already is.
-    pub(crate) fn claim_coordinator(&self) -> bool {
+    fn claim_coordinator(&self) -> bool {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         !std::mem::replace(&mut *running, true)
     }
@@ -104,14 +180,27 @@ impl Drop for WaitingGuard {
 /// If etcd fails on the way, every local consumer is woken to look for
 /// itself (nothing waits forever on a broken watch), and the coordinator
 /// queues up again.
-pub(crate) async fn coordinate(client: Client, items_prefix: String, signals: Arc<Signals>) {
-    let line_prefix = format!("{IDLE_PREFIX}{items_prefix}");
+async fn coordinate(
+    client: Client,
+    line_prefix: String,
+    watch_prefix: String,
+    wakes_on: WakesOn,
+    signals: Arc<Signals>,
+) {
     let mut session: Option<Session> = None;
     loop {
         if signals.stop_if_idle() {
             return;
         }
-        let turn = take_turn(&client, &line_prefix, &items_prefix, &signals, &mut session).await;
+        let turn = take_turn(
+            &client,
+            &line_prefix,
+            &watch_prefix,
+            &wakes_on,
+            &signals,
+            &mut session,
+        )
+        .await;
         if let Err(error) = turn {
             debug!(%error, "idle line failed; waking local consumers to look for themselves");
             signals.arrivals.notify_waiters();
@@ -131,7 +220,8 @@ pub(crate) async fn coordinate(client: Client, items_prefix: String, signals: Ar
 async fn take_turn(
     client: &Client,
     line_prefix: &str,
-    items_prefix: &str,
+    watch_prefix: &str,
+    wakes_on: &WakesOn,
     signals: &Signals,
     session: &mut Option<Session>,
 ) -> Result<(), EtcdError> {
@@ -149,7 +239,7 @@ async fn take_turn(
         () = signals.until_no_waiters() => Ok(()),
         served = async {
             wait_for_predecessors(client, line_prefix, revision).await?;
-            serve_arrivals(client, items_prefix, signals).await
+            serve_arrivals(client, watch_prefix, wakes_on, signals).await
         } => served,
     };
     // Leave the line (also after an error: the next process takes over).
@@ -157,32 +247,33 @@ async fn take_turn(
     served.and(left.map(drop))
 }
 
-/// First in line: watches the queue and wakes one consumer per new item,
-/// after one wake-up for the items that arrived before the watch.
+/// First in line: watches the queue and wakes one consumer per relevant
+/// event, after one wake-up for what arrived before the watch.
 async fn serve_arrivals(
     client: &Client,
-    items_prefix: &str,
+    watch_prefix: &str,
+    wakes_on: &WakesOn,
     signals: &Signals,
 ) -> Result<(), EtcdError> {
     let options = WatchOptions::new().with_prefix();
-    let mut watch = client.clone().watch(items_prefix, Some(options)).await?;
+    let mut watch = client.clone().watch(watch_prefix, Some(options)).await?;
     // The watch is in place: a consumer that reads now misses nothing.
     signals.arrivals.notify_one();
     while let Some(response) = watch.message().await? {
         if response.canceled() {
             return Err(EtcdError::WatchEnded {
-                key: items_prefix.to_string(),
+                key: watch_prefix.to_string(),
                 reason: response.cancel_reason().to_string(),
             });
         }
         for event in response.events() {
-            if event.event_type() == EventType::Put {
+            if wakes_on(event) {
                 signals.arrivals.notify_one();
             }
         }
     }
     Err(EtcdError::WatchEnded {
-        key: items_prefix.to_string(),
+        key: watch_prefix.to_string(),
         reason: "the server closed the stream".into(),
     })
 }

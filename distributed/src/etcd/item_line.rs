@@ -6,13 +6,14 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, Event, EventType, GetOptions, SortOrder, SortTarget, TxnOp,
+};
 use tokio::sync::{Mutex, oneshot};
-use tokio::task::JoinHandle;
 use tracing::debug;
 
 use super::EtcdError;
-use super::idle_line::{Signals, coordinate};
+use super::idle_line::Wakeups;
 use super::receipt::{Applied, Receipts};
 use super::retry::{Repeat, retrying};
 
@@ -34,32 +35,28 @@ pub(crate) struct ItemLine {
     batch: i64,
     /// Items read but not yet taken: (key, mod revision, value).
     candidates: Mutex<VecDeque<(String, i64, Vec<u8>)>>,
-    /// Wake-ups, the count of waiting consumers, and the coordinator's state.
-    signals: Arc<Signals>,
-    /// The coordinator task (see `idle_line::coordinate`), if started.
-    coordinator: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Wakes one waiting consumer per new item (see `idle_line`).
+    wakeups: Wakeups,
     /// Makes takes (and the queues' enqueues) exactly once under lost replies.
     receipts: Arc<Receipts>,
 }
 
-impl Drop for ItemLine {
-    fn drop(&mut self) {
-        if let Some(coordinator) = self.coordinator.get_mut().ok().and_then(Option::take) {
-            coordinator.abort();
-        }
-    }
-}
-
 impl ItemLine {
     pub(crate) fn new(client: Client, prefix: String, order: TakeOrder, batch: i64) -> Arc<Self> {
+        // Every new item (a put under the prefix) is worth one wake-up.
+        let wakeups = Wakeups::new(
+            client.clone(),
+            "q",
+            prefix.clone(),
+            Arc::new(|event: &Event| event.event_type() == EventType::Put),
+        );
         Arc::new(ItemLine {
             client,
             prefix,
             order,
             batch: batch.max(1),
             candidates: Mutex::new(VecDeque::new()),
-            signals: Arc::new(Signals::default()),
-            coordinator: std::sync::Mutex::new(None),
+            wakeups,
             receipts: Arc::new(Receipts::new()),
         })
     }
@@ -88,7 +85,7 @@ impl ItemLine {
         loop {
             // Register interest before looking, so that an item arriving
             // between the look and the wait still wakes us.
-            let arrival = self.signals.arrivals.notified();
+            let arrival = self.wakeups.arrival();
             tokio::pin!(arrival);
             arrival.as_mut().enable();
             if let Some(value) = self.take_first().await? {
@@ -96,8 +93,8 @@ impl ItemLine {
             }
             // Counted as waiting (until we return or are dropped), so that
             // this process keeps its place in the queue's idle line.
-            waiting.get_or_insert_with(|| self.signals.waiting());
-            self.start_coordinator();
+            waiting.get_or_insert_with(|| self.wakeups.waiting());
+            self.wakeups.start();
             arrival.await;
         }
     }
@@ -113,9 +110,8 @@ impl ItemLine {
             while let Some((key, revision, value)) = candidates.pop_front() {
                 if take_item(&self.client, &self.receipts, key, revision, value.clone()).await? {
                     if !candidates.is_empty() {
-                        // More items are known: pass the wake-up on, since
-                        // one wake-up may stand for several items.
-                        self.signals.arrivals.notify_one();
+                        // More items are known: pass the wake-up on.
+                        self.wakeups.pass_on();
                     }
                     return Ok(Some(value));
                 }
@@ -148,22 +144,6 @@ impl ItemLine {
             ));
         }
         Ok(())
-    }
-
-    /// Starts the coordinator, if it is not running: it queues this
-    /// process up in the idle line and wakes one consumer per new item
-    /// once the process is first.
-    fn start_coordinator(&self) {
-        if !self.signals.claim_coordinator() {
-            return;
-        }
-        let task = tokio::spawn(coordinate(
-            self.client.clone(),
-            self.prefix.clone(),
-            self.signals.clone(),
-        ));
-        let mut slot = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
-        *slot = Some(task);
     }
 }
 

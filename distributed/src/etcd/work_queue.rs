@@ -1,12 +1,15 @@
 //! An at-least-once work queue on etcd: items are claimed, not removed,
 //! until the consumer acknowledges them.
 
+use std::sync::Arc;
+
 use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    Compare, CompareOp, Event, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse,
 };
 use tracing::{debug, instrument};
 
+use super::idle_line::Wakeups;
 use super::keys::create_unique_once;
 use super::name::RecipeName;
 use super::receipt::Receipts;
@@ -28,13 +31,25 @@ const BATCH: i64 = 16;
 /// Keys: `<name>/items/<nanos>` (the items), `<name>/claims/<nanos>` (on the
 /// consumer's lease), `<name>/deliveries/<nanos>` (its version counts the
 /// deliveries), `<name>/dead/<nanos>`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkQueue {
     session: Session,
     name: RecipeName,
     dead_letter_after: Option<i64>,
     /// Makes enqueues exactly once under lost replies (no duplicate items).
-    receipts: std::sync::Arc<Receipts>,
+    receipts: Arc<Receipts>,
+    /// Wakes one waiting consumer per new item or vanished claim, in one
+    /// process at a time (see `idle_line`).
+    wakeups: Arc<Wakeups>,
+}
+
+impl std::fmt::Debug for WorkQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkQueue")
+            .field("name", &self.name.as_str())
+            .field("dead_letter_after", &self.dead_letter_after)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An item claimed by this consumer. Finish the work, then [`WorkQueue::ack`].
@@ -52,11 +67,24 @@ pub struct WorkItem {
 impl WorkQueue {
     /// The work queue called `name`; claims are written with `session`'s lease.
     pub fn new(session: &Session, name: &str) -> Result<Self, EtcdError> {
+        let name = RecipeName::new(name)?;
+        // Worth a wake-up: a new item, or a claim that vanished (its
+        // consumer died), which makes an item deliverable again.
+        let (items, claims) = (name.sub_prefix("items"), name.sub_prefix("claims"));
+        let wakes_on = Arc::new(move |event: &Event| {
+            let key = event
+                .kv()
+                .and_then(|kv| kv.key_str().ok())
+                .unwrap_or_default();
+            (event.event_type() == EventType::Put && key.starts_with(&items))
+                || (event.event_type() == EventType::Delete && key.starts_with(&claims))
+        });
         Ok(WorkQueue {
+            wakeups: Arc::new(Wakeups::new(session.client(), "w", name.prefix(), wakes_on)),
             session: session.clone(),
-            name: RecipeName::new(name)?,
+            name,
             dead_letter_after: None,
-            receipts: std::sync::Arc::new(Receipts::new()),
+            receipts: Arc::new(Receipts::new()),
         })
     }
 
@@ -90,41 +118,26 @@ impl WorkQueue {
     /// the session ends (then the item is delivered again): never lost.
     #[instrument(level = "debug", skip(self), fields(queue = self.name.as_str()))]
     pub async fn dequeue(&self) -> Result<WorkItem, EtcdError> {
+        let mut waiting = None;
         loop {
-            let (item, read_at) = self.try_claim().await?;
-            if let Some(item) = item {
+            // Register interest before looking (see `ItemLine::take`).
+            let arrival = self.wakeups.arrival();
+            tokio::pin!(arrival);
+            arrival.as_mut().enable();
+            if let Some(item) = self.try_claim().await? {
                 return Ok(item);
             }
-            // Wait for a new item, or for a claim to vanish (a dead consumer).
-            let client = self.session.client();
-            let options = WatchOptions::new()
-                .with_prefix()
-                .with_start_revision(read_at + 1);
-            let prefix = self.name.prefix();
-            let mut watch = client.clone().watch(prefix.as_str(), Some(options)).await?;
-            let items = self.name.sub_prefix("items");
-            let claims = self.name.sub_prefix("claims");
+            waiting.get_or_insert_with(|| self.wakeups.waiting());
+            self.wakeups.start();
             tokio::select! {
                 lost = self.session.lost() => return Err(lost),
-                changed = async {
-                    while let Some(response) = watch.message().await? {
-                        let relevant = response.events().iter().any(|e| {
-                            let key = e.kv().and_then(|kv| kv.key_str().ok()).unwrap_or_default();
-                            (e.event_type() == EventType::Put && key.starts_with(&items))
-                                || (e.event_type() == EventType::Delete && key.starts_with(&claims))
-                        });
-                        if relevant || response.canceled() {
-                            return Ok::<_, EtcdError>(());
-                        }
-                    }
-                    Ok(())
-                } => changed?,
+                () = arrival => {}
             }
         }
     }
 
     /// One pass over the oldest items: claims the first unclaimed one.
-    async fn try_claim(&self) -> Result<(Option<WorkItem>, i64), EtcdError> {
+    async fn try_claim(&self) -> Result<Option<WorkItem>, EtcdError> {
         let client = self.session.client();
         let options = GetOptions::new()
             .with_prefix()
@@ -136,8 +149,8 @@ impl WorkQueue {
             async move { client.get(items, Some(options)).await }
         })
         .await?;
-        let read_at = response.header().map(|h| h.revision()).unwrap_or(0);
-        for kv in response.kvs() {
+        let found = response.kvs().len();
+        for (index, kv) in response.kvs().iter().enumerate() {
             let id = kv
                 .key_str()?
                 .rsplit('/')
@@ -191,17 +204,18 @@ impl WorkQueue {
                 continue;
             }
             debug!(%id, count, "claimed");
-            return Ok((
-                Some(WorkItem {
-                    id,
-                    value: kv.value().to_vec(),
-                    deliveries: count,
-                    claim_revision,
-                }),
-                read_at,
-            ));
+            if index + 1 < found {
+                // More items were there: pass the wake-up on.
+                self.wakeups.pass_on();
+            }
+            return Ok(Some(WorkItem {
+                id,
+                value: kv.value().to_vec(),
+                deliveries: count,
+                claim_revision,
+            }));
         }
-        Ok((None, read_at))
+        Ok(None)
     }
 
     /// Moves a poison item to `<name>/dead/<id>`.
