@@ -264,3 +264,46 @@ async fn a_waiting_priority_consumer_wakes_for_a_new_item() {
         .unwrap();
     assert_eq!(text(value), "now");
 }
+
+#[tokio::test]
+async fn a_dropped_queue_leaves_the_idle_line_at_once() {
+    // A consumer gives up waiting and its queue object is dropped: its
+    // place in the idle line must go now, not when its lease expires (it
+    // would hold up other processes' wake-ups meanwhile).
+    let mut client = client().await;
+    let queue = Queue::new(client.clone(), "q-drop-idle").unwrap();
+    let line = GetOptions::new().with_prefix().with_count_only();
+    let count_in_line = || {
+        let (mut client, line) = (client.clone(), line.clone());
+        async move {
+            let held = client.get("cpr-idle/q/q-drop-idle/", Some(line)).await;
+            held.unwrap().count()
+        }
+    };
+    let (gave_up, held_while_waiting) = tokio::join!(
+        tokio::time::timeout(Duration::from_millis(800), queue.dequeue()),
+        async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            count_in_line().await
+        }
+    );
+    assert!(gave_up.is_err());
+    assert_eq!(held_while_waiting, 1, "the waiting process was not in line");
+    drop(queue);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let held = client
+            .get("cpr-idle/q/q-drop-idle/", Some(line.clone()))
+            .await
+            .unwrap()
+            .count();
+        if held == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle line still holds {held} key(s)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

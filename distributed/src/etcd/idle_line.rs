@@ -21,7 +21,6 @@ use std::time::Duration;
 use etcd_client::{Client, Event, WatchOptions};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
-use tokio::task::JoinHandle;
 use tracing::debug;
 
 use super::guarded_delete::delete_if_created_at;
@@ -48,15 +47,6 @@ pub(crate) struct Wakeups {
     watch_prefix: String,
     wakes_on: WakesOn,
     signals: Arc<Signals>,
-    coordinator: std::sync::Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for Wakeups {
-    fn drop(&mut self) {
-        if let Some(coordinator) = self.coordinator.get_mut().ok().and_then(Option::take) {
-            coordinator.abort();
-        }
-    }
 }
 
 impl Wakeups {
@@ -70,7 +60,6 @@ impl Wakeups {
             watch_prefix,
             wakes_on,
             signals: Arc::new(Signals::default()),
-            coordinator: std::sync::Mutex::new(None),
         }
     }
 
@@ -93,19 +82,23 @@ impl Wakeups {
     }
 
     /// Starts the coordinator if it is not running.
+    ///
+    /// The task is not aborted when the queue object is dropped: it ends by
+    /// itself once no consumer waits (and by then none can: waiting
+    /// consumers borrow the queue), after leaving the line — aborting it
+    /// could leave its key behind, holding up other processes until the
+    /// lease expired.
     pub(crate) fn start(&self) {
         if !self.signals.claim_coordinator() {
             return;
         }
-        let task = tokio::spawn(coordinate(
+        tokio::spawn(coordinate(
             self.client.clone(),
             self.line_prefix.clone(),
             self.watch_prefix.clone(),
             self.wakes_on.clone(),
             self.signals.clone(),
         ));
-        let mut slot = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
-        *slot = Some(task);
     }
 }
 
