@@ -70,18 +70,16 @@ async fn main() -> anyhow::Result<()> {
                     &client,
                     StmOptions::default().max_attempts(1000),
                     |stm| async move {
-                        let from_balance: u64 = stm
-                            .get_string(from)
-                            .await?
-                            .unwrap_or_default()
-                            .parse()
-                            .unwrap_or(0);
-                        let to_balance: u64 = stm
-                            .get_string(to)
-                            .await?
-                            .unwrap_or_default()
-                            .parse()
-                            .unwrap_or(0);
+                        // Both balances in one round trip.
+                        let balances = stm.get_many(&[from, to]).await?;
+                        let balance = |i: usize| -> u64 {
+                            let text = balances[i].as_deref().unwrap_or_default();
+                            std::str::from_utf8(text)
+                                .ok()
+                                .and_then(|t| t.parse().ok())
+                                .unwrap_or(0)
+                        };
+                        let (from_balance, to_balance) = (balance(0), balance(1));
                         let half = from_balance / 2;
                         stm.put(from, (from_balance - half).to_string());
                         stm.put(to, (to_balance + half).to_string());

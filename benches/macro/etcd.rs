@@ -242,15 +242,16 @@ pub async fn stm_bank(servers: &mut Servers) -> anyhow::Result<String> {
                             return Ok(());
                         }
                         let (from, to) = (format!("{bank}/{a}"), format!("{bank}/{b}"));
-                        let balance = |key: String| {
-                            let stm = stm.clone();
-                            async move {
-                                let text = stm.get_string(&key).await?.unwrap_or_default();
-                                Ok::<u64, EtcdError>(text.parse().unwrap_or(0))
-                            }
+                        // Both accounts in one read (Go's exchange makes two).
+                        let balances = stm.get_many(&[&from, &to]).await?;
+                        let balance = |i: usize| -> u64 {
+                            balances[i]
+                                .as_deref()
+                                .and_then(|b| std::str::from_utf8(b).ok())
+                                .and_then(|t| t.parse().ok())
+                                .unwrap_or(0)
                         };
-                        let from_balance = balance(from.clone()).await?;
-                        let to_balance = balance(to.clone()).await?;
+                        let (from_balance, to_balance) = (balance(0), balance(1));
                         stm.put(&from, (from_balance - from_balance / 2).to_string());
                         stm.put(&to, (to_balance + from_balance / 2).to_string());
                         Ok::<_, EtcdError>(())

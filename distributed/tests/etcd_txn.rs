@@ -338,3 +338,34 @@ async fn prefetch_reads_in_one_round_trip_and_commit_is_one_more() {
     let calls = testkit::etcd_grpc_calls(addr).unwrap() - before;
     assert_eq!(calls, 2, "prefetch + commit should be two requests");
 }
+
+#[tokio::test]
+async fn get_many_reads_unread_keys_together_and_sees_own_writes() {
+    let etcd = EtcdCluster::start(1).unwrap();
+    let c = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
+    c.clone().put("m/a", "1", None).await.unwrap();
+    c.clone().put("m/b", "2", None).await.unwrap();
+    let addr = etcd.client_addrs()[0];
+    let before = testkit::etcd_grpc_calls(addr).unwrap();
+    let outcome = run_stm(&c, StmOptions::default(), |stm| async move {
+        stm.put("m/b", "written");
+        // m/a and m/c are read together (m/c does not exist); m/b is ours.
+        let values = stm.get_many(&["m/a", "m/b", "m/c"]).await?;
+        // Already read: no further request.
+        let again = stm.get_many(&["m/a"]).await?;
+        stm.put("m/a", "3");
+        Ok::<_, EtcdError>((values, again))
+    })
+    .await
+    .unwrap();
+    let calls = testkit::etcd_grpc_calls(addr).unwrap() - before;
+    let (values, again) = outcome.value;
+    assert_eq!(
+        values,
+        [Some(b"1".to_vec()), Some(b"written".to_vec()), None]
+    );
+    assert_eq!(again, [Some(b"1".to_vec())]);
+    assert_eq!(calls, 2, "one read for all the keys, one commit");
+    let a = c.clone().get("m/a", None).await.unwrap();
+    assert_eq!(a.kvs()[0].value(), b"3");
+}
