@@ -2,6 +2,7 @@
 //! until the consumer acknowledges them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use etcd_client::{
     Compare, CompareOp, Event, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
@@ -13,7 +14,7 @@ use super::idle_line::Wakeups;
 use super::keys::create_unique_once;
 use super::name::RecipeName;
 use super::receipt::Receipts;
-use super::retry::{Repeat, retrying};
+use super::retry::{Repeat, retrying, retrying_for};
 use super::{EtcdError, Session};
 
 /// How many of the oldest items one look reads.
@@ -186,19 +187,32 @@ impl WorkQueue {
                 let (mut client, txn) = (client.clone(), txn.clone());
                 async move { client.txn(txn).await }
             })
-            .await?;
-            if !claimed.succeeded() {
-                continue; // claimed by someone else, or gone
-            }
-            let claim_revision = claimed.header().map(|h| h.revision()).unwrap_or(0);
-            let count = claimed
-                .op_responses()
-                .into_iter()
-                .find_map(|op| match op {
-                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.version()),
-                    _ => None,
-                })
-                .unwrap_or(1);
+            .await;
+            let (claim_revision, count) = match claimed {
+                Ok(claimed) if claimed.succeeded() => {
+                    let count = claimed
+                        .op_responses()
+                        .into_iter()
+                        .find_map(|op| match op {
+                            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.version()),
+                            _ => None,
+                        })
+                        .unwrap_or(1);
+                    (claimed.header().map(|h| h.revision()).unwrap_or(0), count)
+                }
+                Ok(_) => continue, // claimed by someone else, or gone
+                // The reply was lost: the claim may have been made. Left
+                // unknown, it would hold the item for as long as our session
+                // lives, delivered to nobody; so find out.
+                Err(EtcdError::Client(error)) => match self.own_claim(&claim, &deliveries).await? {
+                    Some(ours) => {
+                        debug!(%id, %error, "the lost claim was ours");
+                        ours
+                    }
+                    None => continue,
+                },
+                Err(error) => return Err(error),
+            };
             if self.dead_letter_after.is_some_and(|limit| count > limit) {
                 self.bury(&id, kv.value(), claim_revision).await?;
                 continue;
@@ -216,6 +230,34 @@ impl WorkQueue {
             }));
         }
         Ok(None)
+    }
+
+    /// Whether `claim` is ours (on our session's lease), after a claim whose
+    /// reply was lost: its create revision and the delivery count if so.
+    /// Keeps asking while etcd is unavailable (for up to 30 s).
+    async fn own_claim(
+        &self,
+        claim: &str,
+        deliveries: &str,
+    ) -> Result<Option<(i64, i64)>, EtcdError> {
+        let client = self.session.client();
+        let txn = Txn::new().and_then([TxnOp::get(claim, None), TxnOp::get(deliveries, None)]);
+        let response = retrying_for(Duration::from_secs(30), || {
+            let (mut client, txn) = (client.clone(), txn.clone());
+            async move { client.txn(txn).await }
+        })
+        .await?;
+        let mut found = response.op_responses().into_iter().map(|op| match op {
+            TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+            _ => None,
+        });
+        let (claim_kv, deliveries_kv) = (found.next().flatten(), found.next().flatten());
+        Ok(claim_kv
+            .filter(|kv| kv.lease() == self.session.lease_id())
+            .map(|kv| {
+                let count = deliveries_kv.map_or(1, |d| d.version());
+                (kv.create_revision(), count)
+            }))
     }
 
     /// Moves a poison item to `<name>/dead/<id>`.
@@ -280,5 +322,45 @@ impl WorkQueue {
             .iter()
             .map(|kv| kv.value().to_vec())
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::EtcdConfig;
+
+    #[tokio::test]
+    async fn a_lost_claim_is_recognised_as_ours_or_not() {
+        let etcd = testkit::shared_etcd().unwrap();
+        let client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
+        let ours = Session::new(client.clone(), Duration::from_secs(10))
+            .await
+            .unwrap();
+        let theirs = Session::new(client.clone(), Duration::from_secs(10))
+            .await
+            .unwrap();
+        let work = WorkQueue::new(&ours, "wq-lost-claim").unwrap();
+        let (claim, deliveries) = (work.key("claims", "1"), work.key("deliveries", "1"));
+        // No claim at all: not ours.
+        assert_eq!(work.own_claim(&claim, &deliveries).await.unwrap(), None);
+        // A claim on someone else's lease: not ours.
+        let with = |s: &Session| Some(PutOptions::new().with_lease(s.lease_id()));
+        let mut c = client.clone();
+        c.put(claim.as_str(), "", with(&theirs)).await.unwrap();
+        assert_eq!(work.own_claim(&claim, &deliveries).await.unwrap(), None);
+        // Our claim, made by a transaction whose reply we never saw (the
+        // second delivery): ours, with its revision and count.
+        c.delete(claim.as_str(), None).await.unwrap();
+        c.put(deliveries.as_str(), "", None).await.unwrap();
+        let txn = Txn::new().and_then([
+            TxnOp::put(claim.as_str(), "", with(&ours)),
+            TxnOp::put(deliveries.as_str(), "", None),
+        ]);
+        let made = c.txn(txn).await.unwrap().header().unwrap().revision();
+        assert_eq!(
+            work.own_claim(&claim, &deliveries).await.unwrap(),
+            Some((made, 2))
+        );
     }
 }
