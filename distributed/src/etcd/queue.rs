@@ -27,8 +27,10 @@ const BATCH: i64 = 16;
 ///   a minute after the queue object stops writing.
 /// - Queue `a` never sees the items of queue `ab` (keys are read under
 ///   `a/`; Go's recipe reads the bare prefix).
-/// - No thundering herd within a process: consumers that share a `Queue`
-///   (clone it) share one watch, and each new item wakes one of them.
+/// - No thundering herd: consumers that share a `Queue` (clone it) share
+///   one watch, and each new item wakes one of them; across processes,
+///   only the first process of an idle line (leased keys under
+///   `cpr-idle/q/<name>/`) watches, the others wait their turn.
 ///
 /// Delivery is at most once: an item is gone from etcd when `dequeue`
 /// returns it, so a consumer that crashes while processing loses it.

@@ -29,6 +29,13 @@ const BATCH: i64 = 16;
 /// [`dead_letter_after`](Self::dead_letter_after), an item delivered that
 /// many times without an ack is moved aside instead of poisoning the queue.
 ///
+/// Under faults: an enqueue whose reply is lost is resolved, never doubled
+/// (a receipt under `cpr-receipts/`), and so is a claim whose reply is lost
+/// (is the claim on our lease?), so no item stays claimed by nobody.
+/// Waiting consumers are woken as the [`Queue`](super::Queue)'s are: one
+/// per new item or vanished claim, in the first process of an idle line
+/// under `cpr-idle/w/<name>/`.
+///
 /// Keys: `<name>/items/<nanos>` (the items), `<name>/claims/<nanos>` (on the
 /// consumer's lease), `<name>/deliveries/<nanos>` (its version counts the
 /// deliveries), `<name>/dead/<nanos>`.
