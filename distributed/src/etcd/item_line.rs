@@ -70,7 +70,7 @@ impl ItemLine {
     }
 
     /// Takes the first item, if there is one; never waits for one.
-    pub(crate) async fn try_take(self: &Arc<Self>) -> Result<Option<Vec<u8>>, EtcdError> {
+    pub(crate) async fn try_take(&self) -> Result<Option<Vec<u8>>, EtcdError> {
         self.take_first().await
     }
 
@@ -80,7 +80,7 @@ impl ItemLine {
     /// runs in its own task; if this future was dropped meanwhile, the item
     /// is put back, never lost.
     // ANCHOR: take
-    pub(crate) async fn take(self: &Arc<Self>) -> Result<Vec<u8>, EtcdError> {
+    pub(crate) async fn take(&self) -> Result<Vec<u8>, EtcdError> {
         let mut waiting = None;
         loop {
             // Register interest before looking, so that an item arriving

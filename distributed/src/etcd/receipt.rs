@@ -27,7 +27,7 @@ use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpRespo
 use tokio::sync::Mutex;
 
 use super::EtcdError;
-use super::retry::{Repeat, retrying, retrying_for};
+use super::retry::{OUTCOME_PATIENCE, Repeat, retrying, retrying_for};
 
 /// The prefix of every lane key.
 pub(crate) const RECEIPTS_PREFIX: &str = "cpr-receipts/";
@@ -39,9 +39,6 @@ const LEASE_TTL: i64 = 60;
 /// lane written now has at least `LEASE_TTL - RENEW_AFTER` seconds to live:
 /// far longer than resolving a lost reply takes.
 const RENEW_AFTER: Duration = Duration::from_secs(20);
-/// How long an exactly-once write keeps trying while etcd is unavailable
-/// before it gives up (and then its outcome is unknown).
-const PATIENCE: Duration = Duration::from_secs(30);
 /// A lane found changed by something other than our writes (it expired)
 /// is re-read and the write sent again, at most this many times.
 const LANE_RETRIES: usize = 3;
@@ -132,7 +129,7 @@ impl Receipts {
             // Repeating is safe now, whatever happened to the reply; keep
             // at it through an election or a restart, so that the caller
             // learns the outcome rather than an "unknown".
-            let response = retrying_for(PATIENCE, || {
+            let response = retrying_for(OUTCOME_PATIENCE, || {
                 let (mut client, txn) = (client.clone(), txn.clone());
                 async move { client.txn(txn).await }
             })

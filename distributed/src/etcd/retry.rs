@@ -24,9 +24,40 @@ pub(crate) enum Repeat {
 
 const ATTEMPTS: usize = 8;
 
+/// How long a request whose outcome must be learned keeps being repeated
+/// while etcd is unavailable (see [`retrying_for`]).
+pub(crate) const OUTCOME_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Runs `op` until it succeeds, fails in a way that must not be repeated,
 /// or has failed [`ATTEMPTS`] times.
-pub(crate) async fn retrying<T, F, Fut>(repeat: Repeat, mut op: F) -> Result<T, EtcdError>
+pub(crate) async fn retrying<T, F, Fut>(repeat: Repeat, op: F) -> Result<T, EtcdError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    repeat_while(repeat, |attempt| attempt < ATTEMPTS, op).await
+}
+
+/// Like [`retrying`] with [`Repeat::Idempotent`], but keeps trying for as
+/// long as `patience` rather than a number of times: for requests whose
+/// outcome must be learned (exactly-once writes), where giving up early
+/// would leave the caller not knowing whether its write applied.
+pub(crate) async fn retrying_for<T, F, Fut>(patience: Duration, op: F) -> Result<T, EtcdError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let started = tokio::time::Instant::now();
+    repeat_while(Repeat::Idempotent, |_| started.elapsed() < patience, op).await
+}
+
+/// The loop of both: repeats `op` with a doubling pause (20 ms to 500 ms)
+/// while its error may be repeated and `more(attempts so far)` says so.
+async fn repeat_while<T, F, Fut>(
+    repeat: Repeat,
+    mut more: impl FnMut(usize) -> bool,
+    mut op: F,
+) -> Result<T, EtcdError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -36,37 +67,11 @@ where
     loop {
         match op().await {
             Ok(value) => return Ok(value),
-            Err(error) if attempt < ATTEMPTS && may_repeat(&error, repeat) => {
+            Err(error) if more(attempt) && may_repeat(&error, repeat) => {
                 tracing::debug!(%error, attempt, "retrying an etcd request");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(500));
                 attempt += 1;
-            }
-            Err(error) => return Err(EtcdError::Client(error)),
-        }
-    }
-}
-
-/// Like [`retrying`] with [`Repeat::Idempotent`], but keeps trying for as
-/// long as `patience` rather than a number of times: for requests whose
-/// outcome must be learned (exactly-once writes), where giving up early
-/// would leave the caller not knowing whether its write applied.
-pub(crate) async fn retrying_for<T, F, Fut>(patience: Duration, mut op: F) -> Result<T, EtcdError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, etcd_client::Error>>,
-{
-    let started = tokio::time::Instant::now();
-    let mut pause = Duration::from_millis(20);
-    loop {
-        match op().await {
-            Ok(value) => return Ok(value),
-            Err(error)
-                if started.elapsed() < patience && may_repeat(&error, Repeat::Idempotent) =>
-            {
-                tracing::debug!(%error, "retrying an etcd request whose outcome must be known");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(500));
             }
             Err(error) => return Err(EtcdError::Client(error)),
         }

@@ -128,10 +128,7 @@ impl Stm {
     /// The value of `key` as this transaction sees it (its own writes
     /// included), or `None` if the key does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, EtcdError> {
-        if let Some(written) = self.lock().writes.get(key) {
-            return Ok(written.clone());
-        }
-        Ok(self.read(key).await?.value)
+        Ok(self.get_many(&[key]).await?.pop().flatten())
     }
 
     /// [`get`](Self::get) as UTF-8 text.

@@ -2,7 +2,6 @@
 //! until the consumer acknowledges them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use etcd_client::{
     Compare, CompareOp, Event, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
@@ -14,7 +13,7 @@ use super::idle_line::Wakeups;
 use super::keys::create_unique_once;
 use super::name::RecipeName;
 use super::receipt::Receipts;
-use super::retry::{Repeat, retrying, retrying_for};
+use super::retry::{OUTCOME_PATIENCE, Repeat, retrying, retrying_for};
 use super::{EtcdError, Session};
 
 /// How many of the oldest items one look reads.
@@ -249,7 +248,7 @@ impl WorkQueue {
     ) -> Result<Option<(i64, i64)>, EtcdError> {
         let client = self.session.client();
         let txn = Txn::new().and_then([TxnOp::get(claim, None), TxnOp::get(deliveries, None)]);
-        let response = retrying_for(Duration::from_secs(30), || {
+        let response = retrying_for(OUTCOME_PATIENCE, || {
             let (mut client, txn) = (client.clone(), txn.clone());
             async move { client.txn(txn).await }
         })
@@ -336,6 +335,7 @@ impl WorkQueue {
 mod tests {
     use super::*;
     use crate::etcd::EtcdConfig;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_lost_claim_is_recognised_as_ours_or_not() {
