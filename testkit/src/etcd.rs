@@ -340,6 +340,23 @@ impl EtcdCluster {
     }
 }
 
+impl EtcdCluster {
+    /// Kills every member and deletes the data directory, for a cluster that
+    /// is never dropped (a `static`) when its process exits. Members whose
+    /// lock is held elsewhere are left to `PR_SET_PDEATHSIG`; nothing here
+    /// blocks or panics.
+    pub(crate) fn clean_up_at_exit(&self) {
+        for member in &self.members {
+            if let Ok(mut member) = member.try_lock()
+                && let Some(mut child) = member.child.take()
+            {
+                kill_and_wait(&mut child);
+            }
+        }
+        let _ = std::fs::remove_dir_all(self._dir.path());
+    }
+}
+
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
         for member in &self.members {

@@ -13,6 +13,8 @@
 //! - Every child is also started with `PR_SET_PDEATHSIG = SIGKILL` from a
 //!   helper thread that lives as long as the process, so even a test binary
 //!   that aborts, or a server kept in a `static`, leaves no server behind.
+//! - Data directories go with their servers: on drop, and for the shared
+//!   servers of [`shared_etcd`] / [`shared_redis`] when the process exits.
 //! - A missing binary is an error that names the Debian package to install.
 //! - Starting waits until the server answers, within a bounded time, and
 //!   fails with the tail of the server's log otherwise.

@@ -316,6 +316,19 @@ fn make_certificates(dir: &std::path::Path) -> Result<(), TestkitError> {
     Ok(())
 }
 
+impl RedisServer {
+    /// As [`EtcdCluster::clean_up_at_exit`](crate::EtcdCluster): kills the
+    /// server and deletes its directory, for a server kept in a `static`.
+    pub(crate) fn clean_up_at_exit(&self) {
+        if let Ok(mut child) = self.child.try_lock()
+            && let Some(mut child) = child.take()
+        {
+            kill_and_wait(&mut child);
+        }
+        let _ = std::fs::remove_dir_all(self._dir.path());
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.kill();

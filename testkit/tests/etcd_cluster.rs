@@ -164,3 +164,57 @@ fn dropping_the_cluster_kills_every_member() {
         );
     }
 }
+
+/// Set in the child process of the next test: it starts the shared servers,
+/// prints their pids and returns, as a test binary does when its tests end.
+const SHARED_ROLE: &str = "TESTKIT_SHARED_SERVERS_CHILD";
+
+#[test]
+fn shared_servers_and_their_directories_end_with_their_process() {
+    if std::env::var_os(SHARED_ROLE).is_some() {
+        let etcd = testkit::shared_etcd().unwrap();
+        let redis = testkit::shared_redis().unwrap();
+        println!(
+            "pids {} {}",
+            etcd.pid(0).unwrap().unwrap(),
+            redis.pid().unwrap()
+        );
+        return;
+    }
+    // A run name of our own, so only the child's directories carry it.
+    let run = format!("shared-exit-{}", std::process::id());
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "shared_servers_and_their_directories_end_with_their_process",
+            "--nocapture",
+        ])
+        .env(SHARED_ROLE, "1")
+        .env(testkit::RUN_VAR, &run)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "child failed: {stdout}");
+    let pids: Vec<u32> = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("pids "))
+        .expect("the child printed its servers' pids")
+        .split(' ')
+        .map(|pid| pid.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "shared server {pid} outlived its process"
+        );
+    }
+    let prefix = format!("{}{run}-", testkit::TEMP_PREFIX);
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|entry| entry.path())
+        .collect();
+    assert!(left.is_empty(), "directories left behind: {left:?}");
+}
