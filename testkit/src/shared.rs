@@ -2,7 +2,7 @@
 //!
 //! Starting etcd takes about a second; a test binary with twenty tests should
 //! pay that once. Each test then uses its own key prefix. A `static` is never
-//! dropped, so its temporary directory would outlive the process (etcd's
+//! dropped, so its temporary directory would outlive the process (etcd
 //! preallocates 64 MB of log); a handler registered with `atexit` kills these
 //! servers and deletes their directories when the test process exits, and
 //! `PR_SET_PDEATHSIG` remains the backstop for a process that dies without
