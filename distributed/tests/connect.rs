@@ -94,3 +94,78 @@ async fn etcd_that_is_not_there_fails_in_bounded_time() {
     );
     assert!(matches!(error, EtcdError::Unreachable { .. }), "{error}");
 }
+
+/// Sequential puts straight through etcd-client (none of the recipes'
+/// retries): how many failed.
+async fn failed_puts(client: &mut etcd_client::Client, count: usize) -> usize {
+    let mut failed = 0;
+    for i in 0..count {
+        if client
+            .put("connect-test/failover", i.to_string(), None)
+            .await
+            .is_err()
+        {
+            failed += 1;
+        }
+    }
+    failed
+}
+
+#[tokio::test]
+async fn etcd_with_a_dead_endpoint_in_the_list_sends_nothing_more_to_it() {
+    let etcd = testkit::shared_etcd().unwrap();
+    let live = etcd.endpoints()[0].clone();
+    let dead = format!("127.0.0.1:{}", testkit::free_port().unwrap());
+    // The first endpoint is chosen at random: a few clients start on each.
+    for _ in 0..4 {
+        let mut client = EtcdConfig::new([dead.clone(), live.clone()])
+            .connect()
+            .await
+            .unwrap();
+        // Connecting found the dead one if it started there; after that,
+        // every request goes to the live one (a balancer over both would
+        // fail about half of them).
+        assert_eq!(failed_puts(&mut client, 20).await, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_member_dies_or_hangs_moves_to_another() {
+    let cluster = EtcdCluster::start(3).unwrap();
+    let leader = cluster.leader().unwrap();
+    // Only the followers are listed, so that a kill or a pause never costs
+    // the cluster its leader, and each of the two faults below, applied to
+    // both followers in turn, hits the one the client uses.
+    let followers: Vec<usize> = (0..3).filter(|&member| member != leader).collect();
+    let endpoints: Vec<String> = followers
+        .iter()
+        .map(|&member| cluster.endpoints()[member].clone())
+        .collect();
+    let mut client = EtcdConfig::new(endpoints)
+        .request_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
+    let mut failed = Vec::new();
+    for &member in &followers {
+        cluster.kill(member).unwrap();
+        failed.push(failed_puts(&mut client, 20).await);
+        cluster.restart(member).unwrap();
+    }
+    for &member in &followers {
+        cluster.pause(member).unwrap();
+        // A paused member answers nothing: the request times out.
+        failed.push(failed_puts(&mut client, 20).await);
+        cluster.resume(member).unwrap();
+    }
+    // A fault costs the request that found it (and perhaps one more, on a
+    // connection broken by an earlier fault) — not a share of all of them.
+    assert!(
+        failed.iter().all(|&count| count <= 2),
+        "failed puts per fault, of 20 each: {failed:?}"
+    );
+    assert!(
+        failed.iter().sum::<usize>() >= 2,
+        "the faults never reached the client: {failed:?}"
+    );
+}

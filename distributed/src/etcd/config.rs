@@ -4,6 +4,7 @@ use etcd_client::{Client, ConnectOptions};
 use tracing::{debug, instrument};
 
 use super::EtcdError;
+use super::endpoints;
 
 /// The endpoint used when `ETCD_ENDPOINTS` is not set: the long-lived etcd of
 /// `cargo xtask services up`.
@@ -123,45 +124,61 @@ impl EtcdConfig {
     }
 
     /// Connects and proves the connection with one request, all within the
-    /// connect timeout.
+    /// connect timeout. Requests go to one endpoint and move to the next
+    /// when it fails; the first endpoint is chosen at random, so clients
+    /// spread over the members.
     ///
-    /// Errors: [`EtcdError::Unreachable`] when nothing answers in time,
-    /// [`EtcdError::AuthenticationFailed`] for wrong credentials.
+    /// The client is built on a channel of this crate's (see the book's
+    /// queues chapter, "Measurements"), so `Client::add_endpoint` and
+    /// `remove_endpoint` are not available on it: make a new config instead.
+    ///
+    /// Errors: [`EtcdError::Unreachable`] when no endpoint answers in time,
+    /// [`EtcdError::AuthenticationFailed`] for wrong credentials,
+    /// [`EtcdError::InvalidConfig`] for an endpoint that is not
+    /// `host:port` or `http://host:port`.
     ///
     /// Cancel safety: dropping the future drops the half-made connection;
     /// nothing is left behind on the server.
     #[instrument(level = "debug", skip(self), fields(endpoints = ?self.endpoints))]
     pub async fn connect(&self) -> Result<Client, EtcdError> {
         self.validate()?;
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(self.connect_timeout)
-            .with_timeout(self.request_timeout);
+        let channel =
+            endpoints::channel(&self.endpoints, self.connect_timeout, self.request_timeout)?;
+        let mut options = ConnectOptions::new();
         if let Some((user, password)) = &self.credentials {
             options = options.with_user(user.clone(), password.clone());
         }
         let user = self.credentials.as_ref().map(|(user, _)| user.as_str());
-        // The client connects lazily, so a dead endpoint would only show on
-        // the first request; `status` is that request, and the timeout covers
-        // both steps.
+        // The channel connects lazily, so a dead endpoint would only show on
+        // the first request; `status` is that request. A failed one has
+        // moved the channel to the next endpoint: each gets its chance, all
+        // within the timeout.
         let attempt = async {
-            let mut client = Client::connect(&self.endpoints, Some(options)).await?;
-            client.status().await?;
-            Ok::<_, etcd_client::Error>(client)
+            let mut chances = self.endpoints.len();
+            loop {
+                chances -= 1;
+                let result = async {
+                    let mut client =
+                        Client::from_channel(channel.clone(), Some(options.clone())).await?;
+                    client.status().await?;
+                    Ok::<_, etcd_client::Error>(client)
+                }
+                .await;
+                match result {
+                    Err(error) if chances > 0 && is_unreachable(&error) => {
+                        debug!(%error, "etcd endpoint did not answer; trying the next");
+                    }
+                    other => break other,
+                }
+            }
         };
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(Ok(client)) => {
                 debug!("connected to etcd");
                 Ok(client)
             }
-            Ok(Err(error)) => match EtcdError::from_client(error, user) {
-                EtcdError::Client(etcd_client::Error::TransportError(_)) => Err(self.unreachable()),
-                EtcdError::Client(etcd_client::Error::GRpcStatus(status))
-                    if status.code() == tonic::Code::Unavailable =>
-                {
-                    Err(self.unreachable())
-                }
-                other => Err(other),
-            },
+            Ok(Err(error)) if is_unreachable(&error) => Err(self.unreachable()),
+            Ok(Err(error)) => Err(EtcdError::from_client(error, user)),
             Err(_elapsed) => Err(self.unreachable()),
         }
     }
@@ -171,6 +188,16 @@ impl EtcdConfig {
             endpoints: self.endpoints.join(","),
             waited: self.connect_timeout,
         }
+    }
+}
+
+/// Whether `error` says the endpoint could not be reached or served
+/// nothing (rather than refusing the request).
+fn is_unreachable(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        _ => false,
     }
 }
 

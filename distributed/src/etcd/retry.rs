@@ -1,10 +1,9 @@
 //! Retrying requests that certainly did not reach a server, or that are safe
 //! to repeat.
 //!
-//! etcd-client spreads requests over all endpoints and keeps choosing a dead
-//! member's endpoint now and then, failing that request with "tcp connect
-//! error". Such a request never left this process, so sending it again is
-//! always safe. Reads (and revision-guarded deletes) are safe to repeat
+//! A request that finds its member dead fails with "tcp connect error" (and
+//! moves the client on to the next endpoint, see `endpoints`). Such a
+//! request never left this process, so sending it again is always safe. Reads (and revision-guarded deletes) are safe to repeat
 //! whatever went wrong.
 
 use std::future::Future;
