@@ -129,7 +129,7 @@ impl EtcdConfig {
     /// spread over the members.
     ///
     /// The client is built on a channel of this crate's (see the book's
-    /// queues chapter, "Measurements"), so `Client::add_endpoint` and
+    /// locks chapter, "The connection"), so `Client::add_endpoint` and
     /// `remove_endpoint` are not available on it: make a new config instead.
     ///
     /// Errors: [`EtcdError::Unreachable`] when no endpoint answers in time,
