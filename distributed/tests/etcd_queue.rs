@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use distributed::etcd::etcd_client::GetOptions;
+use distributed::etcd::etcd_client::{GetOptions, WatchOptions};
 use distributed::etcd::{Client, EtcdConfig, PriorityQueue, Queue};
 use testkit::EtcdCluster;
 
@@ -173,6 +173,56 @@ async fn one_item_wakes_one_of_eight_idle_consumers() {
     for consumer in consumers {
         consumer.abort();
     }
+}
+
+#[tokio::test]
+async fn at_most_once_items_share_the_line_and_write_no_receipt() {
+    let mut c = client().await;
+    let queue = Queue::new(client().await, "q-amo").unwrap();
+    for i in 0..3 {
+        let fast = queue
+            .enqueue_at_most_once(format!("fast {i}"))
+            .await
+            .unwrap();
+        // The Go layout: `<name>/<unix nanos>`.
+        let nanos = fast.strip_prefix("q-amo/").unwrap();
+        assert!(nanos.parse::<u128>().is_ok(), "{fast}");
+        let sure = queue.enqueue(format!("sure {i}")).await.unwrap();
+        // What each transaction wrote, from etcd's history: the item alone,
+        // or the item and its receipt.
+        assert_eq!(keys_written_with(&mut c, &fast).await, 1);
+        assert_eq!(keys_written_with(&mut c, &sure).await, 2);
+    }
+    for i in 0..3 {
+        assert_eq!(text(queue.dequeue().await.unwrap()), format!("fast {i}"));
+        assert_eq!(text(queue.dequeue().await.unwrap()), format!("sure {i}"));
+    }
+    assert_eq!(queue.try_dequeue().await.unwrap(), None);
+}
+
+/// How many keys the transaction that created `key` wrote: the events of
+/// its revision, replayed by a watch over the whole key space.
+async fn keys_written_with(c: &mut Client, key: &str) -> usize {
+    let created = c.get(key, None).await.unwrap().kvs()[0].create_revision();
+    let options = WatchOptions::new()
+        .with_from_key()
+        .with_start_revision(created);
+    let mut events = c.watch("\0", Some(options)).await.unwrap();
+    // A revision's events arrive together, in the first response that
+    // carries any (after the one confirming the watch).
+    let mut written = 0;
+    let mut watch_id = 0;
+    while written == 0 {
+        let response = events.message().await.unwrap().unwrap();
+        watch_id = response.watch_id();
+        written = response
+            .events()
+            .iter()
+            .filter(|event| event.kv().is_some_and(|kv| kv.mod_revision() == created))
+            .count();
+    }
+    events.cancel(watch_id).await.unwrap();
+    written
 }
 
 #[tokio::test]

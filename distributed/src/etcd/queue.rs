@@ -7,7 +7,7 @@ use tracing::instrument;
 
 use super::EtcdError;
 use super::item_line::{ItemLine, TakeOrder};
-use super::keys::create_unique_once;
+use super::keys::{create_unique, create_unique_once};
 use super::name::RecipeName;
 
 /// How many of the oldest items one read fetches. Items are taken one at a
@@ -25,6 +25,8 @@ const BATCH: i64 = 16;
 ///   enqueue nor loses a take: both carry a receipt that makes repeating
 ///   them safe. Receipts are small keys under `cpr-receipts/` that expire
 ///   a minute after the queue object stops writing.
+///   [`enqueue_at_most_once`](Self::enqueue_at_most_once) skips the receipt
+///   (Go's semantics: an error when the outcome is unknown), for speed.
 /// - Queue `a` never sees the items of queue `ab` (keys are read under
 ///   `a/`; Go's recipe reads the bare prefix).
 /// - No thundering herd: consumers that share a `Queue` (clone it) share
@@ -76,6 +78,27 @@ impl Queue {
             value,
         )
         .await?;
+        Ok(key)
+    }
+
+    /// Appends `value` without a receipt: at most once, as Go's
+    /// `Queue.Enqueue`. One round trip, and one key written instead of
+    /// two, which etcd commits faster (5–9 % more enqueues per second in
+    /// the book's queues chapter, "Measurements").
+    ///
+    /// If the reply is lost (the member died mid-request), this returns an
+    /// error and the item may or may not be in the queue; it is never added
+    /// twice. Use it where an unknown item is acceptable, or where the
+    /// consumers deduplicate; otherwise use [`enqueue`](Self::enqueue).
+    ///
+    /// Cancel safety: as `enqueue`.
+    #[instrument(level = "debug", skip(self, value), fields(queue = self.name.as_str()))]
+    pub async fn enqueue_at_most_once(
+        &self,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<String, EtcdError> {
+        let value: Vec<u8> = value.into();
+        let (key, _) = create_unique(self.line.client(), &self.name.prefix(), value, 0).await?;
         Ok(key)
     }
 
