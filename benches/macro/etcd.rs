@@ -204,6 +204,31 @@ pub async fn queue_sequential(servers: &mut Servers) -> anyhow::Result<Vec<Strin
     Ok(lines)
 }
 
+/// `etcd.queue.enqueue_at_most_once`: as `etcd.queue.enqueue`, with
+/// `Queue::enqueue_at_most_once` — Go's semantics, no receipt.
+pub async fn queue_enqueue_at_most_once(servers: &mut Servers) -> anyhow::Result<String> {
+    let (client, addrs) = servers.etcd().await?;
+    let queue = Queue::new(client, &format!("bench/queue-amo-{}", std::process::id()))?;
+    let mut latencies = Vec::with_capacity(QUEUE_ITEMS);
+    let started = Instant::now();
+    for i in 0..QUEUE_ITEMS {
+        let t = Instant::now();
+        queue.enqueue_at_most_once(i.to_string()).await?;
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    let rpcs = rpcs_per_op(&addrs, COUNTED, async {
+        for i in 0..COUNTED {
+            queue.enqueue_at_most_once(i.to_string()).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    while queue.try_dequeue().await?.is_some() {}
+    Ok(Samples::new(latencies, elapsed)
+        .line("etcd.queue.enqueue_at_most_once", &[("rpcs_per_op", rpcs)]))
+}
+
 /// `etcd.queue.mc8`: one producer, 8 consumers blocked in `dequeue` (one
 /// process, sharing the queue as the Go peer's goroutines do); items/s from
 /// the first enqueue to the last delivery, and requests per item.
