@@ -32,7 +32,7 @@ const COUNTED: usize = 100;
 /// it allocate, and the garbage collection that follows would slow a timed
 /// pass that started right after (4–6 % on `etcd.queue.enqueue`), which
 /// the Go peer, counting nothing, does not pay.
-async fn rpcs_per_op<F: Future<Output = anyhow::Result<()>>>(
+async fn rpcs_per_op<T, F: Future<Output = anyhow::Result<T>>>(
     addrs: &[SocketAddr],
     ops: usize,
     pass: F,
@@ -40,6 +40,24 @@ async fn rpcs_per_op<F: Future<Output = anyhow::Result<()>>>(
     let before = grpc_calls(addrs);
     pass.await?;
     Ok((grpc_calls(addrs) - before) as f64 / ops as f64)
+}
+
+/// Runs `op(0)`, `op(1)`, … `op(count - 1)` one after another: each
+/// call's latency and the time of the whole pass.
+async fn timed<T, E, F, Fut>(count: usize, mut op: F) -> anyhow::Result<Samples>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut latencies = Vec::with_capacity(count);
+    let started = Instant::now();
+    for i in 0..count {
+        let t = Instant::now();
+        op(i).await?;
+        latencies.push(t.elapsed());
+    }
+    Ok(Samples::new(latencies, started.elapsed()))
 }
 
 /// `etcd.raw.put`: sequential puts to one key. Every put is one Raft commit
@@ -163,45 +181,16 @@ const QUEUE_ITEMS: usize = 500;
 pub async fn queue_sequential(servers: &mut Servers) -> anyhow::Result<Vec<String>> {
     let (client, addrs) = servers.etcd().await?;
     let queue = Queue::new(client, &format!("bench/queue-{}", std::process::id()))?;
-    let mut enqueues = Vec::with_capacity(QUEUE_ITEMS);
-    let started = Instant::now();
-    for i in 0..QUEUE_ITEMS {
-        let t = Instant::now();
-        queue.enqueue(i.to_string()).await?;
-        enqueues.push(t.elapsed());
-    }
-    let enqueue_time = started.elapsed();
-
-    let mut dequeues = Vec::with_capacity(QUEUE_ITEMS);
-    let started = Instant::now();
-    for _ in 0..QUEUE_ITEMS {
-        let t = Instant::now();
-        queue.dequeue().await?;
-        dequeues.push(t.elapsed());
-    }
-    let dequeue_time = started.elapsed();
-
-    let enqueue_rpcs = rpcs_per_op(&addrs, COUNTED, async {
-        for i in 0..COUNTED {
-            queue.enqueue(i.to_string()).await?;
-        }
-        Ok(())
-    })
-    .await?;
-    let dequeue_rpcs = rpcs_per_op(&addrs, COUNTED, async {
-        for _ in 0..COUNTED {
-            queue.dequeue().await?;
-        }
-        Ok(())
-    })
-    .await?;
-    let lines = vec![
-        Samples::new(enqueues, enqueue_time)
-            .line("etcd.queue.enqueue", &[("rpcs_per_op", enqueue_rpcs)]),
-        Samples::new(dequeues, dequeue_time)
-            .line("etcd.queue.dequeue", &[("rpcs_per_op", dequeue_rpcs)]),
-    ];
-    Ok(lines)
+    let enqueue = |i: usize| queue.enqueue(i.to_string());
+    let dequeue = |_| queue.dequeue();
+    let enqueues = timed(QUEUE_ITEMS, enqueue).await?;
+    let dequeues = timed(QUEUE_ITEMS, dequeue).await?;
+    let enqueue_rpcs = rpcs_per_op(&addrs, COUNTED, timed(COUNTED, enqueue)).await?;
+    let dequeue_rpcs = rpcs_per_op(&addrs, COUNTED, timed(COUNTED, dequeue)).await?;
+    Ok(vec![
+        enqueues.line("etcd.queue.enqueue", &[("rpcs_per_op", enqueue_rpcs)]),
+        dequeues.line("etcd.queue.dequeue", &[("rpcs_per_op", dequeue_rpcs)]),
+    ])
 }
 
 /// `etcd.queue.enqueue_at_most_once`: as `etcd.queue.enqueue`, with
@@ -209,24 +198,11 @@ pub async fn queue_sequential(servers: &mut Servers) -> anyhow::Result<Vec<Strin
 pub async fn queue_enqueue_at_most_once(servers: &mut Servers) -> anyhow::Result<String> {
     let (client, addrs) = servers.etcd().await?;
     let queue = Queue::new(client, &format!("bench/queue-amo-{}", std::process::id()))?;
-    let mut latencies = Vec::with_capacity(QUEUE_ITEMS);
-    let started = Instant::now();
-    for i in 0..QUEUE_ITEMS {
-        let t = Instant::now();
-        queue.enqueue_at_most_once(i.to_string()).await?;
-        latencies.push(t.elapsed());
-    }
-    let elapsed = started.elapsed();
-    let rpcs = rpcs_per_op(&addrs, COUNTED, async {
-        for i in 0..COUNTED {
-            queue.enqueue_at_most_once(i.to_string()).await?;
-        }
-        Ok(())
-    })
-    .await?;
+    let enqueue = |i: usize| queue.enqueue_at_most_once(i.to_string());
+    let enqueues = timed(QUEUE_ITEMS, enqueue).await?;
+    let rpcs = rpcs_per_op(&addrs, COUNTED, timed(COUNTED, enqueue)).await?;
     while queue.try_dequeue().await?.is_some() {}
-    Ok(Samples::new(latencies, elapsed)
-        .line("etcd.queue.enqueue_at_most_once", &[("rpcs_per_op", rpcs)]))
+    Ok(enqueues.line("etcd.queue.enqueue_at_most_once", &[("rpcs_per_op", rpcs)]))
 }
 
 /// `etcd.queue.mc8`: one producer, 8 consumers blocked in `dequeue` (one
