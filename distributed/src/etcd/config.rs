@@ -240,6 +240,18 @@ mod tests {
         assert!(matches!(error, EtcdError::InvalidConfig(_)), "{error}");
     }
 
+    #[tokio::test]
+    async fn an_endpoint_that_is_not_plain_http_is_rejected_before_any_io() {
+        for (endpoint, says) in [
+            ("https://127.0.0.1:2379", "no TLS"),
+            ("127.0.0.1:2379 extra", "not a host:port"),
+        ] {
+            let error = EtcdConfig::new([endpoint]).connect().await.err().unwrap();
+            assert!(matches!(error, EtcdError::InvalidConfig(_)), "{error}");
+            assert!(error.to_string().contains(says), "{endpoint}: {error}");
+        }
+    }
+
     #[test]
     fn debug_output_hides_the_password() {
         let config = EtcdConfig::default().credentials("root", "s3cret");
