@@ -193,18 +193,6 @@ pub async fn queue_sequential(servers: &mut Servers) -> anyhow::Result<Vec<Strin
     ])
 }
 
-/// `etcd.queue.enqueue_at_most_once`: as `etcd.queue.enqueue`, with
-/// `Queue::enqueue_at_most_once` — Go's semantics, no receipt.
-pub async fn queue_enqueue_at_most_once(servers: &mut Servers) -> anyhow::Result<String> {
-    let (client, addrs) = servers.etcd().await?;
-    let queue = Queue::new(client, &format!("bench/queue-amo-{}", std::process::id()))?;
-    let enqueue = |i: usize| queue.enqueue_at_most_once(i.to_string());
-    let enqueues = timed(QUEUE_ITEMS, enqueue).await?;
-    let rpcs = rpcs_per_op(&addrs, COUNTED, timed(COUNTED, enqueue)).await?;
-    while queue.try_dequeue().await?.is_some() {}
-    Ok(enqueues.line("etcd.queue.enqueue_at_most_once", &[("rpcs_per_op", rpcs)]))
-}
-
 /// `etcd.queue.mc8`: one producer, 8 consumers blocked in `dequeue` (one
 /// process, sharing the queue as the Go peer's goroutines do); items/s from
 /// the first enqueue to the last delivery, and requests per item.

@@ -24,8 +24,6 @@ const BENCHES: &[&str] = &[
     "etcd.mutex.handoff",
     // One entry prints both lines: the dequeues drain what was enqueued.
     "etcd.queue.enqueue+etcd.queue.dequeue",
-    // Go's semantics (no receipt), for the like-for-like ratio.
-    "etcd.queue.enqueue_at_most_once",
     "etcd.queue.mc8",
     "etcd.stm.bank",
     "redis.lock.cycle",
@@ -141,9 +139,6 @@ fn main() -> anyhow::Result<()> {
                 "etcd.mutex.handoff" => vec![etcd::mutex_handoff(&mut servers).await?],
                 "etcd.queue.enqueue+etcd.queue.dequeue" => {
                     etcd::queue_sequential(&mut servers).await?
-                }
-                "etcd.queue.enqueue_at_most_once" => {
-                    vec![etcd::queue_enqueue_at_most_once(&mut servers).await?]
                 }
                 "etcd.queue.mc8" => vec![etcd::queue_mc8(&mut servers).await?],
                 "etcd.stm.bank" => vec![etcd::stm_bank(&mut servers).await?],

@@ -113,6 +113,18 @@ pub enum EtcdError {
         key: String,
     },
 
+    /// A write's reply was lost, and whether it applied could not be
+    /// learned. It applied at most once: it may or may not be there.
+    #[error(
+        "the reply to the write of `{key}` was lost and whether it applied could not be learned ({reason}); it applied at most once — check for it before writing it again"
+    )]
+    OutcomeUnknown {
+        /// The key written.
+        key: String,
+        /// Why it could not be learned.
+        reason: String,
+    },
+
     /// Any other error from the server or the client library.
     #[error("etcd request failed: {0}")]
     Client(#[from] etcd_client::Error),

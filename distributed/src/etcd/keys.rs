@@ -1,5 +1,6 @@
 //! Creating keys: put-if-absent, and unique keys for queues of waiters.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
@@ -32,8 +33,8 @@ pub(crate) async fn create_if_absent(
 }
 
 /// Like [`create_if_absent`] (no lease), but exactly once even if a reply
-/// is lost: see [`Receipts`]. For queue items, where a lost reply must
-/// neither drop nor duplicate an item.
+/// is lost: see [`Receipts`]. For priority-queue items, whose keys other
+/// producers also try to create (see `fence` for keys only we create).
 pub(crate) async fn create_if_absent_once(
     client: &Client,
     receipts: &Receipts,
@@ -51,29 +52,21 @@ pub(crate) async fn create_if_absent_once(
 }
 
 /// A new key `<prefix><unix nanos>`, as etcd's Go recipes name them
-/// (`newUniqueKV`).
-fn unique_key(prefix: &str) -> String {
-    let nanos = SystemTime::now()
+/// (`newUniqueKV`). Within this process the numbers only go up, so that two
+/// keys made in the same nanosecond (or after the clock stepped back) still
+/// differ; across processes, a create that finds its key taken picks another.
+pub(crate) fn unique_key(prefix: &str) -> String {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0);
-    format!("{prefix}{nanos}")
-}
-
-/// [`create_unique`] for queue items: exactly once, no lease.
-pub(crate) async fn create_unique_once(
-    client: &Client,
-    receipts: &Receipts,
-    prefix: &str,
-    value: impl Into<Vec<u8>> + Clone,
-) -> Result<(String, i64), EtcdError> {
-    loop {
-        let key = unique_key(prefix);
-        if let Some(revision) = create_if_absent_once(client, receipts, &key, value.clone()).await?
-        {
-            return Ok((key, revision));
-        }
-    }
+    let previous = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last.saturating_add(1)))
+        })
+        .unwrap_or(now);
+    format!("{prefix}{}", now.max(previous.saturating_add(1)))
 }
 
 /// Creates a new key `<prefix><unix nanos>` = `value`, retrying with a new
@@ -90,5 +83,22 @@ pub(crate) async fn create_unique(
         if let Some(revision) = create_if_absent(client, &key, value.clone(), lease).await? {
             return Ok((key, revision));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_keys_made_at_once_differ_and_keep_the_go_layout() {
+        let keys: Vec<String> = (0..1000).map(|_| unique_key("q/")).collect();
+        let numbers: Vec<u64> = keys
+            .iter()
+            .map(|key| key.strip_prefix("q/").unwrap().parse().unwrap())
+            .collect();
+        assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]));
+        // Unix nanoseconds: 19 digits from 2001 to 2286.
+        assert!(keys.iter().all(|key| key.len() == "q/".len() + 19));
     }
 }

@@ -28,6 +28,7 @@ mod double_barrier;
 mod election;
 mod endpoints;
 mod error;
+mod fence;
 mod guarded_delete;
 mod idle_line;
 mod item_line;

@@ -6,8 +6,8 @@ use etcd_client::Client;
 use tracing::instrument;
 
 use super::EtcdError;
+use super::fence::CreateFence;
 use super::item_line::{ItemLine, TakeOrder};
-use super::keys::{create_unique, create_unique_once};
 use super::name::RecipeName;
 
 /// How many of the oldest items one read fetches. Items are taken one at a
@@ -22,11 +22,12 @@ const BATCH: i64 = 16;
 /// - Each item is delivered to at most one consumer (a revision-checked
 ///   delete decides), and none is lost by a cancelled `dequeue`.
 /// - A lost reply (a member dying mid-request) neither duplicates an
-///   enqueue nor loses a take: both carry a receipt that makes repeating
-///   them safe. Receipts are small keys under `cpr-receipts/` that expire
-///   a minute after the queue object stops writing.
-///   [`enqueue_at_most_once`](Self::enqueue_at_most_once) skips the receipt
-///   (Go's semantics: an error when the outcome is unknown), for speed.
+///   enqueue nor loses a take. An enqueue writes its item alone, as Go's
+///   does; only when its reply is lost does it raise a *fence* (a key just
+///   below `<name>`, on a one-minute lease) and read etcd's history to learn
+///   whether it applied. A take carries a *receipt* (a small key under
+///   `cpr-receipts/`, expiring a minute after the queue object stops
+///   writing) that makes repeating it safe.
 /// - Queue `a` never sees the items of queue `ab` (keys are read under
 ///   `a/`; Go's recipe reads the bare prefix).
 /// - No thundering herd: consumers that share a `Queue` (clone it) share
@@ -39,6 +40,8 @@ const BATCH: i64 = 16;
 #[derive(Clone)]
 pub struct Queue {
     line: Arc<ItemLine>,
+    /// Makes enqueues exactly once under lost replies.
+    fence: Arc<CreateFence>,
     name: RecipeName,
 }
 
@@ -56,49 +59,29 @@ impl Queue {
         let name = RecipeName::new(name)?;
         Ok(Queue {
             line: ItemLine::new(client, name.prefix(), TakeOrder::ByRevision, BATCH),
+            fence: Arc::new(CreateFence::new()),
             name,
         })
     }
 
     /// Appends `value`; one round trip. Returns the item's key.
     ///
-    /// Exactly once: if the reply is lost (the member died), the write is
-    /// sent again in a way that cannot apply twice (a receipt; see the
-    /// book's "Exactly once when a reply is lost").
+    /// Exactly once: if the reply is lost (the member died), a fence makes
+    /// sure the lost write can no longer apply, and etcd's history says
+    /// whether it did; if not, it is written again (see the book's "Exactly
+    /// once when a reply is lost"). This fails with
+    /// [`EtcdError::OutcomeUnknown`] only if etcd compacted that history in
+    /// the seconds between; the item is then there at most once.
     ///
     /// Cancel safety: if dropped before the reply, the item may or may not
     /// have been added (as with any write whose reply is not awaited).
     #[instrument(level = "debug", skip(self, value), fields(queue = self.name.as_str()))]
     pub async fn enqueue(&self, value: impl Into<Vec<u8>>) -> Result<String, EtcdError> {
         let value: Vec<u8> = value.into();
-        let (key, _) = create_unique_once(
-            self.line.client(),
-            self.line.receipts(),
-            &self.name.prefix(),
-            value,
-        )
-        .await?;
-        Ok(key)
-    }
-
-    /// Appends `value` without a receipt: at most once, as Go's
-    /// `Queue.Enqueue`. One round trip, and one key written instead of
-    /// two, which etcd commits faster (5–9 % more enqueues per second in
-    /// the book's queues chapter, "Measurements").
-    ///
-    /// If the reply is lost (the member died mid-request), this returns an
-    /// error and the item may or may not be in the queue; it is never added
-    /// twice. Use it where an unknown item is acceptable, or where the
-    /// consumers deduplicate; otherwise use [`enqueue`](Self::enqueue).
-    ///
-    /// Cancel safety: as `enqueue`.
-    #[instrument(level = "debug", skip(self, value), fields(queue = self.name.as_str()))]
-    pub async fn enqueue_at_most_once(
-        &self,
-        value: impl Into<Vec<u8>>,
-    ) -> Result<String, EtcdError> {
-        let value: Vec<u8> = value.into();
-        let (key, _) = create_unique(self.line.client(), &self.name.prefix(), value, 0).await?;
+        let (key, _) = self
+            .fence
+            .create_unique(self.line.client(), &self.name.prefix(), value)
+            .await?;
         Ok(key)
     }
 

@@ -129,7 +129,7 @@ impl Receipts {
             // Repeating is safe now, whatever happened to the reply; keep
             // at it through an election or a restart, so that the caller
             // learns the outcome rather than an "unknown".
-            let response = retrying_for(OUTCOME_PATIENCE, || {
+            let response = retrying_for(Repeat::Idempotent, OUTCOME_PATIENCE, || {
                 let (mut client, txn) = (client.clone(), txn.clone());
                 async move { client.txn(txn).await }
             })

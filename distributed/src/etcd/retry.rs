@@ -37,17 +37,34 @@ where
     repeat_while(repeat, |attempt| attempt < ATTEMPTS, op).await
 }
 
-/// Like [`retrying`] with [`Repeat::Idempotent`], but keeps trying for as
-/// long as `patience` rather than a number of times: for requests whose
-/// outcome must be learned (exactly-once writes), where giving up early
-/// would leave the caller not knowing whether its write applied.
-pub(crate) async fn retrying_for<T, F, Fut>(patience: Duration, op: F) -> Result<T, EtcdError>
+/// Like [`retrying`], but keeps trying for as long as `patience` rather
+/// than a number of times: for requests whose outcome must be learned
+/// (exactly-once writes), where giving up early would leave the caller not
+/// knowing whether its write applied.
+pub(crate) async fn retrying_for<T, F, Fut>(
+    repeat: Repeat,
+    patience: Duration,
+    op: F,
+) -> Result<T, EtcdError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
     let started = tokio::time::Instant::now();
-    repeat_while(Repeat::Idempotent, |_| started.elapsed() < patience, op).await
+    repeat_while(repeat, |_| started.elapsed() < patience, op).await
+}
+
+/// Whether a failed request may have been applied all the same: it left
+/// this process, and no reply said what became of it (the member died, the
+/// connection broke, the deadline passed). A write that failed like this
+/// must not simply be sent again.
+pub(crate) fn outcome_unknown(error: &EtcdError) -> bool {
+    match error {
+        EtcdError::Client(error) => {
+            may_repeat(error, Repeat::Idempotent) && !may_repeat(error, Repeat::IfUnsent)
+        }
+        _ => false,
+    }
 }
 
 /// The loop of both: repeats `op` with a doubling pause (20 ms to 500 ms)

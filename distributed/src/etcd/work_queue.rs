@@ -9,10 +9,9 @@ use etcd_client::{
 };
 use tracing::{debug, instrument};
 
+use super::fence::CreateFence;
 use super::idle_line::Wakeups;
-use super::keys::create_unique_once;
 use super::name::RecipeName;
-use super::receipt::Receipts;
 use super::retry::{OUTCOME_PATIENCE, Repeat, retrying, retrying_for};
 use super::{EtcdError, Session};
 
@@ -28,8 +27,8 @@ const BATCH: i64 = 16;
 /// [`dead_letter_after`](Self::dead_letter_after), an item delivered that
 /// many times without an ack is moved aside instead of poisoning the queue.
 ///
-/// Under faults: an enqueue whose reply is lost is resolved, never doubled
-/// (a receipt under `cpr-receipts/`), and so is a claim whose reply is lost
+/// Under faults: an enqueue whose reply is lost is settled, never doubled
+/// (a fence, as [`Queue::enqueue`](super::Queue::enqueue)), and so is a claim whose reply is lost
 /// (is the claim on our lease?), so no item stays claimed by nobody.
 /// Waiting consumers are woken as the [`Queue`](super::Queue)'s are: one
 /// per new item or vanished claim, in the first process of an idle line
@@ -44,7 +43,7 @@ pub struct WorkQueue {
     name: RecipeName,
     dead_letter_after: Option<i64>,
     /// Makes enqueues exactly once under lost replies (no duplicate items).
-    receipts: Arc<Receipts>,
+    fence: Arc<CreateFence>,
     /// Wakes one waiting consumer per new item or vanished claim, in one
     /// process at a time (see `idle_line`).
     wakeups: Arc<Wakeups>,
@@ -91,7 +90,7 @@ impl WorkQueue {
             session: session.clone(),
             name,
             dead_letter_after: None,
-            receipts: Arc::new(Receipts::new()),
+            fence: Arc::new(CreateFence::new()),
         })
     }
 
@@ -106,16 +105,21 @@ impl WorkQueue {
         format!("{}{id}", self.name.sub_prefix(part))
     }
 
-    /// Adds an item; returns its id.
+    /// Adds an item; returns its id. Exactly once, as
+    /// [`Queue::enqueue`](super::Queue::enqueue).
+    ///
+    /// Cancel safety: if dropped before the reply, the item may or may not
+    /// have been added.
     pub async fn enqueue(&self, value: impl Into<Vec<u8>>) -> Result<String, EtcdError> {
         let value: Vec<u8> = value.into();
-        let (key, _) = create_unique_once(
-            &self.session.client(),
-            &self.receipts,
-            &self.name.sub_prefix("items"),
-            value,
-        )
-        .await?;
+        let (key, _) = self
+            .fence
+            .create_unique(
+                &self.session.client(),
+                &self.name.sub_prefix("items"),
+                value,
+            )
+            .await?;
         Ok(key.rsplit('/').next().unwrap_or_default().to_string())
     }
 
@@ -248,7 +252,7 @@ impl WorkQueue {
     ) -> Result<Option<(i64, i64)>, EtcdError> {
         let client = self.session.client();
         let txn = Txn::new().and_then([TxnOp::get(claim, None), TxnOp::get(deliveries, None)]);
-        let response = retrying_for(OUTCOME_PATIENCE, || {
+        let response = retrying_for(Repeat::Idempotent, OUTCOME_PATIENCE, || {
             let (mut client, txn) = (client.clone(), txn.clone());
             async move { client.txn(txn).await }
         })
