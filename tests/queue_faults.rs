@@ -273,8 +273,9 @@ fn keys_under(etcd: &EtcdCluster, prefix: &str) -> usize {
 
 #[test]
 fn one_item_wakes_one_of_eight_consumer_processes() {
-    // The enqueue (and its receipt lease), the first process's read and take
-    // (and its receipt lease), its leaving the line, the next process's look
+    // The enqueue (and the producer's first read of a revision, for its
+    // fence), the first process's read and take (and its receipt lease), its
+    // leaving the line, the next process's look
     // at the line, its watch and its read: 9. A herd would be a read and a
     // take per process, at least 17.
     herd_test("queue", 10);

@@ -208,7 +208,8 @@ impl CreateFence {
                     let mut client = client.clone();
                     async move { client.get(key, None).await }
                 })
-                .await?;
+                .await
+                .map_err(|error| unknown(format!("could not read the key: {error}")))?;
                 match now.kvs().first() {
                     Some(kv) if kv.value() == value && kv.create_revision() > since => {
                         Ok(Some(kv.create_revision()))
@@ -260,9 +261,9 @@ fn fenced_create(key: &str, fence: &[u8], value: &[u8]) -> Txn {
 }
 // ANCHOR_END: fenced_create
 
-/// The fence key for items under `prefix` (`<name>/`), just below `<name>`
-/// (see the module's doc). Names never contain NUL, so their last byte can
-/// be lowered.
+/// The fence key for items under `prefix`, just below the prefix without
+/// its `/` — `<name>` for a queue (see the module's doc). Names never
+/// contain NUL, so their last byte can be lowered.
 fn fence_key(prefix: &str, id: u128, generation: u64) -> Vec<u8> {
     let mut key = prefix
         .strip_suffix('/')

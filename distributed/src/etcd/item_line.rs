@@ -37,7 +37,8 @@ pub(crate) struct ItemLine {
     candidates: Mutex<VecDeque<(String, i64, Vec<u8>)>>,
     /// Wakes one waiting consumer per new item (see `idle_line`).
     wakeups: Wakeups,
-    /// Makes takes (and the queues' enqueues) exactly once under lost replies.
+    /// Makes takes (and the priority queue's enqueues) exactly once under
+    /// lost replies.
     receipts: Arc<Receipts>,
 }
 

@@ -19,8 +19,9 @@
 //! | [`PriorityQueue`] | lowest number first, FIFO within a priority | `<name>/<%05d>/<%016d>` (as Go's `PriorityQueue`) |
 //!
 //! The recipes share a few building blocks: unique keys, waiting for the
-//! closest predecessor only, and deletes guarded by the key's create
-//! revision.
+//! closest predecessor only, deletes guarded by the key's create revision,
+//! and writes that stay exactly once when a reply is lost (fences for new
+//! items, receipts for the rest).
 
 mod barrier;
 mod config;
