@@ -426,6 +426,23 @@ mod tests {
         let there = client.clone().get(p.key.as_str(), None).await.unwrap();
         assert_eq!(there.count(), 0);
 
+        // Three fences are up now, and no reader sees them: not Go's, which
+        // reads the bare prefix, and so not ours, which reads `<name>/`.
+        let bare = GetOptions::new().with_prefix().with_keys_only();
+        let seen = client.clone().get("fence-test", Some(bare)).await.unwrap();
+        assert!(
+            seen.kvs()
+                .iter()
+                .all(|kv| kv.key().starts_with(b"fence-test/"))
+        );
+        let fences_up = GetOptions::new().with_prefix().with_count_only();
+        let up = client
+            .clone()
+            .get(b"fence-tess\xFF".to_vec(), Some(fences_up))
+            .await
+            .unwrap();
+        assert!(up.count() >= 3, "the fences are not where they should be");
+
         // Each fence moved creates on to the next one: this one applies.
         let (key, _) = fences
             .create_unique(&client, prefix, b"next".to_vec())
