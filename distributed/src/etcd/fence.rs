@@ -325,6 +325,8 @@ async fn replay(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
     use crate::etcd::EtcdConfig;
 
@@ -451,6 +453,55 @@ mod tests {
         let there = client.clone().get(key.as_str(), None).await.unwrap();
         assert_eq!(there.kvs()[0].value(), b"next");
         assert_eq!(fences.generation.load(Ordering::Acquire), 3);
+    }
+
+    #[tokio::test]
+    async fn concurrent_creates_get_past_a_fence_raised_under_them() {
+        let mut client = client().await;
+        let fences = std::sync::Arc::new(CreateFence::new());
+        let prefix = format!("fence-shared-{:08x}/", rand::random::<u32>());
+        // Another create's lost reply raised the current fence (generation
+        // 0), and these creates have not heard of it yet.
+        let lease = client.lease_grant(FENCE_TTL, None).await.unwrap().id();
+        let raised = fence_key(&prefix, fences.id, 0);
+        let options = PutOptions::new().with_lease(lease);
+        client.put(raised, "", Some(options)).await.unwrap();
+        let creates: Vec<_> = (0..8)
+            .map(|i| {
+                let (fences, client, prefix) = (fences.clone(), client.clone(), prefix.clone());
+                tokio::spawn(async move {
+                    let value = format!("item {i}").into_bytes();
+                    fences.create_unique(&client, &prefix, value).await
+                })
+            })
+            .collect();
+        let mut keys = HashSet::new();
+        for create in creates {
+            let created = tokio::time::timeout(Duration::from_secs(10), create).await;
+            let (key, _) = created
+                .expect("a create kept hitting the fence")
+                .unwrap()
+                .unwrap();
+            keys.insert(key);
+        }
+        assert_eq!(keys.len(), 8);
+        // Each item is there once, under the key its create returned.
+        let all = GetOptions::new().with_prefix();
+        let items = client.get(prefix.as_str(), Some(all)).await.unwrap();
+        let mut values: Vec<&[u8]> = items.kvs().iter().map(|kv| kv.value()).collect();
+        values.sort();
+        let expected: Vec<String> = (0..8).map(|i| format!("item {i}")).collect();
+        assert_eq!(
+            values,
+            expected.iter().map(|v| v.as_bytes()).collect::<Vec<_>>()
+        );
+        assert!(
+            items
+                .kvs()
+                .iter()
+                .all(|kv| keys.contains(kv.key_str().unwrap()))
+        );
+        assert!(fences.generation.load(Ordering::Acquire) >= 1);
     }
 
     #[tokio::test]
