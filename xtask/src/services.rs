@@ -1,6 +1,6 @@
 //! `cargo xtask services up|down|status`: a long-lived etcd on 127.0.0.1:2379
-//! and Redis on 127.0.0.1:6379, data under `target/services/`, for the
-//! two-terminal interactive examples.
+//! (keeping ten minutes of history) and Redis on 127.0.0.1:6379, data under
+//! `target/services/`, for the two-terminal interactive examples.
 //!
 //! A healthy server already on the port is reused, never fought: `up` says so
 //! and `down` leaves it alone (it only stops what `up` started, by pid file).
@@ -75,6 +75,11 @@ impl Service {
                     .arg("--listen-peer-urls=http://127.0.0.1:2380")
                     .arg("--initial-advertise-peer-urls=http://127.0.0.1:2380")
                     .arg("--initial-cluster=services=http://127.0.0.1:2380")
+                    // Keep ten minutes of history. Without compaction every
+                    // write stays, and repeated bench runs grow the database
+                    // to etcd's 2 GB quota, where it refuses all writes.
+                    .arg("--auto-compaction-mode=periodic")
+                    .arg("--auto-compaction-retention=10m")
                     .arg("--logger=zap")
                     .arg("--log-level=warn");
             }
