@@ -356,3 +356,185 @@ async fn a_dropped_queue_leaves_the_idle_line_at_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A queue of either kind, so that one scenario runs against both.
+#[derive(Clone)]
+enum AnyQueue {
+    Fifo(Queue),
+    Priority(PriorityQueue),
+}
+
+impl AnyQueue {
+    async fn new(kind: &str, name: &str) -> AnyQueue {
+        match kind {
+            "fifo" => AnyQueue::Fifo(Queue::new(client().await, name).unwrap()),
+            _ => AnyQueue::Priority(PriorityQueue::new(client().await, name).unwrap()),
+        }
+    }
+
+    /// Enqueues; a priority queue spreads items over two levels, as etcd's
+    /// `flatPriorityQueue` test helper does, so that levels empty and fill.
+    async fn enqueue(&self, value: String) {
+        match self {
+            AnyQueue::Fifo(queue) => drop(queue.enqueue(value).await.unwrap()),
+            AnyQueue::Priority(queue) => {
+                let priority = rand::random_range(0..2);
+                drop(queue.enqueue(value, priority).await.unwrap());
+            }
+        }
+    }
+
+    async fn dequeue(&self) -> String {
+        match self {
+            AnyQueue::Fifo(queue) => text(queue.dequeue().await.unwrap()),
+            AnyQueue::Priority(queue) => text(queue.dequeue().await.unwrap()),
+        }
+    }
+}
+
+/// Writers and readers on clients of their own, as in etcd's
+/// `testReadersWriters`: the readers together take exactly what the writers
+/// wrote. A reader that waits for a new enqueue while items sit in the
+/// queue hangs the round.
+async fn readers_beside_writers(kind: &str, rounds: usize, per_writer: usize) {
+    const CLIENTS: usize = 3;
+    for round in 0..rounds {
+        let name = format!("{kind}-readers-writers-{round}");
+        let total = CLIENTS * per_writer;
+        let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for writer in 0..CLIENTS {
+            let queue = AnyQueue::new(kind, &name).await;
+            tasks.spawn(async move {
+                for i in 0..per_writer {
+                    queue.enqueue(format!("{writer}-{i}")).await;
+                }
+                Vec::new()
+            });
+        }
+        for _ in 0..CLIENTS {
+            let (queue, taken) = (AnyQueue::new(kind, &name).await, taken.clone());
+            tasks.spawn(async move {
+                let mut got = Vec::new();
+                while taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < total {
+                    got.push(queue.dequeue().await);
+                }
+                got
+            });
+        }
+        let all = tokio::time::timeout(Duration::from_secs(20), tasks.join_all())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("round {round}: a reader waited in dequeue while items were queued")
+            });
+        let all: Vec<String> = all.into_iter().flatten().collect();
+        let unique: HashSet<&String> = all.iter().collect();
+        assert_eq!(unique.len(), total, "round {round}: an item was lost or duplicated");
+    }
+}
+
+/// Follows etcd's `TestPrQueueManyReaderManyWriter` (3 writer and 3 reader
+/// clients, 2 items per writer), over many rounds and with more items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_readers_never_wait_beside_queued_items() {
+    readers_beside_writers("pq", 10, 2).await;
+    readers_beside_writers("pq-more", 10, 20).await;
+}
+
+/// Follows etcd's `TestQueueManyReaderManyWriter`, with enough items that a
+/// reader's whole batch is taken by faster readers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_readers_never_wait_beside_queued_items() {
+    readers_beside_writers("fifo", 10, 2).await;
+    readers_beside_writers("fifo", 6, 60).await;
+}
+
+/// A hung or dead process first in the idle line keeps its place until its
+/// lease ends (never, while it hangs). Consumers of other processes must
+/// still take a new item within about one `LOOK_ANYWAY_EVERY` (1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_is_taken_while_a_hung_process_is_first_in_the_idle_line() {
+    let mut etcd = client().await;
+    // The hung process: a place in each queue's line, on a live lease.
+    let hung = distributed::etcd::Session::new(etcd.clone(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    for kind in ["fifo", "pq"] {
+        let name = format!("q-hung-first-{kind}");
+        let on_hung_lease =
+            distributed::etcd::etcd_client::PutOptions::new().with_lease(hung.lease_id());
+        let place = format!("cpr-idle/q/{name}/1");
+        etcd.put(place, "", Some(on_hung_lease)).await.unwrap();
+        let consumer = AnyQueue::new(kind, &name).await;
+        let producer = AnyQueue::new(kind, &name).await;
+        let waiting = tokio::spawn(async move { consumer.dequeue().await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        producer.enqueue("hello".into()).await;
+        let enqueued = tokio::time::Instant::now();
+        let value = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap_or_else(|_| panic!("{kind}: the item waited beside an idle consumer"))
+            .unwrap();
+        assert_eq!(value, "hello");
+        let waited = enqueued.elapsed();
+        assert!(waited < Duration::from_secs(3), "{kind}: taken after {waited:?}");
+    }
+    hung.close().await.unwrap();
+}
+
+/// Cancelled priority dequeues on levels that empty and fill again (so item
+/// keys are reused): 3,000 cancellations over several rounds, with
+/// producers running; every item is delivered exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_priority_dequeues_on_reused_levels_lose_nothing() {
+    const ITEMS: usize = 200;
+    let mut cancelled = 0;
+    let mut round = 0;
+    while cancelled < 3_000 {
+        assert!(round < 40, "too few cancellations: {cancelled} in {round} rounds");
+        let name = format!("pq-cancel-reuse-{round}");
+        let producer = {
+            let queue = PriorityQueue::new(client().await, &name).unwrap();
+            tokio::spawn(async move {
+                for i in 0..ITEMS {
+                    queue.enqueue(format!("{i}"), (i % 2) as u16).await.unwrap();
+                }
+            })
+        };
+        let mut consumers = tokio::task::JoinSet::new();
+        for _ in 0..2 {
+            let queue = PriorityQueue::new(client().await, &name).unwrap();
+            consumers.spawn(async move {
+                let (mut got, mut cut) = (Vec::new(), 0);
+                for _ in 0..ITEMS {
+                    let limit = Duration::from_micros(rand::random_range(100..3_000));
+                    match tokio::time::timeout(limit, queue.dequeue()).await {
+                        Ok(value) => got.push(text(value.unwrap())),
+                        Err(_) => cut += 1,
+                    }
+                }
+                (got, cut)
+            });
+        }
+        producer.await.unwrap();
+        let mut got = Vec::new();
+        for (taken, cut) in consumers.join_all().await {
+            got.extend(taken);
+            cancelled += cut;
+        }
+        // Put-backs land in the background: collect until every item is
+        // seen or a deadline passes.
+        let queue = PriorityQueue::new(client().await, &name).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while got.len() < ITEMS && tokio::time::Instant::now() < deadline {
+            match queue.try_dequeue().await.unwrap() {
+                Some(value) => got.push(text(value)),
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let unique: HashSet<&String> = got.iter().collect();
+        assert_eq!(unique.len(), got.len(), "round {round}: an item was delivered twice");
+        assert_eq!(got.len(), ITEMS, "round {round}: a cancelled dequeue lost an item");
+        round += 1;
+    }
+}

@@ -13,6 +13,9 @@
 //! idle consumer left, it leaves the line, and the next one takes over: it
 //! reads the queue once, then watches it. If a process dies, its key goes
 //! with its lease (after [`IDLE_TTL`]), and the next takes over then.
+//! Meanwhile, and whenever the process ahead is slow to serve, each process
+//! further back reads the queue once every [`LOOK_ANYWAY_EVERY`]: no item
+//! waits longer than that beside an idle consumer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -30,9 +33,16 @@ use super::{EtcdError, Session};
 
 /// The prefix of every idle line.
 pub(crate) const IDLE_PREFIX: &str = "cpr-idle/";
-/// The lease of a process's place in line. A process that dies holds up
-/// the line this long at most.
+/// The lease of a process's place in line. A process that dies leaves its
+/// place this long after.
 pub(crate) const IDLE_TTL: Duration = Duration::from_secs(10);
+/// How often a process that is not first in line lets one of its idle
+/// consumers look at the queue anyway. The process ahead may be hung or
+/// dead (its place stays until its lease ends), or its consumers busy
+/// elsewhere: this bounds how long an item can wait beside an idle
+/// consumer to about one period, at the cost of one read per period per
+/// waiting process.
+pub(crate) const LOOK_ANYWAY_EVERY: Duration = Duration::from_secs(1);
 
 /// Which watch events are worth waking a consumer for.
 pub(crate) type WakesOn = Arc<dyn Fn(&Event) -> bool + Send + Sync>;
@@ -231,13 +241,25 @@ async fn take_turn(
         lost = session.lost() => Err(lost),
         () = signals.until_no_waiters() => Ok(()),
         served = async {
-            wait_for_predecessors(client, line_prefix, revision).await?;
+            tokio::select! {
+                first = wait_for_predecessors(client, line_prefix, revision) => first?,
+                never = look_now_and_then(signals) => match never {},
+            }
             serve_arrivals(client, watch_prefix, wakes_on, signals).await
         } => served,
     };
     // Leave the line (also after an error: the next process takes over).
     let left = delete_if_created_at(client, &key, revision).await;
     served.and(left.map(drop))
+}
+
+/// While waiting for our turn: wakes one local consumer every
+/// [`LOOK_ANYWAY_EVERY`] to read the queue itself.
+async fn look_now_and_then(signals: &Signals) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(LOOK_ANYWAY_EVERY).await;
+        signals.arrivals.notify_one();
+    }
 }
 
 /// First in line: watches the queue and wakes one consumer per relevant

@@ -10,10 +10,11 @@ use etcd_client::{
     Client, Compare, CompareOp, Event, EventType, GetOptions, SortOrder, SortTarget, TxnOp,
 };
 use tokio::sync::{Mutex, oneshot};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::EtcdError;
 use super::idle_line::Wakeups;
+use super::keys::{create_if_absent_once, create_sequential_once, unique_key};
 use super::receipt::{Applied, Receipts};
 use super::retry::{Repeat, retrying};
 
@@ -102,14 +103,18 @@ impl ItemLine {
     // ANCHOR_END: take
 
     /// Takes the first item, if there is one.
+    ///
+    /// Only a read that finds no item means "empty": when every item read
+    /// was taken by a faster consumer first, read again. (Concluding
+    /// "empty" there would leave this consumer waiting for the next
+    /// enqueue beside a queue full of items.)
+    // ANCHOR: take_first
     async fn take_first(&self) -> Result<Option<Vec<u8>>, EtcdError> {
         let mut candidates = self.candidates.lock().await;
-        for refill in [false, true] {
-            if refill {
-                self.refill(&mut candidates).await?;
-            }
+        loop {
             while let Some((key, revision, value)) = candidates.pop_front() {
-                if take_item(&self.client, &self.receipts, key, revision, value.clone()).await? {
+                let taken = take_item(self, key, revision, value.clone()).await?;
+                if taken {
                     if !candidates.is_empty() {
                         // More items are known: pass the wake-up on.
                         self.wakeups.pass_on();
@@ -118,15 +123,18 @@ impl ItemLine {
                 }
                 // Someone else took it: try the next one.
             }
+            if self.refill(&mut candidates).await? == 0 {
+                return Ok(None);
+            }
         }
-        Ok(None)
     }
+    // ANCHOR_END: take_first
 
-    /// Reads the first items into `candidates`.
+    /// Reads the first items into `candidates`; returns how many it read.
     async fn refill(
         &self,
         candidates: &mut VecDeque<(String, i64, Vec<u8>)>,
-    ) -> Result<(), EtcdError> {
+    ) -> Result<usize, EtcdError> {
         let mut options = GetOptions::new().with_prefix().with_limit(self.batch);
         if self.order == TakeOrder::ByRevision {
             options = options.with_sort(SortTarget::Create, SortOrder::Ascend);
@@ -144,7 +152,7 @@ impl ItemLine {
                 kv.value().to_vec(),
             ));
         }
-        Ok(())
+        Ok(response.kvs().len())
     }
 }
 
@@ -160,15 +168,15 @@ impl ItemLine {
 /// the item is written back rather than lost.
 // ANCHOR: take_item
 async fn take_item(
-    client: &Client,
-    receipts: &Arc<Receipts>,
+    line: &ItemLine,
     key: String,
     mod_revision: i64,
     value: Vec<u8>,
 ) -> Result<bool, EtcdError> {
     let (reply, answer) = oneshot::channel();
     let (ack, acked) = oneshot::channel::<()>();
-    let (client, receipts) = (client.clone(), receipts.clone());
+    let (client, receipts) = (line.client.clone(), line.receipts.clone());
+    let (order, prefix) = (line.order, line.prefix.clone());
     tokio::spawn(async move {
         let unchanged = Compare::mod_revision(key.as_str(), CompareOp::Equal, mod_revision);
         let delete = TxnOp::delete(key.as_str(), None);
@@ -180,12 +188,9 @@ async fn take_item(
         let _ = reply.send(outcome);
         if taken && acked.await.is_err() {
             debug!(%key, "dequeue cancelled after the item was taken; putting it back");
-            let put_back = retrying(Repeat::IfUnsent, || {
-                let (mut client, key, value) = (client.clone(), key.clone(), value.clone());
-                async move { client.put(key, value, None).await }
-            });
+            let put_back = put_back(&client, &receipts, order, &prefix, key.clone(), value);
             if let Err(error) = put_back.await {
-                tracing::warn!(%key, %error, "could not put back the item of a cancelled dequeue");
+                warn!(%key, %error, "could not put back the item of a cancelled dequeue");
             }
         }
     });
@@ -198,3 +203,41 @@ async fn take_item(
     Ok(taken)
 }
 // ANCHOR_END: take_item
+
+/// Writes back an item whose dequeue was cancelled after taking it: under
+/// its own key if that is still free, else under a new key of its level.
+///
+/// Never a plain put: a newer item may have taken the key meanwhile (a
+/// priority level that empties starts its sequence numbers at 0 again),
+/// and overwriting it would lose that item. Exactly once, like the take.
+async fn put_back(
+    client: &Client,
+    receipts: &Receipts,
+    order: TakeOrder,
+    prefix: &str,
+    key: String,
+    value: Vec<u8>,
+) -> Result<String, EtcdError> {
+    if create_if_absent_once(client, receipts, &key, value.clone())
+        .await?
+        .is_some()
+    {
+        return Ok(key);
+    }
+    debug!(%key, "the key of a put-back item was reused; putting it under a new key");
+    match order {
+        TakeOrder::ByKey => {
+            let level = key.rfind('/').map_or(prefix, |slash| &key[..=slash]);
+            create_sequential_once(client, receipts, level, value).await
+        }
+        TakeOrder::ByRevision => loop {
+            let fresh = unique_key(prefix);
+            if create_if_absent_once(client, receipts, &fresh, value.clone())
+                .await?
+                .is_some()
+            {
+                return Ok(fresh);
+            }
+        },
+    }
+}

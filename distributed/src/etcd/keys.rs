@@ -3,7 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
 
 use super::EtcdError;
 use super::receipt::{Applied, Receipts};
@@ -49,6 +51,55 @@ pub(crate) async fn create_if_absent_once(
             Applied::CompareFailed => None,
         },
     )
+}
+
+/// Creates `<level><last sequence + 1, 16 digits>` = `value`, exactly once:
+/// the next key after the highest one under `level`, as etcd's Go recipes
+/// name priority-queue items (`newSequentialKV`). A producer that finds the
+/// number taken reads again. Returns the key.
+///
+/// An empty level starts again at 0, so keys are reused once a level
+/// empties (Go's layout does the same): never write such a key
+/// unconditionally.
+pub(crate) async fn create_sequential_once(
+    client: &Client,
+    receipts: &Receipts,
+    level: &str,
+    value: Vec<u8>,
+) -> Result<String, EtcdError> {
+    // The last few keys, highest first: a foreign key whose name is not a
+    // number (written by another tool) is passed over, not a wedge.
+    let last = GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Key, SortOrder::Descend)
+        .with_limit(16)
+        .with_keys_only();
+    loop {
+        let response = retrying(Repeat::Idempotent, || {
+            let (mut client, options) = (client.clone(), last.clone());
+            async move { client.get(level, Some(options)).await }
+        })
+        .await?;
+        let next = response
+            .kvs()
+            .iter()
+            .find_map(|kv| sequence_number(kv.key()))
+            .map_or(0, |last| last.saturating_add(1));
+        let key = format!("{level}{next:016}");
+        if create_if_absent_once(client, receipts, &key, value.clone())
+            .await?
+            .is_some()
+        {
+            return Ok(key);
+        }
+        // Another producer took this number first: read again.
+    }
+}
+
+/// The number a sequential key ends with, if it ends with one.
+fn sequence_number(key: &[u8]) -> Option<u64> {
+    let tail = key.rsplit(|byte| *byte == b'/').next()?;
+    std::str::from_utf8(tail).ok()?.parse().ok()
 }
 
 /// A new key `<prefix><unix nanos>`, as etcd's Go recipes name them

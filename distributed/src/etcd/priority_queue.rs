@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
-use etcd_client::{Client, GetOptions, SortOrder, SortTarget};
+use etcd_client::Client;
 use tracing::instrument;
 
 use super::EtcdError;
 use super::item_line::{ItemLine, TakeOrder};
-use super::keys::create_if_absent_once;
+use super::keys::create_sequential_once;
 use super::name::RecipeName;
-use super::retry::{Repeat, retrying};
 
 /// A queue that hands out the item with the **lowest** priority number
 /// first (0 before 1 before 65535), and within one priority, the oldest
@@ -25,7 +24,9 @@ use super::retry::{Repeat, retrying};
 ///
 /// Same delivery, isolation, waiting and cancel-safety guarantees as
 /// [`Queue`](super::Queue). Each dequeue reads the current first item, so a
-/// more urgent item that arrives is never passed over.
+/// more urgent item that arrives is never passed over; when a faster
+/// consumer takes it first, the dequeue reads again, and waits only after
+/// a read found the queue empty.
 #[derive(Clone)]
 pub struct PriorityQueue {
     line: Arc<ItemLine>,
@@ -58,45 +59,9 @@ impl PriorityQueue {
         value: impl Into<Vec<u8>>,
         priority: u16,
     ) -> Result<String, EtcdError> {
-        let value: Vec<u8> = value.into();
         let level = format!("{}{priority:05}/", self.name.prefix());
-        loop {
-            let last = GetOptions::new()
-                .with_prefix()
-                .with_sort(SortTarget::Key, SortOrder::Descend)
-                .with_limit(1)
-                .with_keys_only();
-            let response = retrying(Repeat::Idempotent, || {
-                let (mut client, options, level) =
-                    (self.line.client().clone(), last.clone(), level.clone());
-                async move { client.get(level, Some(options)).await }
-            })
-            .await?;
-            let next = match response.kvs().first() {
-                Some(kv) => {
-                    kv.key_str()?
-                        .rsplit('/')
-                        .next()
-                        .and_then(|s| s.parse::<u64>().ok())
-                        .unwrap_or(0)
-                        + 1
-                }
-                None => 0,
-            };
-            let key = format!("{level}{next:016}");
-            if create_if_absent_once(
-                self.line.client(),
-                self.line.receipts(),
-                &key,
-                value.clone(),
-            )
-            .await?
-            .is_some()
-            {
-                return Ok(key);
-            }
-            // Another producer took this sequence number first: read again.
-        }
+        create_sequential_once(self.line.client(), self.line.receipts(), &level, value.into())
+            .await
     }
 
     /// Takes the most urgent item, if there is one; never waits.
@@ -107,7 +72,10 @@ impl PriorityQueue {
     /// Takes the most urgent item, waiting while the queue is empty.
     ///
     /// Cancel safety: safe; an item taken for a dropped future is put back
-    /// under its own key, so it keeps its place.
+    /// under its own key, so it keeps its place — unless a newer item of the
+    /// same priority took that key meanwhile (a level that empties numbers
+    /// its keys from 0 again), in which case it goes to the end of its
+    /// priority. Never lost, never overwriting another item.
     #[instrument(level = "debug", skip(self), fields(queue = self.name.as_str()))]
     pub async fn dequeue(&self) -> Result<Vec<u8>, EtcdError> {
         self.line.take().await
