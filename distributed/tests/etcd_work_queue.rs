@@ -179,3 +179,44 @@ async fn items_arriving_after_a_consumer_went_busy_are_all_delivered() {
     let unique: HashSet<_> = got.iter().collect();
     assert_eq!(unique.len(), 21);
 }
+
+/// Items claimed and still being worked on stay in the queue; a consumer
+/// must look past them. Here 20 are claimed (more than one read's page of
+/// 16), and a second consumer must still find the 21st at once.
+#[tokio::test]
+async fn a_consumer_finds_work_behind_items_others_are_working_on() {
+    let name = "wq-behind-claims";
+    let (busy, idle) = (session().await, session().await);
+    let busy_queue = WorkQueue::new(&busy, name).unwrap();
+    for i in 0..25 {
+        busy_queue.enqueue(format!("{i}")).await.unwrap();
+    }
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let item = tokio::time::timeout(Duration::from_secs(5), busy_queue.dequeue())
+            .await
+            .expect("a consumer waited while unclaimed items were queued")
+            .unwrap();
+        held.push(item);
+    }
+    let idle_queue = WorkQueue::new(&idle, name).unwrap();
+    let mut seen = HashSet::new();
+    for _ in 0..5 {
+        let item = tokio::time::timeout(Duration::from_secs(5), idle_queue.dequeue())
+            .await
+            .expect("a consumer waited while unclaimed items were queued")
+            .unwrap();
+        idle_queue.ack(&item).await.unwrap();
+        seen.insert(String::from_utf8(item.value).unwrap());
+    }
+    let held_values: HashSet<String> = held
+        .iter()
+        .map(|item| String::from_utf8(item.value.clone()).unwrap())
+        .collect();
+    assert_eq!(seen.len(), 5);
+    assert!(seen.is_disjoint(&held_values), "an item was delivered while claimed");
+    for item in &held {
+        busy_queue.ack(item).await.unwrap();
+    }
+    assert_eq!(keys_under(&format!("{name}/items/")).await, 0);
+}

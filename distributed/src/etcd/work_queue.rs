@@ -147,12 +147,34 @@ impl WorkQueue {
         }
     }
 
-    /// One pass over the oldest items: claims the first unclaimed one.
+    /// Claims the oldest unclaimed item, if there is one.
+    ///
+    /// Reads the items a page at a time, oldest first, and goes on to the
+    /// next page while every item of a full page is claimed (being worked
+    /// on by other consumers): "empty" only when no unclaimed item is left.
     async fn try_claim(&self) -> Result<Option<WorkItem>, EtcdError> {
+        let mut after_revision = 0;
+        loop {
+            let (claimed, page) = self.try_claim_page(after_revision).await?;
+            match (claimed, page) {
+                (Some(item), _) => return Ok(Some(item)),
+                (None, Page::Full { last_revision }) => after_revision = last_revision,
+                (None, Page::Last) => return Ok(None),
+            }
+        }
+    }
+
+    /// One page of the oldest items created after `after_revision`: claims
+    /// the first unclaimed one.
+    async fn try_claim_page(
+        &self,
+        after_revision: i64,
+    ) -> Result<(Option<WorkItem>, Page), EtcdError> {
         let client = self.session.client();
         let options = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_min_create_revision(after_revision + 1)
             .with_limit(BATCH);
         let items = self.name.sub_prefix("items");
         let response = retrying(Repeat::Idempotent, || {
@@ -161,6 +183,12 @@ impl WorkQueue {
         })
         .await?;
         let found = response.kvs().len();
+        let page = match response.kvs().last() {
+            Some(last) if found as i64 >= BATCH => Page::Full {
+                last_revision: last.create_revision(),
+            },
+            _ => Page::Last,
+        };
         for (index, kv) in response.kvs().iter().enumerate() {
             let id = kv
                 .key_str()?
@@ -228,18 +256,19 @@ impl WorkQueue {
                 continue;
             }
             debug!(%id, count, "claimed");
-            if index + 1 < found {
+            if index + 1 < found || matches!(page, Page::Full { .. }) {
                 // More items were there: pass the wake-up on.
                 self.wakeups.pass_on();
             }
-            return Ok(Some(WorkItem {
+            let item = WorkItem {
                 id,
                 value: kv.value().to_vec(),
                 deliveries: count,
                 claim_revision,
-            }));
+            };
+            return Ok((Some(item), page));
         }
-        Ok(None)
+        Ok((None, page))
     }
 
     /// Whether `claim` is ours (on our session's lease), after a claim whose
@@ -333,6 +362,15 @@ impl WorkQueue {
             .map(|kv| kv.value().to_vec())
             .collect())
     }
+}
+
+/// Whether a read of items saw all that were left.
+#[derive(Debug, Clone, Copy)]
+enum Page {
+    /// As many as asked for: more may follow after this create revision.
+    Full { last_revision: i64 },
+    /// Fewer than asked for: nothing follows.
+    Last,
 }
 
 #[cfg(test)]
