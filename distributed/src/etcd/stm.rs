@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tracing::{debug, instrument};
 
 use super::EtcdError;
@@ -17,16 +17,20 @@ use super::retry::{Repeat, retrying};
 /// The same four levels as etcd's Go `concurrency.STM`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolation {
-    /// Reads see the latest committed values; nothing is checked at commit.
+    /// Each key is read once per attempt, at the latest committed value
+    /// (as in Go); nothing is checked at commit, so a concurrent write to
+    /// a key read is overwritten (a lost update is possible).
     ReadCommitted,
-    /// Each key reads the same value for the whole transaction, and commit
-    /// fails if any key read was changed since.
+    /// Each key reads the same value for the whole attempt, and commit
+    /// fails if any key read was changed or deleted since it was read.
     RepeatableReads,
-    /// All reads come from one snapshot (the revision of the first read);
-    /// commit fails if any key read changed after it.
+    /// All reads come from one snapshot (the revision of the first read),
+    /// and commit fails if any key read was changed or deleted since.
     Serializable,
     /// As `Serializable`, and commit also fails if any key *written* changed
-    /// after the snapshot: no lost updates through blind writes. The default.
+    /// after the snapshot: no lost updates through blind writes. The
+    /// default. A transaction that reads nothing has no snapshot, and its
+    /// writes commit as they are (as in Go).
     #[default]
     SerializableSnapshot,
 }
@@ -96,7 +100,28 @@ struct State {
     /// The snapshot revision, fixed by the first read (serializable levels).
     snapshot: Option<i64>,
     reads: HashMap<String, Read>,
-    writes: HashMap<String, Option<Vec<u8>>>,
+    writes: HashMap<String, Write>,
+}
+
+/// A write buffered until commit.
+#[derive(Debug, Clone)]
+enum Write {
+    /// Put `value`, attached to `lease` if it is not 0.
+    Put {
+        value: Vec<u8>,
+        lease: i64,
+    },
+    Delete,
+}
+
+impl Write {
+    /// The value the transaction sees after this write.
+    fn value(&self) -> Option<Vec<u8>> {
+        match self {
+            Write::Put { value, .. } => Some(value.clone()),
+            Write::Delete => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Stm {
@@ -150,9 +175,7 @@ impl Stm {
             let state = self.lock();
             keys.iter()
                 .filter(|k| !state.writes.contains_key(**k))
-                .filter(|k| {
-                    self.isolation == Isolation::ReadCommitted || !state.reads.contains_key(**k)
-                })
+                .filter(|k| !state.reads.contains_key(**k))
                 .map(|k| k.to_string())
                 .collect()
         };
@@ -161,7 +184,7 @@ impl Stm {
         Ok(keys
             .iter()
             .map(|k| match state.writes.get(*k) {
-                Some(written) => written.clone(),
+                Some(written) => written.value(),
                 None => state.reads.get(*k).and_then(|read| read.value.clone()),
             })
             .collect())
@@ -174,20 +197,28 @@ impl Stm {
 
     /// Sets `key` at commit.
     pub fn put(&self, key: &str, value: impl Into<Vec<u8>>) {
+        self.put_with_lease(key, value, 0);
+    }
+
+    /// Sets `key` at commit, attached to `lease` (a lease id, such as
+    /// [`Session::lease_id`](super::Session::lease_id)): the key goes when
+    /// the lease ends. A lease of 0 means none, as in [`put`](Self::put).
+    /// If the lease no longer exists, the commit fails with etcd's "lease
+    /// not found" and nothing is written.
+    pub fn put_with_lease(&self, key: &str, value: impl Into<Vec<u8>>, lease: i64) {
+        let value = value.into();
         self.lock()
             .writes
-            .insert(key.to_string(), Some(value.into()));
+            .insert(key.to_string(), Write::Put { value, lease });
     }
 
     /// Deletes `key` at commit.
     pub fn del(&self, key: &str) {
-        self.lock().writes.insert(key.to_string(), None);
+        self.lock().writes.insert(key.to_string(), Write::Delete);
     }
 
     async fn read(&self, key: &str) -> Result<Read, EtcdError> {
-        if self.isolation != Isolation::ReadCommitted
-            && let Some(read) = self.lock().reads.get(key)
-        {
+        if let Some(read) = self.lock().reads.get(key) {
             return Ok(read.clone());
         }
         self.fetch(&[key.to_string()]).await?;
@@ -253,32 +284,35 @@ impl Stm {
     // ANCHOR: conflicts
     fn commit_txn(&self) -> Txn {
         let state = self.lock();
-        let snapshot = state.snapshot.unwrap_or(0);
-        let unchanged_since_snapshot =
-            |key: &String| Compare::mod_revision(key.as_str(), CompareOp::Less, snapshot + 1);
-        let conflicts: Vec<Compare> = match self.isolation {
-            Isolation::ReadCommitted => Vec::new(),
-            Isolation::RepeatableReads => state
-                .reads
-                .iter()
-                .map(|(key, read)| {
-                    Compare::mod_revision(key.as_str(), CompareOp::Equal, read.mod_revision)
-                })
-                .collect(),
-            Isolation::Serializable => state.reads.keys().map(unchanged_since_snapshot).collect(),
-            Isolation::SerializableSnapshot => state
-                .reads
-                .keys()
-                .chain(state.writes.keys())
-                .map(unchanged_since_snapshot)
-                .collect(),
+        // Each key read must still be at the revision it was read at (0 if
+        // it was absent): a change, a delete or a re-creation all fail it.
+        let reads_unchanged = state.reads.iter().map(|(key, read)| {
+            Compare::mod_revision(key.as_str(), CompareOp::Equal, read.mod_revision)
+        });
+        let conflicts: Vec<Compare> = match (self.isolation, state.snapshot) {
+            (Isolation::ReadCommitted, _) => Vec::new(),
+            (Isolation::RepeatableReads | Isolation::Serializable, _) => reads_unchanged.collect(),
+            // Keys written must not have changed after the snapshot. With
+            // no read there is no snapshot, and so nothing to conflict
+            // with: a blind write commits (as in Go).
+            (Isolation::SerializableSnapshot, Some(snapshot)) => {
+                reads_unchanged
+                    .chain(state.writes.keys().map(|key| {
+                        Compare::mod_revision(key.as_str(), CompareOp::Less, snapshot + 1)
+                    }))
+                    .collect()
+            }
+            (Isolation::SerializableSnapshot, None) => reads_unchanged.collect(),
         };
         let writes: Vec<TxnOp> = state
             .writes
             .iter()
-            .map(|(key, value)| match value {
-                Some(value) => TxnOp::put(key.as_str(), value.clone(), None),
-                None => TxnOp::delete(key.as_str(), None),
+            .map(|(key, write)| match write {
+                Write::Put { value, lease } => {
+                    let options = (*lease != 0).then(|| PutOptions::new().with_lease(*lease));
+                    TxnOp::put(key.as_str(), value.clone(), options)
+                }
+                Write::Delete => TxnOp::delete(key.as_str(), None),
             })
             .collect();
         Txn::new().when(conflicts).and_then(writes)
