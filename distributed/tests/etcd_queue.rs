@@ -429,7 +429,11 @@ async fn readers_beside_writers(kind: &str, rounds: usize, per_writer: usize) {
             });
         let all: Vec<String> = all.into_iter().flatten().collect();
         let unique: HashSet<&String> = all.iter().collect();
-        assert_eq!(unique.len(), total, "round {round}: an item was lost or duplicated");
+        assert_eq!(
+            unique.len(),
+            total,
+            "round {round}: an item was lost or duplicated"
+        );
     }
 }
 
@@ -477,7 +481,10 @@ async fn an_item_is_taken_while_a_hung_process_is_first_in_the_idle_line() {
             .unwrap();
         assert_eq!(value, "hello");
         let waited = enqueued.elapsed();
-        assert!(waited < Duration::from_secs(3), "{kind}: taken after {waited:?}");
+        assert!(
+            waited < Duration::from_secs(3),
+            "{kind}: taken after {waited:?}"
+        );
     }
     hung.close().await.unwrap();
 }
@@ -491,7 +498,10 @@ async fn cancelled_priority_dequeues_on_reused_levels_lose_nothing() {
     let mut cancelled = 0;
     let mut round = 0;
     while cancelled < 3_000 {
-        assert!(round < 40, "too few cancellations: {cancelled} in {round} rounds");
+        assert!(
+            round < 40,
+            "too few cancellations: {cancelled} in {round} rounds"
+        );
         let name = format!("pq-cancel-reuse-{round}");
         let producer = {
             let queue = PriorityQueue::new(client().await, &name).unwrap();
@@ -533,8 +543,16 @@ async fn cancelled_priority_dequeues_on_reused_levels_lose_nothing() {
             }
         }
         let unique: HashSet<&String> = got.iter().collect();
-        assert_eq!(unique.len(), got.len(), "round {round}: an item was delivered twice");
-        assert_eq!(got.len(), ITEMS, "round {round}: a cancelled dequeue lost an item");
+        assert_eq!(
+            unique.len(),
+            got.len(),
+            "round {round}: an item was delivered twice"
+        );
+        assert_eq!(
+            got.len(),
+            ITEMS,
+            "round {round}: a cancelled dequeue lost an item"
+        );
         round += 1;
     }
 }

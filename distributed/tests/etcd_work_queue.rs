@@ -214,7 +214,10 @@ async fn a_consumer_finds_work_behind_items_others_are_working_on() {
         .map(|item| String::from_utf8(item.value.clone()).unwrap())
         .collect();
     assert_eq!(seen.len(), 5);
-    assert!(seen.is_disjoint(&held_values), "an item was delivered while claimed");
+    assert!(
+        seen.is_disjoint(&held_values),
+        "an item was delivered while claimed"
+    );
     for item in &held {
         busy_queue.ack(item).await.unwrap();
     }

@@ -60,8 +60,13 @@ impl PriorityQueue {
         priority: u16,
     ) -> Result<String, EtcdError> {
         let level = format!("{}{priority:05}/", self.name.prefix());
-        create_sequential_once(self.line.client(), self.line.receipts(), &level, value.into())
-            .await
+        create_sequential_once(
+            self.line.client(),
+            self.line.receipts(),
+            &level,
+            value.into(),
+        )
+        .await
     }
 
     /// Takes the most urgent item, if there is one; never waits.
