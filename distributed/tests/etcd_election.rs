@@ -170,3 +170,45 @@ async fn bad_names_are_rejected() {
         Err(EtcdError::InvalidName { .. })
     ));
 }
+
+/// A leader proclaiming values back to back: an observer sees every one,
+/// in order (re-reading the leader per event would skip some).
+#[tokio::test]
+async fn observe_delivers_every_proclaimed_value_in_order() {
+    let session = session().await;
+    let election = Election::new(&session, "election-every-value").unwrap();
+    let leading = election.campaign("v0").await.unwrap();
+    let mut changes = election.observe();
+    assert_eq!(next_value(&mut changes).await.as_deref(), Some("v0"));
+    for i in 1..=100 {
+        leading.proclaim(format!("v{i}")).await.unwrap();
+    }
+    for i in 1..=100 {
+        assert_eq!(next_value(&mut changes).await, Some(format!("v{i}")));
+    }
+}
+
+/// Election `e` and election `e/sub` are different elections: neither sees
+/// the other's candidates, nor a foreign key that is not UTF-8.
+#[tokio::test]
+async fn a_nested_election_and_a_foreign_key_are_not_candidates() {
+    let mut etcd = client().await;
+    etcd.put(&b"election-nest/\xff\xfe"[..], "x", None)
+        .await
+        .unwrap();
+    let (outer_session, inner_session) = (session().await, session().await);
+    let inner = Election::new(&inner_session, "election-nest/sub").unwrap();
+    let _inner_leads = inner.campaign("inner").await.unwrap();
+    let outer = Election::new(&outer_session, "election-nest").unwrap();
+    assert_eq!(
+        outer.leader().await.unwrap(),
+        None,
+        "saw a nested candidate"
+    );
+    let mut changes = outer.observe();
+    assert_eq!(next_value(&mut changes).await, None);
+    let _outer_leads = outer.campaign("outer").await.unwrap();
+    assert_eq!(next_value(&mut changes).await.as_deref(), Some("outer"));
+    assert_eq!(outer.leader().await.unwrap().unwrap().value, "outer");
+    assert_eq!(inner.leader().await.unwrap().unwrap().value, "inner");
+}

@@ -3,11 +3,11 @@
 //! `DoubleBarrier`).
 
 use etcd_client::{Client, EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
-use tracing::{debug, instrument};
+use tracing::{debug, instrument, warn};
 
 use super::guarded_delete::delete_if_created_at;
 use super::keys::{create_if_absent, create_unique};
-use super::name::RecipeName;
+use super::name::{RecipeName, is_direct_child_of};
 use super::retry::{Repeat, retrying};
 use super::wait::wait_for_delete;
 use super::{EtcdError, Session};
@@ -77,20 +77,24 @@ impl DoubleBarrier {
         let client = self.client();
         let waiters = self.name.sub_prefix("waiters");
         let (key, revision) = create_unique(&client, &waiters, "", self.session.lease_id()).await?;
+        // Only this barrier's waiter keys count: not a nested name's, not a
+        // key we could not compare.
         let present = retrying(Repeat::Idempotent, || {
             let (mut client, waiters) = (client.clone(), waiters.clone());
             async move {
                 client
                     .get(
                         waiters,
-                        Some(GetOptions::new().with_prefix().with_count_only()),
+                        Some(GetOptions::new().with_prefix().with_keys_only()),
                     )
                     .await
             }
         })
         .await?
+        .kvs()
+        .iter()
+        .filter(|kv| is_waiter(&waiters, kv))
         .count();
-        let present = usize::try_from(present).unwrap_or(usize::MAX);
         if present > self.count {
             delete_if_created_at(&client, &key, revision).await?;
             return Err(EtcdError::TooManyParticipants {
@@ -156,7 +160,11 @@ impl DoubleBarrier {
             })
             .await?;
             let read_at = response.header().map(|h| h.revision()).unwrap_or(0);
-            let kvs = response.kvs();
+            let kvs: Vec<_> = response
+                .kvs()
+                .iter()
+                .filter(|kv| is_waiter(&waiters, kv))
+                .collect();
             let (Some(lowest), Some(highest)) = (kvs.first(), kvs.last()) else {
                 // Everyone is out (some may have crashed): whoever sees it
                 // first removes this round's ready key, so it cannot leak.
@@ -183,6 +191,24 @@ impl DoubleBarrier {
         debug!("left");
         Ok(())
     }
+}
+
+/// Whether `kv` is a waiter of this barrier: `<name>/waiters/<number>`, the
+/// unique keys Go's recipe writes too. Not a nested barrier's keys (such as
+/// the `ready` key of a barrier named `<name>/waiters`); a key of another
+/// shape is reported and passed over.
+fn is_waiter(waiters: &str, kv: &etcd_client::KeyValue) -> bool {
+    if !is_direct_child_of(waiters, kv.key()) {
+        return false;
+    }
+    let number = kv.key()[waiters.len()..].iter().all(u8::is_ascii_digit);
+    if !number && kv.key() != format!("{waiters}ready").as_bytes() {
+        warn!(
+            key = %String::from_utf8_lossy(kv.key()),
+            "skipping a key among a double barrier's waiters that is not a waiter"
+        );
+    }
+    number
 }
 
 /// Waits for a PUT of `key` at or after `from_revision`; returns the key's

@@ -11,7 +11,7 @@ use etcd_client::{
 };
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, instrument};
+use tracing::{debug, instrument, warn};
 
 use super::guarded_delete::{DeleteOnDrop, delete_if_created_at};
 use super::name::RecipeName;
@@ -86,7 +86,15 @@ impl Election {
         };
         let mut cleanup = DeleteOnDrop::new(&client, &self.key);
         cleanup.arm(revision, None);
-        wait_turn(&self.session, &self.name.prefix(), &self.key, revision).await?;
+        let in_line = |key: &[u8]| self.name.is_direct_child(key);
+        wait_turn(
+            &self.session,
+            &self.name.prefix(),
+            &in_line,
+            &self.key,
+            revision,
+        )
+        .await?;
         cleanup.disarm();
         debug!(revision, "elected");
         Ok(Leadership {
@@ -118,18 +126,21 @@ impl Election {
 
     /// The current leader, or `None` if there is none.
     pub async fn leader(&self) -> Result<Option<LeaderInfo>, EtcdError> {
-        Ok(current_leader(&self.session.client(), &self.name.prefix())
-            .await?
-            .0)
+        Ok(current_leader(&self.session.client(), &self.name).await?.0)
     }
 
     /// Every change of leader, starting with the current one: `Some(leader)`
     /// when someone leads (again, or with a new value), `None` when nobody
     /// does (Go's `Observe` never reports that).
     ///
+    /// Nothing is coalesced: the changes are replayed from etcd's watch in
+    /// revision order, so each value a leader proclaims is delivered, in
+    /// order, however quickly the next follows. Keys of nested names
+    /// (`<name>/sub/…`) and keys that are not UTF-8 are not candidates.
+    ///
     /// The stream ends after an error. Dropping it stops the watch.
     pub fn observe(&self) -> LeaderChanges {
-        observe(self.session.client(), self.name.prefix())
+        observe(self.session.client(), self.name.clone())
     }
 
     /// Campaigns, then runs `work` while this client leads, and resigns when
@@ -222,25 +233,56 @@ impl Leadership {
     }
 }
 
+/// The leader: the direct child of `name` with the lowest create revision,
+/// and the revision of the read. Read a page at a time, so that keys of a
+/// nested name (`<name>/sub/…`) or keys we cannot parse are passed over.
 async fn current_leader(
     client: &Client,
-    prefix: &str,
+    name: &RecipeName,
 ) -> Result<(Option<LeaderInfo>, i64), EtcdError> {
-    let options = GetOptions::new()
-        .with_prefix()
-        .with_sort(SortTarget::Create, SortOrder::Ascend)
-        .with_limit(1);
-    let response = client.clone().get(prefix, Some(options)).await?;
-    let revision = response.header().map(|h| h.revision()).unwrap_or(0);
-    let leader = match response.kvs().first() {
-        Some(kv) => Some(LeaderInfo {
-            key: kv.key_str()?.to_string(),
-            value: kv.value_str()?.to_string(),
+    const PAGE: i64 = 16;
+    let mut after = 0;
+    loop {
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_min_create_revision(after + 1)
+            .with_limit(PAGE);
+        let response = client.clone().get(name.prefix(), Some(options)).await?;
+        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+        let kvs = response.kvs();
+        if let Some(leader) = kvs.iter().find_map(|kv| candidate(name, kv)) {
+            return Ok((Some(leader), revision));
+        }
+        match kvs.last() {
+            Some(last) if kvs.len() as i64 == PAGE => after = last.create_revision(),
+            _ => return Ok((None, revision)),
+        }
+    }
+}
+
+/// The candidate a key stands for, if it is one: a direct child of the
+/// election's name with a UTF-8 key and value. Anything else under the
+/// prefix (a nested election, a foreign key) is passed over; one that
+/// looks like a candidate but cannot be read is reported.
+fn candidate(name: &RecipeName, kv: &etcd_client::KeyValue) -> Option<LeaderInfo> {
+    if !name.is_direct_child(kv.key()) {
+        return None;
+    }
+    match (kv.key_str(), kv.value_str()) {
+        (Ok(key), Ok(value)) => Some(LeaderInfo {
+            key: key.to_string(),
+            value: value.to_string(),
             create_revision: kv.create_revision(),
         }),
-        None => None,
-    };
-    Ok((leader, revision))
+        _ => {
+            warn!(
+                key = %String::from_utf8_lossy(kv.key()),
+                "skipping an election key whose name or value is not UTF-8"
+            );
+            None
+        }
+    }
 }
 
 /// The stream of leader changes returned by [`Election::observe`]. Dropping
@@ -265,44 +307,55 @@ impl Drop for LeaderChanges {
     }
 }
 
-fn observe(client: Client, prefix: String) -> LeaderChanges {
+fn observe(client: Client, name: RecipeName) -> LeaderChanges {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let task = tokio::spawn(async move {
         let result: Result<(), EtcdError> = async {
-            let (mut last, revision) = current_leader(&client, &prefix).await?;
+            // Every candidate, then every change to them replayed in order:
+            // each value a leader proclaims is seen, however quickly the
+            // next one follows.
+            let options = GetOptions::new().with_prefix();
+            let now = client.clone().get(name.prefix(), Some(options)).await?;
+            let revision = now.header().map(|h| h.revision()).unwrap_or(0);
+            let mut candidates: Vec<LeaderInfo> = now
+                .kvs()
+                .iter()
+                .filter_map(|kv| candidate(&name, kv))
+                .collect();
+            let mut last = first_in_line(&candidates);
             if tx.send(Ok(last.clone())).await.is_err() {
                 return Ok(());
             }
             let options = WatchOptions::new()
                 .with_prefix()
                 .with_start_revision(revision + 1);
-            let mut watch = client.clone().watch(prefix.as_str(), Some(options)).await?;
+            let mut watch = client.clone().watch(name.prefix(), Some(options)).await?;
             while let Some(response) = watch.message().await? {
                 if response.canceled() {
                     return Err(EtcdError::WatchEnded {
-                        key: prefix.clone(),
+                        key: name.prefix(),
                         reason: response.cancel_reason().to_string(),
                     });
                 }
-                let relevant = response
-                    .events()
-                    .iter()
-                    .any(|e| e.event_type() == EventType::Delete || e.kv().is_some());
-                if !relevant {
-                    continue;
-                }
-                // Any change under the prefix may change the leader: read it
-                // again rather than replaying events, and report only changes.
-                let (leader, _) = current_leader(&client, &prefix).await?;
-                if leader != last {
-                    last = leader.clone();
-                    if tx.send(Ok(leader)).await.is_err() {
-                        return Ok(());
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    candidates.retain(|c| c.key.as_bytes() != kv.key());
+                    if event.event_type() == EventType::Put
+                        && let Some(changed) = candidate(&name, kv)
+                    {
+                        candidates.push(changed);
+                    }
+                    let leader = first_in_line(&candidates);
+                    if leader != last {
+                        last = leader.clone();
+                        if tx.send(Ok(leader)).await.is_err() {
+                            return Ok(());
+                        }
                     }
                 }
             }
             Err(EtcdError::WatchEnded {
-                key: prefix.clone(),
+                key: name.prefix(),
                 reason: "the server closed the stream".into(),
             })
         }
@@ -312,4 +365,9 @@ fn observe(client: Client, prefix: String) -> LeaderChanges {
         }
     });
     LeaderChanges { changes: rx, task }
+}
+
+/// The candidate with the lowest create revision: the leader.
+fn first_in_line(candidates: &[LeaderInfo]) -> Option<LeaderInfo> {
+    candidates.iter().min_by_key(|c| c.create_revision).cloned()
 }

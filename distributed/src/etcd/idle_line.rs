@@ -28,6 +28,7 @@ use tracing::debug;
 
 use super::guarded_delete::delete_if_created_at;
 use super::keys::create_unique;
+use super::name::is_direct_child_of;
 use super::wait::wait_for_predecessors;
 use super::{EtcdError, Session};
 
@@ -237,12 +238,14 @@ async fn take_turn(
         }
     };
     let (key, revision) = create_unique(client, line_prefix, "", session.lease_id()).await?;
+    // The line of queue `a` is not that of queue `a/b`.
+    let in_line = |key: &[u8]| is_direct_child_of(line_prefix, key);
     let served = tokio::select! {
         lost = session.lost() => Err(lost),
         () = signals.until_no_waiters() => Ok(()),
         served = async {
             tokio::select! {
-                first = wait_for_predecessors(client, line_prefix, revision) => first?,
+                first = wait_for_predecessors(client, line_prefix, revision, &in_line) => first?,
                 never = look_now_and_then(signals) => match never {},
             }
             serve_arrivals(client, watch_prefix, wakes_on, signals).await

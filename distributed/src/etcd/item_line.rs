@@ -130,29 +130,74 @@ impl ItemLine {
     }
     // ANCHOR_END: take_first
 
-    /// Reads the first items into `candidates`; returns how many it read.
+    /// Reads the first items into `candidates`; returns how many it found.
+    ///
+    /// Keys under the prefix that are not items of this queue — those of a
+    /// nested queue (`<name>/sub/…`), or keys that are not UTF-8 — are
+    /// passed over (the latter with a warning naming them), a page at a
+    /// time, so that they neither wedge the queue nor hide items behind them.
     async fn refill(
         &self,
         candidates: &mut VecDeque<(String, i64, Vec<u8>)>,
     ) -> Result<usize, EtcdError> {
-        let mut options = GetOptions::new().with_prefix().with_limit(self.batch);
-        if self.order == TakeOrder::ByRevision {
-            options = options.with_sort(SortTarget::Create, SortOrder::Ascend);
+        // Our prefix ends with `/`; the first key after all of it ends in `0`.
+        let prefix_end = format!("{}0", &self.prefix[..self.prefix.len() - 1]);
+        let mut start = self.prefix.clone().into_bytes();
+        let mut after_revision = 0;
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(prefix_end.as_str())
+                .with_limit(self.batch);
+            if self.order == TakeOrder::ByRevision {
+                options = options
+                    .with_sort(SortTarget::Create, SortOrder::Ascend)
+                    .with_min_create_revision(after_revision + 1);
+            }
+            let response = retrying(Repeat::Idempotent, || {
+                let (mut client, options, start) =
+                    (self.client.clone(), options.clone(), start.clone());
+                async move { client.get(start, Some(options)).await }
+            })
+            .await?;
+            let kvs = response.kvs();
+            for kv in kvs.iter().filter(|kv| self.is_item(kv.key())) {
+                match kv.key_str() {
+                    Ok(key) => {
+                        let value = kv.value().to_vec();
+                        candidates.push_back((key.to_string(), kv.mod_revision(), value));
+                    }
+                    Err(_) => warn!(
+                        key = %String::from_utf8_lossy(kv.key()),
+                        "skipping a key under the queue that is not UTF-8"
+                    ),
+                }
+            }
+            let Some(last) = kvs.last() else {
+                return Ok(candidates.len());
+            };
+            if !candidates.is_empty() || (kvs.len() as i64) < self.batch {
+                return Ok(candidates.len());
+            }
+            // A whole page of keys that are not ours: read on past them.
+            match self.order {
+                TakeOrder::ByRevision => after_revision = last.create_revision(),
+                TakeOrder::ByKey => start = [last.key(), b"\0"].concat(),
+            }
         }
-        let response = retrying(Repeat::Idempotent, || {
-            let (mut client, options, prefix) =
-                (self.client.clone(), options.clone(), self.prefix.clone());
-            async move { client.get(prefix, Some(options)).await }
-        })
-        .await?;
-        for kv in response.kvs() {
-            candidates.push_back((
-                kv.key_str()?.to_string(),
-                kv.mod_revision(),
-                kv.value().to_vec(),
-            ));
-        }
-        Ok(response.kvs().len())
+    }
+
+    /// Whether `key` is an item of this queue: `<name>/<id>` for a FIFO
+    /// queue, `<name>/<priority>/<sequence>` for a priority queue.
+    fn is_item(&self, key: &[u8]) -> bool {
+        let Some(rest) = key.strip_prefix(self.prefix.as_bytes()) else {
+            return false;
+        };
+        let segments = rest.split(|byte| *byte == b'/').count();
+        let expected = match self.order {
+            TakeOrder::ByRevision => 1,
+            TakeOrder::ByKey => 2,
+        };
+        segments == expected && rest.split(|byte| *byte == b'/').all(|s| !s.is_empty())
     }
 }
 

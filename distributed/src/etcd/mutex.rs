@@ -10,7 +10,7 @@ use super::guarded_delete::{DeleteOnDrop, delete_if_created_at, spawn_guarded_de
 use super::name::RecipeName;
 use super::retry::{Repeat, retrying};
 use super::session::Claim;
-use super::wait::wait_turn;
+use super::wait::{closest_predecessor, wait_turn};
 use super::{EtcdError, Session};
 
 /// A lock shared by every client that uses the same name.
@@ -67,13 +67,9 @@ impl Mutex {
         }
         let mut cleanup = DeleteOnDrop::new(&self.session.client(), &self.key);
         cleanup.arm(place.revision, Some(claim));
-        wait_turn(
-            &self.session,
-            &self.name.prefix(),
-            &self.key,
-            place.revision,
-        )
-        .await?;
+        let in_line = |key: &[u8]| self.name.is_direct_child(key);
+        let prefix = self.name.prefix();
+        wait_turn(&self.session, &prefix, &in_line, &self.key, place.revision).await?;
         let claim = cleanup.disarm();
         debug!(revision = place.revision, "locked after waiting");
         Ok(self.guard(place.revision, claim))
@@ -140,15 +136,28 @@ impl Mutex {
                 TxnOpResponse::Get(get) => get
                     .kvs()
                     .first()
-                    .map(|kv| (kv.create_revision(), kv.lease())),
+                    .map(|kv| (kv.create_revision(), kv.lease(), kv.key().to_vec())),
                 _ => None,
             });
             if response.succeeded() {
                 let revision = response.header().map(|h| h.revision()).unwrap_or(0);
-                let first = read.map(|(first, _)| first) == Some(revision);
+                let first = match read {
+                    Some((first, _, _)) if first == revision => true,
+                    // The oldest key is a nested name's (`<name>/sub/…`) or
+                    // a foreign one: look past it for a real predecessor.
+                    Some((_, _, key)) if !self.name.is_direct_child(&key) => {
+                        let in_line = |key: &[u8]| self.name.is_direct_child(key);
+                        let client = self.session.client();
+                        let prefix = self.name.prefix();
+                        closest_predecessor(&client, &prefix, revision, &in_line)
+                            .await?
+                            .is_none()
+                    }
+                    _ => false,
+                };
                 return Ok(Place { revision, first });
             }
-            if let Some((revision, owner_lease)) = read
+            if let Some((revision, owner_lease, _)) = read
                 && owner_lease == lease
             {
                 // Our leftover: `wait_turn` finds out whether it is first.

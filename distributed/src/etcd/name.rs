@@ -40,6 +40,14 @@ impl RecipeName {
         format!("{}/", self.0)
     }
 
+    /// Whether `key` is `<name>/<one segment>`: a key of this recipe, not of
+    /// a nested name such as `<name>/sub` (whose keys are
+    /// `<name>/sub/<segment>`).
+    pub(crate) fn is_direct_child(&self, key: &[u8]) -> bool {
+        key.strip_prefix(self.0.as_bytes())
+            .is_some_and(|rest| is_direct_child_of("/", rest))
+    }
+
     /// `<name>/<sub>/`: a sub-prefix, such as the readers of a RwMutex.
     pub(crate) fn sub_prefix(&self, sub: &str) -> String {
         format!("{}/{sub}/", self.0)
@@ -50,6 +58,13 @@ impl RecipeName {
     pub(crate) fn lease_key(&self, lease: i64) -> String {
         format!("{}/{lease:x}", self.0)
     }
+}
+
+/// Whether `key` is `<prefix><one segment>`: one more segment, without a
+/// `/` of its own. `prefix` ends with `/`.
+pub(crate) fn is_direct_child_of(prefix: &str, key: &[u8]) -> bool {
+    key.strip_prefix(prefix.as_bytes())
+        .is_some_and(|segment| !segment.is_empty() && !segment.contains(&b'/'))
 }
 
 #[cfg(test)]
@@ -74,5 +89,14 @@ mod tests {
         assert!(!ab.prefix().starts_with(&a.prefix()));
         assert_eq!(a.lease_key(0x694d), "a/694d");
         assert_eq!(a.sub_prefix("read"), "a/read/");
+    }
+
+    #[test]
+    fn only_direct_children_belong_to_a_name() {
+        let a = RecipeName::new("a").unwrap();
+        assert!(a.is_direct_child(b"a/694d"));
+        for foreign in [&b"a/b/694d"[..], b"a/", b"ab/1", b"a", b"b/a/1"] {
+            assert!(!a.is_direct_child(foreign), "{foreign:?}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use tracing::{debug, instrument};
 
 use super::guarded_delete::{DeleteOnDrop, delete_if_created_at, spawn_guarded_delete};
 use super::keys::create_unique;
-use super::name::RecipeName;
+use super::name::{RecipeName, is_direct_child_of};
 use super::wait::wait_turn;
 use super::{EtcdError, Session};
 
@@ -74,7 +74,13 @@ impl RwMutex {
             create_unique(&client, &own_prefix, "", self.session.lease_id()).await?;
         let mut cleanup = DeleteOnDrop::new(&client, &key);
         cleanup.arm(revision, None);
-        wait_turn(&self.session, blockers, &key, revision).await?;
+        // Only this lock's own waiter keys count, not a nested name's.
+        let (read, write) = (self.name.sub_prefix("read"), self.name.sub_prefix("write"));
+        let in_line = |key: &[u8]| {
+            is_direct_child_of(&write, key)
+                || (side == Side::Write && is_direct_child_of(&read, key))
+        };
+        wait_turn(&self.session, blockers, &in_line, &key, revision).await?;
         cleanup.disarm();
         debug!(%key, ?side, "acquired");
         Ok(RwMutexGuard {

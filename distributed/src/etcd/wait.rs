@@ -7,6 +7,8 @@
 
 use etcd_client::{Client, EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
 
+use tracing::warn;
+
 use super::retry::{Repeat, retrying};
 use super::{EtcdError, Session};
 
@@ -63,7 +65,58 @@ pub(crate) async fn wait_for_delete(
     }
 }
 
-/// Waits until no key under `prefix` has a create revision below `revision`.
+/// Which keys under a prefix stand in a line: the recipe's own, not those
+/// of a nested name (`<name>/sub/…`) or of another tool.
+pub(crate) type InLine<'a> = &'a (dyn Fn(&[u8]) -> bool + Sync);
+
+/// How many keys one look for a predecessor reads.
+const PAGE: i64 = 16;
+
+/// The closest key ahead of ours in line: the key under `prefix` that
+/// stands `in_line` with the highest create revision below `revision`,
+/// with its create revision and the revision of the read. Foreign keys
+/// are passed over, a page at a time.
+pub(crate) async fn closest_predecessor(
+    client: &Client,
+    prefix: &str,
+    revision: i64,
+    in_line: InLine<'_>,
+) -> Result<Option<(String, i64, i64)>, EtcdError> {
+    let mut below = revision;
+    loop {
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_max_create_revision(below - 1)
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_limit(PAGE)
+            .with_keys_only();
+        let response = retrying(Repeat::Idempotent, || {
+            let (mut client, options) = (client.clone(), options.clone());
+            async move { client.get(prefix, Some(options)).await }
+        })
+        .await?;
+        let read_at = response.header().map(|h| h.revision()).unwrap_or(0);
+        for kv in response.kvs() {
+            if !in_line(kv.key()) {
+                continue;
+            }
+            match kv.key_str() {
+                Ok(key) => return Ok(Some((key.to_string(), kv.create_revision(), read_at))),
+                Err(_) => warn!(
+                    key = %String::from_utf8_lossy(kv.key()),
+                    "skipping a key in line whose name is not UTF-8"
+                ),
+            }
+        }
+        match response.kvs().last() {
+            Some(last) if response.kvs().len() as i64 == PAGE => below = last.create_revision(),
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Waits until no key under `prefix` that stands `in_line` has a create
+/// revision below `revision`.
 ///
 /// Only the closest predecessor is watched at a time (the key with the
 /// highest create revision below ours), so a release wakes exactly one
@@ -76,31 +129,19 @@ pub(crate) async fn wait_for_predecessors(
     client: &Client,
     prefix: &str,
     revision: i64,
+    in_line: InLine<'_>,
 ) -> Result<(), EtcdError> {
-    loop {
-        let options = GetOptions::new()
-            .with_prefix()
-            .with_max_create_revision(revision - 1)
-            .with_sort(SortTarget::Create, SortOrder::Descend)
-            .with_limit(1)
-            .with_keys_only();
-        let response = retrying(Repeat::Idempotent, || {
-            let (mut client, options) = (client.clone(), options.clone());
-            async move { client.get(prefix, Some(options)).await }
-        })
-        .await?;
-        let Some(predecessor) = response.kvs().first() else {
-            return Ok(());
-        };
-        let read_at = response.header().map(|h| h.revision()).unwrap_or(0);
-        let key = predecessor.key_str()?.to_string();
-        wait_for_delete(client, &key, predecessor.create_revision(), read_at + 1).await?;
+    while let Some((key, created, read_at)) =
+        closest_predecessor(client, prefix, revision, in_line).await?
+    {
+        wait_for_delete(client, &key, created, read_at + 1).await?;
     }
+    Ok(())
 }
 // ANCHOR_END: predecessors
 
-/// Waits for our turn in a line of keys: until no key under `prefix` was
-/// created before ours (`key`, created at `revision`), then checks that our
+/// Waits for our turn in a line of keys: until no key under `prefix` that
+/// stands `in_line` was created before ours (`key`, created at `revision`), then checks that our
 /// key is still there.
 ///
 /// Fails with [`EtcdError::SessionLost`] if the session is lost while
@@ -109,13 +150,14 @@ pub(crate) async fn wait_for_predecessors(
 pub(crate) async fn wait_turn(
     session: &Session,
     prefix: &str,
+    in_line: InLine<'_>,
     key: &str,
     revision: i64,
 ) -> Result<(), EtcdError> {
     let client = session.client();
     tokio::select! {
         lost = session.lost() => return Err(lost),
-        waited = wait_for_predecessors(&client, prefix, revision) => waited?,
+        waited = wait_for_predecessors(&client, prefix, revision, in_line) => waited?,
     }
     let ours = retrying(Repeat::Idempotent, || {
         let mut client = client.clone();

@@ -7,11 +7,11 @@ use etcd_client::{
     Compare, CompareOp, Event, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
     TxnOp, TxnOpResponse,
 };
-use tracing::{debug, instrument};
+use tracing::{debug, instrument, warn};
 
 use super::fence::CreateFence;
 use super::idle_line::Wakeups;
-use super::name::RecipeName;
+use super::name::{RecipeName, is_direct_child_of};
 use super::retry::{OUTCOME_PATIENCE, Repeat, retrying, retrying_for};
 use super::{EtcdError, Session};
 
@@ -190,12 +190,19 @@ impl WorkQueue {
             _ => Page::Last,
         };
         for (index, kv) in response.kvs().iter().enumerate() {
-            let id = kv
-                .key_str()?
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_string();
+            // Only `<name>/items/<id>`: not a nested queue's keys, and not a
+            // key we cannot read (reported, never a wedge).
+            if !is_direct_child_of(&items, kv.key()) {
+                continue;
+            }
+            let Ok(key) = kv.key_str() else {
+                warn!(
+                    key = %String::from_utf8_lossy(kv.key()),
+                    "skipping a work-queue key that is not UTF-8"
+                );
+                continue;
+            };
+            let id = key.rsplit('/').next().unwrap_or_default().to_string();
             let (item_key, claim, deliveries) = (
                 self.key("items", &id),
                 self.key("claims", &id),
