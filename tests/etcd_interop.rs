@@ -63,6 +63,28 @@ async fn etcdctl_lock_excludes_us_and_we_exclude_it() {
     );
 }
 
+/// A name written as Go's examples write it, with a trailing `/`, is the
+/// same lock for etcdctl and for us: both use `/my-lock//<lease>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_style_name_with_a_trailing_slash_is_the_same_lock() {
+    let etcd = testkit::EtcdCluster::start(1).unwrap();
+    let ours = session(&etcd).await;
+    let mutex = Mutex::new(&ours, "/my-lock/").unwrap();
+    let mut go_holder = Proc::spawn(etcdctl(&etcd.endpoints_env()).args(["lock", "/my-lock/"]));
+    let go_key = go_holder.expect_line("/my-lock//", Duration::from_secs(10));
+    assert!(
+        mutex.try_lock().await.unwrap().is_none(),
+        "we took a lock etcdctl holds ({go_key})"
+    );
+    go_holder.signal(libc::SIGTERM);
+    let guard = tokio::time::timeout(Duration::from_secs(10), mutex.lock())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(guard.key().starts_with("/my-lock//"), "{}", guard.key());
+    guard.unlock().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_elect_and_our_election_see_one_leader() {
     let etcd = testkit::EtcdCluster::start(1).unwrap();

@@ -265,7 +265,7 @@ async fn bad_input_is_a_clear_error() {
         Err(EtcdError::InvalidName { .. })
     ));
     assert!(matches!(
-        RwMutex::new(&s, "trailing/"),
+        RwMutex::new(&s, "nul\0byte"),
         Err(EtcdError::InvalidName { .. })
     ));
     let zero = Session::new(client().await, Duration::ZERO)

@@ -44,7 +44,7 @@ pub struct LeaderInfo {
 }
 
 impl Election {
-    /// An election called `name` (not empty, no trailing `/`).
+    /// An election called `name` (not empty; keys are `<name>/…`, as in Go).
     pub fn new(session: &Session, name: &str) -> Result<Self, EtcdError> {
         let name = RecipeName::new(name)?;
         let key = name.lease_key(session.lease_id());

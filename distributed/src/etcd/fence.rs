@@ -340,7 +340,13 @@ mod tests {
 
     #[test]
     fn fence_keys_sit_just_below_the_name_outside_every_prefix() {
-        for (prefix, name) in [("jobs/", "jobs"), ("a/items/", "a/items"), ("é/", "é")] {
+        let cases = [
+            ("jobs/", "jobs"),
+            ("a/items/", "a/items"),
+            ("é/", "é"),
+            ("q//", "q/"),
+        ];
+        for (prefix, name) in cases {
             let fence = fence_key(prefix, 7, 3);
             let name = name.as_bytes();
             assert!(fence.as_slice() < name, "{fence:?}");

@@ -6,7 +6,11 @@
 
 use super::EtcdError;
 
-/// A validated recipe name: non-empty, without a trailing `/`, no NUL.
+/// A validated recipe name: non-empty, no NUL.
+///
+/// Keys are always `<name>/<rest>`, as in Go, whatever the name ends with:
+/// a name written the way Go's examples write it, `"/my-lock/"`, gives the
+/// keys Go gives it, `"/my-lock//<lease>"`, so both share one lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RecipeName(String);
 
@@ -14,8 +18,6 @@ impl RecipeName {
     pub(crate) fn new(name: &str) -> Result<Self, EtcdError> {
         let reason = if name.is_empty() {
             Some("a name cannot be empty")
-        } else if name.ends_with('/') {
-            Some("a name cannot end with `/` (the recipes add the separator)")
         } else if name.contains('\0') {
             Some("a name cannot contain a NUL byte")
         } else {
@@ -73,7 +75,7 @@ mod tests {
 
     #[test]
     fn bad_names_are_rejected_with_the_reason() {
-        for bad in ["", "jobs/", "a\0b"] {
+        for bad in ["", "a\0b"] {
             let error = RecipeName::new(bad).unwrap_err();
             assert!(
                 matches!(error, EtcdError::InvalidName { .. }),
@@ -89,6 +91,18 @@ mod tests {
         assert!(!ab.prefix().starts_with(&a.prefix()));
         assert_eq!(a.lease_key(0x694d), "a/694d");
         assert_eq!(a.sub_prefix("read"), "a/read/");
+    }
+
+    #[test]
+    fn a_trailing_slash_keeps_gos_layout() {
+        // Go: NewMutex(s, "/my-lock/") locks "/my-lock/" + "/" + lease.
+        let go_style = RecipeName::new("/my-lock/").unwrap();
+        assert_eq!(go_style.lease_key(0x694d), "/my-lock//694d");
+        assert!(go_style.is_direct_child(b"/my-lock//694d"));
+        // And it does not share keys with the name without the slash.
+        let plain = RecipeName::new("/my-lock").unwrap();
+        assert!(!plain.is_direct_child(b"/my-lock//694d"));
+        assert!(!go_style.is_direct_child(b"/my-lock/694d"));
     }
 
     #[test]

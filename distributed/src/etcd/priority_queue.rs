@@ -42,7 +42,7 @@ impl std::fmt::Debug for PriorityQueue {
 }
 
 impl PriorityQueue {
-    /// The priority queue called `name` (not empty, no trailing `/`).
+    /// The priority queue called `name` (not empty; keys are `<name>/…`, as in Go).
     pub fn new(client: Client, name: &str) -> Result<Self, EtcdError> {
         let name = RecipeName::new(name)?;
         Ok(PriorityQueue {

@@ -54,7 +54,7 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    /// The queue called `name` (not empty, no trailing `/`).
+    /// The queue called `name` (not empty; keys are `<name>/…`, as in Go).
     pub fn new(client: Client, name: &str) -> Result<Self, EtcdError> {
         let name = RecipeName::new(name)?;
         Ok(Queue {

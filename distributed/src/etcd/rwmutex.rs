@@ -35,7 +35,7 @@ enum Side {
 }
 
 impl RwMutex {
-    /// A readers-writer lock called `name` (not empty, no trailing `/`).
+    /// A readers-writer lock called `name` (not empty; keys are `<name>/…`, as in Go).
     pub fn new(session: &Session, name: &str) -> Result<Self, EtcdError> {
         Ok(RwMutex {
             session: session.clone(),
