@@ -22,6 +22,8 @@
 //! closest predecessor only, deletes guarded by the key's create revision,
 //! and writes that stay exactly once when a reply is lost (fences for new
 //! items, receipts for the rest).
+//!
+#![doc = include_str!("differences_from_go.md")]
 
 mod barrier;
 mod config;
