@@ -53,6 +53,17 @@ pub enum RedisError {
         waited: Duration,
     },
 
+    /// An acquire attempt's task ended without an answer (the runtime is
+    /// shutting down). A lock it may have taken is freed by its lease.
+    #[error(
+        "an acquire attempt on the lock `{name}` ended without an answer (is the runtime \
+         shutting down?); it is not held by this caller: try again"
+    )]
+    AttemptAborted {
+        /// The lock's name.
+        name: String,
+    },
+
     /// Redlock could not reach a majority.
     #[error(
         "Redlock on `{name}`: only {acquired} of {servers} servers granted the lock \

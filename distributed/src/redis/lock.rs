@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, instrument, warn};
 
@@ -115,6 +115,8 @@ impl RedisLock {
 
     /// Takes the lock if it is free; `Ok(None)` if someone holds it.
     /// One round trip.
+    ///
+    /// Cancel safety: safe, as [`lock`](Self::lock).
     #[instrument(level = "debug", skip(self), fields(name = %self.name))]
     pub async fn try_lock(&self) -> Result<Option<RedisLockGuard>, RedisError> {
         let token = new_token();
@@ -126,9 +128,12 @@ impl RedisLock {
 
     /// Waits until the lock is ours.
     ///
-    /// Cancel safety: safe. An attempt whose reply is lost is undone with
-    /// our token before the error is returned; dropping the future between
-    /// attempts holds nothing.
+    /// Cancel safety: safe. Each attempt runs in a task of its own; if this
+    /// future is dropped while an attempt is in flight and the attempt then
+    /// succeeds, the task releases the lock with our token at once (not
+    /// after the lease). An attempt whose reply is lost is undone the same
+    /// way, retried for up to the lease in case the `SET` lands late.
+    /// Dropping the future between attempts holds nothing.
     #[instrument(level = "debug", skip(self), fields(name = %self.name))]
     // ANCHOR: lock
     pub async fn lock(&self) -> Result<RedisLockGuard, RedisError> {
@@ -167,6 +172,9 @@ impl RedisLock {
     // ANCHOR_END: lock
 
     /// Waits at most `limit` for the lock.
+    ///
+    /// Cancel safety: safe, as [`lock`](Self::lock); an attempt cut short by
+    /// the limit releases what it took.
     pub async fn lock_timeout(&self, limit: Duration) -> Result<RedisLockGuard, RedisError> {
         tokio::time::timeout(limit, self.lock())
             .await
@@ -176,7 +184,38 @@ impl RedisLock {
             })?
     }
 
+    /// One acquire attempt, run in a task of its own so that it cannot be
+    /// cut in half: a `SET` sent for a caller that is then dropped may still
+    /// succeed on Redis, and nobody would hold the lock it took. The task
+    /// hands the outcome over and waits for the caller to take it, which
+    /// the caller does in the same step in which it receives it; if the
+    /// caller is gone instead, the task releases the lock with our token.
+    // ANCHOR: attempt
     async fn attempt(&self, token: &str) -> Result<Attempt, RedisError> {
+        let (reply, answer) = oneshot::channel();
+        let (taken, was_taken) = oneshot::channel::<()>();
+        let (lock, token) = (self.clone(), token.to_string());
+        tokio::spawn(async move {
+            let outcome = lock.attempt_now(&token).await;
+            let acquired = matches!(outcome, Ok(Attempt::Acquired(_)));
+            let _ = reply.send(outcome);
+            if acquired && was_taken.await.is_err() {
+                debug!(name = %lock.name, "acquire cancelled after it succeeded; releasing");
+                lock.undo_in_background(token);
+            }
+        });
+        let outcome = answer.await.map_err(|_| RedisError::AttemptAborted {
+            name: self.name.clone(),
+        })??;
+        if matches!(outcome, Attempt::Acquired(_)) {
+            // No `.await` from here to the guard: once taken, it is held.
+            let _ = taken.send(());
+        }
+        Ok(outcome)
+    }
+    // ANCHOR_END: attempt
+
+    async fn attempt_now(&self, token: &str) -> Result<Attempt, RedisError> {
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let mut conn = self.conn.clone();
         let reply: Result<i64, redis::RedisError> = ACQUIRE
