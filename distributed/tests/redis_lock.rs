@@ -448,3 +448,61 @@ async fn a_cancelled_acquire_never_strands_the_lock() {
         "cut {cut}, completed {completed}"
     );
 }
+
+/// Redisson's `isLocked` and `remainTimeToLive`, on the lock and the guard.
+#[tokio::test]
+async fn is_locked_and_the_remaining_lease_follow_the_holder() {
+    let lock = shared_lock("redis-is-locked")
+        .await
+        .ttl(Duration::from_secs(10))
+        .unwrap();
+    assert!(!lock.is_locked().await.unwrap());
+    assert_eq!(lock.remaining_lease().await.unwrap(), None);
+    let guard = lock.lock().await.unwrap();
+    assert!(lock.is_locked().await.unwrap());
+    for left in [
+        lock.remaining_lease().await.unwrap().unwrap(),
+        guard.remaining_lease().await.unwrap().unwrap(),
+    ] {
+        assert!(
+            left > Duration::from_secs(9) && left <= Duration::from_secs(10),
+            "{left:?}"
+        );
+    }
+    // Someone else's lock (the same name, taken after ours expired) is not
+    // ours: the guard sees no lease of its own.
+    let mut conn = shared_conn().await;
+    let _: () = distributed::redis::redis::cmd("SET")
+        .arg("redis-is-locked")
+        .arg("someone else")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(guard.remaining_lease().await.unwrap(), None);
+    assert_eq!(lock.remaining_lease().await.unwrap(), Some(Duration::MAX));
+    assert!(
+        !guard.unlock().await.unwrap(),
+        "released someone else's lock"
+    );
+    let _: () = distributed::redis::redis::cmd("DEL")
+        .arg("redis-is-locked")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!lock.is_locked().await.unwrap());
+}
+
+/// Not reentrant, on purpose: the holder's second acquire waits like
+/// anyone's.
+#[tokio::test]
+async fn the_lock_is_not_reentrant() {
+    let lock = shared_lock("redis-not-reentrant").await;
+    let held = lock.lock().await.unwrap();
+    assert!(lock.try_lock().await.unwrap().is_none());
+    let again = lock.lock_timeout(Duration::from_millis(300)).await;
+    assert!(
+        matches!(again, Err(RedisError::Timeout { .. })),
+        "{again:?}"
+    );
+    assert!(held.unlock().await.unwrap());
+}

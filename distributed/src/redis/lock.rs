@@ -9,7 +9,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, instrument, warn};
 
-use super::scripts::{ACQUIRE, EXTEND, RELEASE};
+use super::scripts::{ACQUIRE, EXTEND, OWN_LEASE, RELEASE};
 use super::{RedisConfig, RedisError};
 
 /// The default lease: as Redisson's watchdog default.
@@ -33,6 +33,13 @@ const MAX_QUIET_WAIT: Duration = Duration::from_millis(500);
 ///   while the guard lives, and a failed renewal is reported as lock loss.
 ///
 /// Not fair: after a release, whichever waiter asks first wins.
+///
+/// Not reentrant: a second `lock()` while holding the lock waits like
+/// anyone else's, and `try_lock()` returns `None` (Redisson's `RLock` counts
+/// holds per thread instead). An async task has no stable identity to
+/// count holds by, and a lock that lets its holder in again hides the bug
+/// of re-entering a critical section whose invariants are broken midway.
+/// Pass the guard down instead of locking again.
 ///
 /// Keys: the lock is `name` itself, so `redis-cli SET name v NX PX ...` by
 /// another program excludes this lock and vice versa. On Redis Cluster, use
@@ -103,6 +110,25 @@ impl RedisLock {
     /// The lock's key.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether anyone holds the lock now (Redisson's `isLocked`). One round
+    /// trip; the answer may be stale as soon as it arrives.
+    pub async fn is_locked(&self) -> Result<bool, RedisError> {
+        Ok(self.remaining_lease().await?.is_some())
+    }
+
+    /// How long the current holder's lease has left (Redisson's
+    /// `remainTimeToLive`): `None` if nobody holds the lock, and
+    /// `Duration::MAX` if the key was set without an expiry (by another
+    /// program). One round trip.
+    pub async fn remaining_lease(&self) -> Result<Option<Duration>, RedisError> {
+        let mut conn = self.conn.clone();
+        let left: i64 = redis::cmd("PTTL")
+            .arg(&self.name)
+            .query_async(&mut conn)
+            .await?;
+        Ok(lease_left(left))
     }
 
     fn fence_key(&self) -> String {
@@ -315,6 +341,16 @@ pub(crate) fn checked_name(name: &str) -> Result<(), RedisError> {
     Ok(())
 }
 
+/// A `PTTL` answer as a remaining lease: -2 (no key) is none, -1 (no
+/// expiry) is forever.
+fn lease_left(pttl_ms: i64) -> Option<Duration> {
+    match pttl_ms {
+        -1 => Some(Duration::MAX),
+        ms if ms >= 0 => Some(Duration::from_millis(ms.unsigned_abs())),
+        _ => None,
+    }
+}
+
 fn new_token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
@@ -429,6 +465,19 @@ impl RedisLockGuard {
         }
         let mut lost = self.lost.clone();
         let _ = lost.wait_for(|lost| *lost).await;
+    }
+
+    /// How long our lease has left, as Redis counts it: `None` if the lock
+    /// is not ours any more (it expired, and perhaps someone else holds it).
+    /// One round trip.
+    pub async fn remaining_lease(&self) -> Result<Option<Duration>, RedisError> {
+        let mut conn = self.conn.clone();
+        let left: i64 = OWN_LEASE
+            .key(&self.name)
+            .arg(&self.token)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(lease_left(left))
     }
 
     /// Makes the lease last at least `ttl` more (never shortens it). False

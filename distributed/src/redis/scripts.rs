@@ -66,3 +66,16 @@ pub(crate) static SET_IF_FREE: LazyLock<Script> = LazyLock::new(|| {
         ",
     )
 });
+
+/// KEYS[1] lock; ARGV[1] token. The lock's remaining lease in milliseconds
+/// if it still holds our token; -1 if ours with no expiry; -2 if not ours.
+pub(crate) static OWN_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+            return redis.call('PTTL', KEYS[1])
+        end
+        return -2
+        ",
+    )
+});
