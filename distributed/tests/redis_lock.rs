@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use distributed::redis::redis::aio::ConnectionManager;
 use distributed::redis::{
-    FencedStore, RedisConfig, RedisError, RedisLock, RedisRateLimiter, Redlock,
+    FencedStore, RedisConfig, RedisError, RedisLock, RedisRateLimiter, RedisWindowLimiter, Redlock,
 };
 use resilience::{Decision, RateLimiter};
 use testkit::RedisServer;
@@ -505,4 +505,173 @@ async fn the_lock_is_not_reentrant() {
         "{again:?}"
     );
     assert!(held.unlock().await.unwrap());
+}
+
+/// Asking for more than a limiter can ever grant at once gets the same
+/// answer from every implementation, local or on Redis: `Duration::MAX`.
+#[tokio::test]
+async fn more_than_a_limiter_can_ever_grant_is_never_in_every_implementation() {
+    use resilience::{Gcra, SlidingLog, SlidingWindow};
+    let never = Decision::Denied {
+        retry_after: Duration::MAX,
+    };
+    let window = Duration::from_secs(1);
+    let conn = shared_conn().await;
+    let gcra = RedisRateLimiter::new(conn.clone(), "limit-never-gcra", 5.0, 5).unwrap();
+    let log = RedisWindowLimiter::new(conn, "limit-never-log", 5, window).unwrap();
+    let answers = [
+        (
+            "SlidingLog",
+            SlidingLog::new(5, window)
+                .unwrap()
+                .try_acquire_n(6)
+                .await
+                .unwrap(),
+        ),
+        (
+            "SlidingWindow",
+            SlidingWindow::new(5, window)
+                .unwrap()
+                .try_acquire_n(6)
+                .await
+                .unwrap(),
+        ),
+        (
+            "Gcra",
+            Gcra::new(5, window)
+                .unwrap()
+                .try_acquire_n(6)
+                .await
+                .unwrap(),
+        ),
+        ("RedisRateLimiter", gcra.try_acquire_n(6).await.unwrap()),
+        ("RedisWindowLimiter", log.try_acquire_n(6).await.unwrap()),
+    ];
+    for (limiter, answer) in answers {
+        assert_eq!(answer, never, "{limiter}");
+    }
+    // And asking for exactly the burst is possible: not "never".
+    assert!(gcra.try_acquire_n(5).await.unwrap().is_allowed());
+    assert!(log.try_acquire_n(5).await.unwrap().is_allowed());
+}
+
+/// One grant as a client saw it: the server decided at some instant
+/// between `sent` and `received`.
+#[derive(Clone, Copy)]
+struct Grant {
+    sent: Instant,
+    received: Instant,
+}
+
+/// Four clients ask as fast as they can for `run`; returns every grant.
+async fn hammer<L>(limiters: Vec<L>, run: Duration) -> Vec<Grant>
+where
+    L: RateLimiter + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for limiter in limiters {
+        tasks.spawn(async move {
+            let mut grants = Vec::new();
+            while start.elapsed() < run {
+                let sent = Instant::now();
+                let decision = limiter.try_acquire().await.unwrap();
+                let received = Instant::now();
+                match decision {
+                    Decision::Allowed => grants.push(Grant { sent, received }),
+                    Decision::Denied { retry_after } => {
+                        tokio::time::sleep(retry_after.min(Duration::from_millis(5))).await
+                    }
+                }
+            }
+            grants
+        });
+    }
+    let mut all: Vec<Grant> = tasks.join_all().await.into_iter().flatten().collect();
+    all.sort_by_key(|g| g.sent);
+    all
+}
+
+/// The largest number of grants whose server instants must all lie inside
+/// one span shorter than `span`, and so were granted within it: grants
+/// sent after `first.sent` and received before `first.sent + span`.
+fn most_within(grants: &[Grant], span: Duration) -> usize {
+    (0..grants.len())
+        .map(|i| {
+            let end = grants[i].sent + span;
+            grants[i..].iter().filter(|g| g.received < end).count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// GCRA across four clients: at most `burst + rate × t` in any span `t`,
+/// checked over every span the client timestamps bound; and it is not a
+/// per-window limit: right after idling, one second holds about twice the
+/// rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcra_on_redis_grants_at_most_burst_plus_rate_times_t() {
+    const RATE: f64 = 10.0;
+    const BURST: u32 = 10;
+    let mut limiters = Vec::new();
+    for _ in 0..4 {
+        limiters.push(
+            RedisRateLimiter::new(shared_conn().await, "limit-gcra-bound", RATE, BURST).unwrap(),
+        );
+    }
+    let grants = hammer(limiters, Duration::from_millis(2_500)).await;
+    for (i, first) in grants.iter().enumerate() {
+        for (k, last) in grants[i..].iter().enumerate() {
+            // Grants i..=i+k were all decided within [first.sent, last.received].
+            let span = last
+                .received
+                .saturating_duration_since(first.sent)
+                .as_secs_f64();
+            let bound = f64::from(BURST) + RATE * span + 1.0;
+            let within = grants[i..]
+                .iter()
+                .filter(|g| g.received <= last.received)
+                .count();
+            assert!(
+                within as f64 <= bound,
+                "{within} grants in {span:.3} s (bound {bound:.1}), from {i}+{k}"
+            );
+        }
+    }
+    // Not Redisson's semantics: some one-second span held more than RATE.
+    let first_second = most_within(&grants, Duration::from_secs(1));
+    assert!(
+        first_second > 15,
+        "only {first_second} in the busiest second"
+    );
+    assert!(
+        grants.len() >= 30,
+        "the quota was not used: {}",
+        grants.len()
+    );
+}
+
+/// The window log across four clients: never more than `limit` in any
+/// window, checked over every span the client timestamps bound, and the
+/// quota is used, not just refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_log_never_grants_more_than_the_limit_in_any_window() {
+    const LIMIT: u32 = 10;
+    const WINDOW: Duration = Duration::from_millis(500);
+    let mut limiters = Vec::new();
+    for _ in 0..4 {
+        let conn = shared_conn().await;
+        limiters.push(RedisWindowLimiter::new(conn, "limit-window-log", LIMIT, WINDOW).unwrap());
+    }
+    let grants = hammer(limiters, Duration::from_millis(2_500)).await;
+    let busiest = most_within(&grants, WINDOW);
+    assert!(
+        busiest <= LIMIT as usize,
+        "{busiest} grants within one window of {WINDOW:?}"
+    );
+    assert!(
+        grants.len() >= 40,
+        "the quota was not used: {}",
+        grants.len()
+    );
 }

@@ -10,7 +10,8 @@ pub enum Decision {
     /// The permits were granted.
     Allowed,
     /// Refused; asking again after `retry_after` may succeed (it will, if
-    /// nobody else takes the permits first).
+    /// nobody else takes the permits first). `Duration::MAX` means never:
+    /// more permits were asked for than the limiter can grant at once.
     Denied {
         /// When the requested permits free up, from now.
         retry_after: Duration,
@@ -38,8 +39,9 @@ pub trait RateLimiter: Send + Sync {
     /// Asks for `n` permits at once, without waiting.
     ///
     /// A request for more permits than the limiter can ever grant at once
-    /// (its burst) is denied with the time it would take, so callers can
-    /// tell; it never succeeds.
+    /// (its burst, or its limit per window) never succeeds, and every
+    /// implementation says so the same way: `Denied` with `retry_after` of
+    /// `Duration::MAX`. Any other `retry_after` is a real time to wait.
     fn try_acquire_n(&self, n: u32) -> impl Future<Output = Result<Decision, Self::Error>> + Send;
 
     /// Asks for one permit, without waiting.

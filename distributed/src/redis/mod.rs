@@ -9,7 +9,8 @@
 //! | [`RedisLock`] | a lock on one server: token-checked release, pub/sub waiting, watchdog, fencing token |
 //! | [`FencedStore`] | a value that refuses writes with stale fencing tokens |
 //! | [`Redlock`] | a lock held by a majority of independent servers |
-//! | [`RedisRateLimiter`] | GCRA shared by many processes, as a `resilience::RateLimiter` |
+//! | [`RedisRateLimiter`] | GCRA shared by many processes, as a `resilience::RateLimiter`: at most `burst + rate × t` in any span `t` |
+//! | [`RedisWindowLimiter`] | a sliding log shared by many processes: at most `limit` in any window (Redisson's `RRateLimiter`) |
 
 mod config;
 mod error;
@@ -18,6 +19,7 @@ mod lock;
 mod rate_limit;
 mod redlock;
 mod scripts;
+mod window_limiter;
 
 pub use config::{DEFAULT_URL, RedisConfig};
 pub use error::RedisError;
@@ -25,6 +27,7 @@ pub use fenced_store::FencedStore;
 pub use lock::{DEFAULT_TTL, RedisLock, RedisLockGuard};
 pub use rate_limit::RedisRateLimiter;
 pub use redlock::{Redlock, RedlockGuard};
+pub use window_limiter::RedisWindowLimiter;
 
 /// The Redis client these primitives use, re-exported.
 pub use redis;

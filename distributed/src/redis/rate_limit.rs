@@ -40,8 +40,19 @@ static GCRA: LazyLock<Script> = LazyLock::new(|| {
 /// process that uses the same key: each decision is one atomic script on
 /// the server.
 ///
-/// GCRA keeps one number per key (no per-request log), is exact (no
-/// window-boundary bursts), and tells a refused caller how long to wait.
+/// The guarantee: in any span of time `t`, at most `burst + rate × t`
+/// permits are granted (one emission interval of rounding aside), and a
+/// caller that keeps asking gets one every `1 / rate` once the burst is
+/// spent. So with rate 10/s and burst 10, an idle limiter grants 10 at
+/// once and 10 more within the next second: 20 in about one second, never
+/// more. It is not "at most `rate` per window"; for that, use
+/// [`RedisWindowLimiter`](super::RedisWindowLimiter) (Redisson's
+/// semantics).
+///
+/// GCRA keeps one number per key (no per-request log), has no window
+/// edges for traffic to bunch at, and tells a refused caller how long to
+/// wait. A request for more than `burst` permits at once can never succeed:
+/// it is denied with `retry_after` of `Duration::MAX`.
 #[derive(Clone)]
 pub struct RedisRateLimiter {
     conn: ConnectionManager,
@@ -98,6 +109,12 @@ impl RateLimiter for RedisRateLimiter {
     type Error = RedisError;
 
     async fn try_acquire_n(&self, n: u32) -> Result<Decision, RedisError> {
+        if n > self.burst {
+            // More than the burst never fits, however long one waits.
+            return Ok(Decision::Denied {
+                retry_after: Duration::MAX,
+            });
+        }
         let mut conn = self.conn.clone();
         let (allowed, wait_us): (i64, i64) = GCRA
             .key(&self.key)
