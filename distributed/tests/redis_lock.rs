@@ -1,6 +1,8 @@
 //! The Redis lock, fenced store, Redlock and rate limiter against real
 //! redis-server processes.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -10,6 +12,7 @@ use distributed::redis::{
     FencedStore, RedisConfig, RedisError, RedisLock, RedisRateLimiter, RedisWindowLimiter, Redlock,
 };
 use resilience::{Decision, RateLimiter};
+use support::cut_after;
 use testkit::RedisServer;
 
 async fn shared_lock(name: &str) -> RedisLock {
@@ -389,20 +392,6 @@ async fn dropping_a_guard_releases_the_lock_in_the_background() {
     drop(lock.lock().await.unwrap()); // no unlock
     let next = lock.lock_timeout(Duration::from_secs(2)).await;
     assert!(next.is_ok(), "the dropped guard kept the lock: {next:?}");
-}
-
-/// Polls `future` at most `polls` times, letting the runtime run between
-/// polls, and drops it if it has not finished: a cancellation at a point
-/// chosen by the caller, finer than a timer can cut.
-async fn cut_after<T>(future: impl std::future::Future<Output = T>, polls: usize) -> Option<T> {
-    let mut future = std::pin::pin!(future);
-    for _ in 0..polls {
-        if let std::task::Poll::Ready(value) = futures::poll!(future.as_mut()) {
-            return Some(value);
-        }
-        tokio::task::yield_now().await;
-    }
-    None
 }
 
 /// Acquires cancelled at random points, hundreds of times, on a free lock
