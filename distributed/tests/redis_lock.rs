@@ -217,7 +217,12 @@ async fn bad_input_is_a_clear_error() {
     ));
     let lock = RedisLock::connect(&config, "x").await.unwrap();
     assert!(matches!(
-        lock.ttl(Duration::ZERO),
+        lock.clone().ttl(Duration::ZERO),
+        Err(RedisError::InvalidConfig(_))
+    ));
+    // Not a panic in the watchdog's clock arithmetic later: an error now.
+    assert!(matches!(
+        lock.ttl(Duration::MAX),
         Err(RedisError::InvalidConfig(_))
     ));
     assert!(matches!(
@@ -662,5 +667,56 @@ async fn the_window_log_never_grants_more_than_the_limit_in_any_window() {
         grants.len() >= 40,
         "the quota was not used: {}",
         grants.len()
+    );
+}
+
+/// A holder behind a link that stops forwarding (no reset, no answer): its
+/// watchdog must report the loss no later than the key expires, so before
+/// another client can take the lock. (Each renewal waited for the client's
+/// response timeout, 5 s, and the loss was reported seconds after another
+/// client held the lock.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_reports_the_loss_before_another_client_can_take_the_lock() {
+    let ttl = Duration::from_secs(1);
+    let redis = testkit::shared_redis().unwrap();
+    let proxy = testkit::TcpProxy::start(redis.addr()).unwrap();
+    let behind_proxy = format!("redis://{}/", proxy.addr());
+    let holder = RedisLock::connect(&RedisConfig::new(behind_proxy), "redis-watchdog-partition")
+        .await
+        .unwrap()
+        .ttl(ttl)
+        .unwrap()
+        .watchdog(true);
+    let held = holder.lock().await.unwrap();
+    // Renewed a few times through the proxy first.
+    tokio::time::sleep(ttl * 2).await;
+    assert!(!held.is_lost());
+    proxy.stop_forwarding();
+    let cut = Instant::now();
+    let rival = shared_lock("redis-watchdog-partition").await;
+    let (lost_at, taken_at) = tokio::join!(
+        async {
+            tokio::time::timeout(ttl * 4, held.lost())
+                .await
+                .expect("loss never reported");
+            Instant::now()
+        },
+        async {
+            let taken = rival.lock_timeout(ttl * 4).await.unwrap();
+            let at = Instant::now();
+            taken.unlock().await.unwrap();
+            at
+        }
+    );
+    assert!(
+        lost_at <= taken_at,
+        "lost reported {:?} after the cut, the rival held it at {:?}",
+        lost_at - cut,
+        taken_at - cut
+    );
+    assert!(
+        lost_at - cut <= ttl,
+        "reported {:?} after the cut",
+        lost_at - cut
     );
 }

@@ -35,6 +35,7 @@ mod etcd;
 mod ports;
 mod probe;
 mod process;
+mod proxy;
 mod redis;
 mod shared;
 
@@ -43,6 +44,7 @@ pub use error::TestkitError;
 pub use etcd::{EtcdBuilder, EtcdCluster};
 pub use ports::free_port;
 pub use probe::{etcd_grpc_calls, etcd_is_healthy, redis_answers};
+pub use proxy::TcpProxy;
 pub use redis::{RedisBuilder, RedisServer};
 pub use shared::{shared_etcd, shared_redis};
 

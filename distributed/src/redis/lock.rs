@@ -95,7 +95,7 @@ impl RedisLock {
     }
 
     /// The lease: how long the lock outlives a holder that stops renewing
-    /// it. At least 10 ms.
+    /// it. From 10 ms to a year.
     pub fn ttl(mut self, ttl: Duration) -> Result<Self, RedisError> {
         self.ttl = checked_ttl(ttl)?;
         Ok(self)
@@ -322,11 +322,16 @@ impl RedisLock {
     }
 }
 
-/// Lock TTLs below 10 ms cannot outlast a round trip; refuse them.
+/// The longest lease: a year. A lock meant to outlive its holder longer
+/// than that is not a lease, and longer durations overflow clock arithmetic.
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Lock TTLs below 10 ms cannot outlast a round trip, and above a year are
+/// not leases; refuse them.
 pub(crate) fn checked_ttl(ttl: Duration) -> Result<Duration, RedisError> {
-    if ttl < Duration::from_millis(10) {
+    if ttl < Duration::from_millis(10) || ttl > MAX_TTL {
         return Err(RedisError::InvalidConfig(format!(
-            "a lock TTL must be at least 10 ms, not {ttl:?}"
+            "a lock TTL must be between 10 ms and a year, not {ttl:?}"
         )));
     }
     Ok(ttl)
@@ -370,8 +375,23 @@ async fn release(
     Ok(released == 1)
 }
 
+/// How much of the lease a renewal keeps in hand: if no renewal has been
+/// answered by `margin` before the lease would end, the lock is reported
+/// lost, while the key may still exist — never after someone else could
+/// have taken it. It also covers the acquire's round trip, since the lease
+/// is counted from when the guard was made.
+fn renewal_margin(ttl: Duration) -> Duration {
+    (ttl / 10).min(Duration::from_millis(200))
+}
+
 /// Renews the lease every TTL/3; reports loss when the lock is not ours any
-/// more, or when renewals failed until the lease must have run out.
+/// more, or when no renewal was answered in time.
+///
+/// Each renewal may take only until the lease (as last renewed, by our
+/// clock, less a margin) runs out: a link that stops answering is noticed
+/// before the key expires on the server, not after a client-side response
+/// timeout that may be longer than the lease.
+// ANCHOR: watchdog
 async fn watchdog(
     mut conn: ConnectionManager,
     name: String,
@@ -380,34 +400,42 @@ async fn watchdog(
     lost: watch::Sender<bool>,
 ) {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    let mut valid_until = tokio::time::Instant::now() + ttl;
+    let margin = renewal_margin(ttl);
+    let mut renewed_at = tokio::time::Instant::now();
+    let mut valid_until = renewed_at + ttl;
+    let mut next = renewed_at + ttl / 3;
     loop {
-        tokio::time::sleep(ttl / 3).await;
+        let give_up = valid_until - margin;
+        tokio::time::sleep_until(next.min(give_up)).await;
         let sent_at = tokio::time::Instant::now();
-        let renewed: Result<i64, _> = EXTEND
-            .key(&name)
-            .arg(&token)
-            .arg(ttl_ms)
-            .invoke_async(&mut conn)
-            .await;
-        match renewed {
-            Ok(1) => valid_until = sent_at + ttl,
-            Ok(_) => {
+        if sent_at >= give_up {
+            warn!(%name, "lock lost: no renewal was answered before the lease ran out");
+            let _ = lost.send(true);
+            return;
+        }
+        let mut extend = EXTEND.key(&name);
+        extend.arg(&token).arg(ttl_ms);
+        match tokio::time::timeout_at(give_up, extend.invoke_async(&mut conn)).await {
+            Ok(Ok(1)) => {
+                renewed_at = sent_at;
+                valid_until = renewed_at + ttl;
+                next = renewed_at + ttl / 3;
+            }
+            Ok(Ok::<i64, redis::RedisError>(_)) => {
                 warn!(%name, "lock lost: it is not ours any more");
                 let _ = lost.send(true);
                 return;
             }
-            Err(error) if tokio::time::Instant::now() < valid_until => {
+            Ok(Err(error)) => {
                 debug!(%name, %error, "renewal failed; retrying while the lease lasts");
+                next = sent_at + Duration::from_millis(50);
             }
-            Err(error) => {
-                warn!(%name, %error, "lock lost: renewals failed until the lease ran out");
-                let _ = lost.send(true);
-                return;
-            }
+            // The loop's next turn reports the loss: `give_up` has passed.
+            Err(_) => debug!(%name, "no answer to the renewal before the lease ran out"),
         }
     }
 }
+// ANCHOR_END: watchdog
 
 /// Proof of holding a [`RedisLock`].
 ///
