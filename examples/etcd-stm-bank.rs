@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use common::say;
-use concurrency_patterns::distributed::etcd::{EtcdError, StmOptions, run_stm};
+use concurrency_patterns::distributed::etcd::{EtcdError, StmOptions, parse_balance, run_stm};
 
 #[derive(Parser)]
 struct Args {
@@ -72,17 +72,22 @@ async fn main() -> anyhow::Result<()> {
                     |stm| async move {
                         // Both balances in one round trip.
                         let balances = stm.get_many(&[from, to]).await?;
-                        let balance = |i: usize| -> u64 {
-                            let text = balances[i].as_deref().unwrap_or_default();
-                            std::str::from_utf8(text)
-                                .ok()
-                                .and_then(|t| t.parse().ok())
-                                .unwrap_or(0)
+                        let balance = |i: usize, key: &str| {
+                            parse_balance(key, balances[i].as_deref().unwrap_or(b"0"))
                         };
-                        let (from_balance, to_balance) = (balance(0), balance(1));
+                        let (from_balance, to_balance) = (balance(0, from)?, balance(1, to)?);
                         let half = from_balance / 2;
+                        // Checked: an overflow is an error naming the
+                        // account, and aborts with nothing written.
+                        let Some(to_after) = to_balance.checked_add(half) else {
+                            return Err(EtcdError::BalanceOverflow {
+                                account: to.to_string(),
+                                balance: to_balance,
+                                amount: half,
+                            });
+                        };
                         stm.put(from, (from_balance - half).to_string());
-                        stm.put(to, (to_balance + half).to_string());
+                        stm.put(to, to_after.to_string());
                         Ok::<_, EtcdError>(())
                     },
                 )

@@ -118,6 +118,52 @@ async fn a_transfer_moves_money_and_refuses_to_overdraw() {
     assert_eq!(balances(&c, "cas-basic").await.iter().sum::<i64>(), 500);
 }
 
+/// Into a balance of `u64::MAX`, a transfer is an error that names the
+/// account, and both balances stay as they were (a release build used to
+/// wrap to 0 and report success; a debug build panicked).
+#[tokio::test]
+async fn a_transfer_that_would_overflow_is_an_error_and_writes_nothing() {
+    let mut c = client().await;
+    let (from, to) = ("cas-overflow/from", "cas-overflow/to");
+    c.put(from, "5", None).await.unwrap();
+    c.put(to, u64::MAX.to_string(), None).await.unwrap();
+    let error = transfer(&c, from, to, 1, 8).await.unwrap_err();
+    assert!(
+        matches!(&error, EtcdError::BalanceOverflow { account, amount: 1, .. } if account == to),
+        "{error}"
+    );
+    let value = |key: &'static str| {
+        let mut c = c.clone();
+        async move {
+            c.get(key, None).await.unwrap().kvs()[0]
+                .value_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    assert_eq!(value(from).await, "5");
+    assert_eq!(value(to).await, u64::MAX.to_string());
+}
+
+/// A balance that is not a number, or not text, is bad data naming the
+/// key, not a configuration error; nothing is written.
+#[tokio::test]
+async fn a_balance_that_is_not_a_number_names_its_key() {
+    let mut c = client().await;
+    let (from, to) = ("cas-bad-value/from", "cas-bad-value/to");
+    c.put(from, "5", None).await.unwrap();
+    for bad in [&b"lots"[..], b"\xff\xfe", b"-3"] {
+        c.put(to, bad, None).await.unwrap();
+        let error = transfer(&c, from, to, 1, 8).await.unwrap_err();
+        assert!(
+            matches!(&error, EtcdError::InvalidValue { key, .. } if key == to),
+            "{bad:?}: {error}"
+        );
+        let held = c.get(from, None).await.unwrap();
+        assert_eq!(held.kvs()[0].value(), b"5");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_cas_transfers_keep_the_sum() {
     let c = client().await;

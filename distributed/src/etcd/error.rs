@@ -79,6 +79,31 @@ pub enum EtcdError {
         amount: u64,
     },
 
+    /// A transfer would take a balance past the largest one (`u64::MAX`).
+    #[error(
+        "account `{account}` holds {balance}, and adding {amount} would exceed the largest \
+         balance, {max}: nothing was written",
+        max = u64::MAX
+    )]
+    BalanceOverflow {
+        /// The destination account's key.
+        account: String,
+        /// Its balance.
+        balance: u64,
+        /// The amount asked for.
+        amount: u64,
+    },
+
+    /// A key holds a value the operation cannot use (not a number, not
+    /// UTF-8). The key is named; nothing was written.
+    #[error("`{key}` holds a value that cannot be used here: {reason}")]
+    InvalidValue {
+        /// The key.
+        key: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
+
     /// A transaction kept losing races with other writers.
     #[error(
         "gave up after {attempts} attempts, each beaten by a concurrent write: retry later, or with fewer writers"

@@ -61,7 +61,7 @@ pub use queue::Queue;
 pub use rwmutex::{RwMutex, RwMutexGuard};
 pub use session::{DEFAULT_TTL, Session};
 pub use stm::{Isolation, Stm, StmError, StmOptions, StmOutcome, run_stm};
-pub use transfer::{DEFAULT_TRANSFER_ATTEMPTS, transfer};
+pub use transfer::{DEFAULT_TRANSFER_ATTEMPTS, parse_balance, transfer};
 pub use work_queue::{WorkItem, WorkQueue};
 
 /// The etcd client these recipes use, re-exported so that callers need not

@@ -160,7 +160,10 @@ impl Stm {
     pub async fn get_string(&self, key: &str) -> Result<Option<String>, EtcdError> {
         match self.get(key).await? {
             Some(bytes) => Ok(Some(String::from_utf8(bytes).map_err(|_| {
-                EtcdError::InvalidConfig(format!("the value of `{key}` is not UTF-8 text"))
+                EtcdError::InvalidValue {
+                    key: key.to_string(),
+                    reason: "not UTF-8 text".into(),
+                }
             })?)),
             None => Ok(None),
         }

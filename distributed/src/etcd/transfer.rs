@@ -17,6 +17,13 @@ pub const DEFAULT_TRANSFER_ATTEMPTS: usize = 32;
 /// compared). On a conflict it reads and tries again, up to `max_attempts`.
 /// Returns the number of attempts it took.
 ///
+/// # Errors
+///
+/// [`EtcdError::InsufficientFunds`] if `from` holds less than `amount`,
+/// [`EtcdError::BalanceOverflow`] if `to` would exceed `u64::MAX`,
+/// [`EtcdError::InvalidValue`] if either holds something other than a
+/// whole number; in each case nothing is written.
+///
 /// Each balance is read from its own response — the lesson's version took
 /// the second balance from the wrong index.
 #[instrument(level = "debug", skip(client))]
@@ -43,7 +50,7 @@ pub async fn transfer(
             TxnOpResponse::Get(get) => get
                 .kvs()
                 .first()
-                .map(|kv| (kv.value_str().map(str::to_string), kv.mod_revision())),
+                .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
             _ => None,
         });
         let (from_balance, from_revision) = balance(from, accounts.next().flatten())?;
@@ -55,14 +62,23 @@ pub async fn transfer(
                 amount,
             });
         }
+        let Some(new_to_balance) = to_balance.checked_add(amount) else {
+            return Err(EtcdError::BalanceOverflow {
+                account: to.to_string(),
+                balance: to_balance,
+                amount,
+            });
+        };
+        // Cannot underflow: checked against the balance above.
+        let new_from_balance = from_balance - amount;
         let write = Txn::new()
             .when([
                 Compare::mod_revision(from, CompareOp::Equal, from_revision),
                 Compare::mod_revision(to, CompareOp::Equal, to_revision),
             ])
             .and_then([
-                TxnOp::put(from, (from_balance - amount).to_string(), None),
-                TxnOp::put(to, (to_balance + amount).to_string(), None),
+                TxnOp::put(from, new_from_balance.to_string(), None),
+                TxnOp::put(to, new_to_balance.to_string(), None),
             ]);
         let committed = retrying(Repeat::IfUnsent, || {
             let (mut client, write) = (client.clone(), write.clone());
@@ -79,20 +95,24 @@ pub async fn transfer(
 }
 
 /// A balance and its mod revision (0 for a missing account).
-fn balance(
-    key: &str,
-    read: Option<(Result<String, etcd_client::Error>, i64)>,
-) -> Result<(u64, i64), EtcdError> {
+fn balance(key: &str, read: Option<(Vec<u8>, i64)>) -> Result<(u64, i64), EtcdError> {
     match read {
         None => Ok((0, 0)),
-        Some((value, revision)) => {
-            let value = value?;
-            let balance = value.trim().parse::<u64>().map_err(|_| {
-                EtcdError::InvalidConfig(format!(
-                    "account `{key}` holds {value:?}, not a whole number"
-                ))
-            })?;
-            Ok((balance, revision))
-        }
+        Some((value, revision)) => Ok((parse_balance(key, &value)?, revision)),
     }
+}
+
+/// A balance as stored: a decimal whole number, surrounding blanks allowed.
+pub fn parse_balance(key: &str, value: &[u8]) -> Result<u64, EtcdError> {
+    let invalid = |reason: String| EtcdError::InvalidValue {
+        key: key.to_string(),
+        reason,
+    };
+    let text = std::str::from_utf8(value).map_err(|_| invalid("not UTF-8 text".into()))?;
+    text.trim().parse::<u64>().map_err(|_| {
+        invalid(format!(
+            "{text:?} is not a whole number from 0 to {}",
+            u64::MAX
+        ))
+    })
 }
