@@ -509,12 +509,13 @@ async fn test_mutex_waits_on_current_holder() {
         .await
         .expect("new owner failed to obtain lock");
     got.unwrap().unwrap().unlock().await.unwrap();
-    // The victim's lock call ends too: here with "session lost", where Go's
-    // returns once the lock it can no longer hold is free.
+    // The victim's lock call ends too: here with "session closed" (its
+    // session was closed under it), where Go's returns once the lock it can
+    // no longer hold is free.
     let victim = timeout(SECOND, victim).await.expect("victim did not exit");
     assert!(matches!(
         victim.unwrap(),
-        Err(EtcdError::SessionLost { .. })
+        Err(EtcdError::SessionClosed { .. })
     ));
 }
 

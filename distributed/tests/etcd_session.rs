@@ -84,3 +84,52 @@ async fn close_revokes_at_once_and_loss_is_reported() {
     assert!(matches!(lost, EtcdError::SessionLost { .. }));
     assert!(other.is_lost());
 }
+
+/// Closing a session while it holds a lock: the key goes, and the session,
+/// its clones and the guard all report the loss at once; every recipe used
+/// with it afterwards says the session was closed (it used to say etcd's
+/// "requested lease not found", while `is_lost()` stayed false).
+#[tokio::test]
+async fn close_marks_the_session_and_its_guards_lost_and_recipes_say_closed() {
+    use distributed::etcd::{DoubleBarrier, Election, Mutex, RwMutex, WorkQueue};
+    let session = Session::new(client().await, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let guard = Mutex::new(&session, "session-close-lock")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let key = guard.key().to_string();
+    let clone = session.clone();
+    session.close().await.unwrap();
+    assert!(!key_exists(&key).await, "the lock key is still there");
+    assert!(
+        clone.is_lost() && clone.is_closed(),
+        "the session says it is alive"
+    );
+    assert!(guard.is_lost(), "the guard says it still holds the lock");
+    let closed = |result: Result<(), EtcdError>, what: &str| {
+        assert!(
+            matches!(result, Err(EtcdError::SessionClosed { .. })),
+            "{what}: {result:?}"
+        );
+    };
+    let mutex = Mutex::new(&clone, "session-close-lock-2").unwrap();
+    closed(mutex.lock().await.map(drop), "Mutex::lock");
+    closed(mutex.try_lock().await.map(drop), "Mutex::try_lock");
+    let rw = RwMutex::new(&clone, "session-close-rw").unwrap();
+    closed(rw.write_lock().await.map(drop), "RwMutex::write_lock");
+    closed(rw.read_lock().await.map(drop), "RwMutex::read_lock");
+    let election = Election::new(&clone, "session-close-election").unwrap();
+    closed(election.campaign("x").await.map(drop), "Election::campaign");
+    let mut barrier = DoubleBarrier::new(&clone, "session-close-barrier", 2).unwrap();
+    closed(barrier.enter().await, "DoubleBarrier::enter");
+    let queue = WorkQueue::new(&clone, "session-close-wq").unwrap();
+    closed(queue.dequeue().await.map(drop), "WorkQueue::dequeue");
+    let lost = tokio::time::timeout(Duration::from_secs(1), guard.lost()).await;
+    assert!(
+        matches!(lost, Ok(EtcdError::SessionClosed { .. })),
+        "{lost:?}"
+    );
+}

@@ -74,6 +74,7 @@ impl DoubleBarrier {
     /// session ends. Call [`leave`](Self::leave) or close the session.
     #[instrument(level = "debug", skip(self), fields(name = self.name.as_str(), count = self.count))]
     pub async fn enter(&mut self) -> Result<(), EtcdError> {
+        self.session.ensure_alive()?;
         let client = self.client();
         let waiters = self.name.sub_prefix("waiters");
         let (key, revision) = create_unique(&client, &waiters, "", self.session.lease_id()).await?;

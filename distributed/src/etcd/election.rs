@@ -65,6 +65,7 @@ impl Election {
     /// background.
     #[instrument(level = "debug", skip(self, value), fields(key = %self.key))]
     pub async fn campaign(&self, value: impl Into<String>) -> Result<Leadership, EtcdError> {
+        self.session.ensure_alive()?;
         let value = value.into();
         let client = self.session.client();
         let lease = self.session.lease_id();

@@ -47,6 +47,17 @@ pub enum EtcdError {
         lease: i64,
     },
 
+    /// The session was closed ([`Session::close`](super::Session::close)):
+    /// its lease is revoked, and nothing can be held through it.
+    #[error(
+        "the etcd session (lease {lease:x}) was closed, so nothing can be held through it: \
+         create a new session"
+    )]
+    SessionClosed {
+        /// The lease id of the closed session.
+        lease: i64,
+    },
+
     /// The same session already holds or waits for this key.
     #[error(
         "this session already holds or waits for `{key}`: use one session per concurrent \

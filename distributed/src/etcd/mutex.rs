@@ -58,6 +58,7 @@ impl Mutex {
     #[instrument(level = "debug", skip(self), fields(key = %self.key))]
     // ANCHOR: lock
     pub async fn lock(&self) -> Result<MutexGuard, EtcdError> {
+        self.session.ensure_alive()?;
         let claim = self.claim().await?;
         let place = self.enqueue().await?;
         if place.first {
@@ -89,6 +90,7 @@ impl Mutex {
     /// nothing is left behind).
     #[instrument(level = "debug", skip(self), fields(key = %self.key))]
     pub async fn try_lock(&self) -> Result<Option<MutexGuard>, EtcdError> {
+        self.session.ensure_alive()?;
         let claim = self.claim().await?;
         let place = self.enqueue().await?;
         if place.first {

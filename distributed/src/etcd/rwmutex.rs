@@ -65,6 +65,7 @@ impl RwMutex {
     }
 
     async fn acquire(&self, side: Side, blockers: &str) -> Result<RwMutexGuard, EtcdError> {
+        self.session.ensure_alive()?;
         let client = self.session.client();
         let own_prefix = self.name.sub_prefix(match side {
             Side::Read => "read",

@@ -38,6 +38,11 @@ struct Inner {
     lease: i64,
     ttl: i64,
     lost: watch::Receiver<bool>,
+    /// Sets `lost`: the keep-alive task when the lease runs out, and
+    /// [`Session::close`].
+    lose: Arc<watch::Sender<bool>>,
+    /// Set by [`Session::close`], so that errors say "closed", not "lost".
+    closed: std::sync::atomic::AtomicBool,
     keep_alive: JoinHandle<()>,
     /// Keys that a recipe object of this process holds or waits for under
     /// this lease (see [`Session::claim`]).
@@ -88,13 +93,14 @@ impl Session {
         let lease = granting.lease_grant(ttl_secs, None).await?.id();
         let (keeper, stream) = granting.lease_keep_alive(lease).await?;
         let (lost_tx, lost_rx) = watch::channel(false);
+        let lose = Arc::new(lost_tx);
         let keep_alive = tokio::spawn(keep_alive(
             client.clone(),
             lease,
             ttl_secs,
             keeper,
             stream,
-            lost_tx,
+            lose.clone(),
         ));
         debug!(lease = format_args!("{lease:x}"), "session started");
         Ok(Session {
@@ -103,6 +109,8 @@ impl Session {
                 lease,
                 ttl: ttl_secs,
                 lost: lost_rx,
+                lose,
+                closed: std::sync::atomic::AtomicBool::new(false),
                 keep_alive,
                 claims: std::sync::Mutex::new(HashMap::new()),
             }),
@@ -124,9 +132,26 @@ impl Session {
         self.inner.client.clone()
     }
 
-    /// True once the lease has expired or could not be renewed in time.
+    /// True once the lease has expired, could not be renewed in time, or
+    /// was revoked by [`close`](Self::close) (on any clone).
     pub fn is_lost(&self) -> bool {
         *self.inner.lost.borrow()
+    }
+
+    /// True once [`close`](Self::close) was called on any clone.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// `Ok` while the session can be used to hold things; otherwise the
+    /// error to give: closed, or lost. Recipes check it before they write
+    /// keys on the lease, so that a closed session is named as such rather
+    /// than reported by etcd as "requested lease not found".
+    pub(crate) fn ensure_alive(&self) -> Result<(), EtcdError> {
+        if self.is_lost() {
+            return Err(self.lost_error());
+        }
+        Ok(())
     }
 
     /// Waits until the session is lost. Never returns while it is alive.
@@ -171,14 +196,24 @@ impl Session {
     }
 
     pub(crate) fn lost_error(&self) -> EtcdError {
-        EtcdError::SessionLost {
-            lease: self.inner.lease,
+        let lease = self.inner.lease;
+        if self.is_closed() {
+            EtcdError::SessionClosed { lease }
+        } else {
+            EtcdError::SessionLost { lease }
         }
     }
 
     /// Revokes the lease: every key written with it is deleted at once, so
-    /// locks and leadership held through it are released.
+    /// locks and leadership held through it are released. From this call
+    /// on, the session and every guard on it report themselves lost
+    /// (`is_lost`), and recipes used with it fail with
+    /// [`EtcdError::SessionClosed`].
     pub async fn close(self) -> Result<(), EtcdError> {
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.lose.send_replace(true);
         self.inner.keep_alive.abort();
         self.inner
             .client
@@ -243,7 +278,7 @@ async fn keep_alive(
     ttl: i64,
     mut keeper: etcd_client::LeaseKeeper,
     mut stream: etcd_client::LeaseKeepAliveStream,
-    lost: watch::Sender<bool>,
+    lost: Arc<watch::Sender<bool>>,
 ) {
     let ttl_duration = Duration::from_secs(ttl.unsigned_abs());
     let period = ttl_duration / 3;

@@ -129,6 +129,7 @@ impl WorkQueue {
     /// the session ends (then the item is delivered again): never lost.
     #[instrument(level = "debug", skip(self), fields(queue = self.name.as_str()))]
     pub async fn dequeue(&self) -> Result<WorkItem, EtcdError> {
+        self.session.ensure_alive()?;
         let mut waiting = None;
         loop {
             // Register interest before looking (see `ItemLine::take`).
