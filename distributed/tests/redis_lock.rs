@@ -720,3 +720,35 @@ async fn the_watchdog_reports_the_loss_before_another_client_can_take_the_lock()
         lost_at - cut
     );
 }
+
+/// A Redis without persistence restarts between two holders and loses the
+/// fencing counter: the second holder's token must still be higher, or a
+/// store that trusts order would take the stale holder's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_tokens_keep_increasing_across_a_restart_that_lost_them() {
+    let server = RedisServer::start().unwrap();
+    let lock = RedisLock::connect(&RedisConfig::new(server.url()), "restart-fencing")
+        .await
+        .unwrap();
+    let mut before = 0;
+    for _ in 0..3 {
+        let held = lock.lock().await.unwrap();
+        before = held.fencing_token();
+        held.unlock().await.unwrap();
+    }
+    server.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        if let Ok(Some(held)) = lock.try_lock().await {
+            let token = held.fencing_token();
+            held.unlock().await.unwrap();
+            break token;
+        }
+        assert!(Instant::now() < deadline, "no lock after the restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        after > before,
+        "token {after} after the restart, {before} before"
+    );
+}

@@ -466,9 +466,13 @@ impl std::fmt::Debug for RedisLockGuard {
 }
 
 impl RedisLockGuard {
-    /// Strictly increasing per lock: give it to the resource you protect,
-    /// which refuses tokens lower than the highest it has seen (see
-    /// [`FencedStore`](super::FencedStore)).
+    /// Strictly increasing per lock, also across a server restart that
+    /// lost the counter (it starts again above every earlier token, from
+    /// the server's clock): give it to the resource you protect, which
+    /// refuses tokens lower than the highest it has seen (see
+    /// [`FencedStore`](super::FencedStore)). Tokens go up by one per
+    /// acquisition, starting from the server's time in microseconds when
+    /// the counter was created.
     pub fn fencing_token(&self) -> u64 {
         self.fencing_token
     }

@@ -9,11 +9,24 @@ use redis::Script;
 /// Takes the lock if free and returns a fresh fencing token (> 0, from
 /// INCR, in the same step); if busy, returns minus the lock's remaining
 /// milliseconds (or -1 if it has no expiry).
+///
+/// A counter that does not exist (new, or lost when the server restarted
+/// without persistence) starts at the server's time in microseconds,
+/// spelled from `TIME`'s own digits. Every token handed out since the
+/// counter last started took a round trip, so there are fewer of them than
+/// microseconds have passed: the new counter starts above all of them, and
+/// tokens keep increasing across the loss (as long as the server's clock
+/// does not step back).
 // ANCHOR: acquire
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+            if redis.call('EXISTS', KEYS[2]) == 0 then
+                local t = redis.call('TIME')
+                local micros = t[1] .. string.format('%06d', tonumber(t[2]))
+                redis.call('SET', KEYS[2], micros)
+            end
             return redis.call('INCR', KEYS[2])
         end
         local left = redis.call('PTTL', KEYS[1])
