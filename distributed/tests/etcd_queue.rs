@@ -556,3 +556,26 @@ async fn cancelled_priority_dequeues_on_reused_levels_lose_nothing() {
         round += 1;
     }
 }
+
+/// Items close to etcd's request limit (1.5 MiB): four of 1.4 MiB are more
+/// than one reply may carry (4 MiB), and used to make every dequeue fail
+/// ("decoded message length too large"). They are all delivered, in order.
+#[tokio::test]
+async fn items_near_etcds_request_limit_never_wedge_a_queue() {
+    let producer = Queue::new(client().await, "q-large-items").unwrap();
+    let big = |i: u8| vec![b'a' + i; 1_400 * 1024];
+    for i in 0..4 {
+        producer.enqueue(big(i)).await.unwrap();
+    }
+    producer.enqueue("small").await.unwrap();
+    let consumer = Queue::new(client().await, "q-large-items").unwrap();
+    assert_eq!(consumer.try_dequeue().await.unwrap().unwrap(), big(0));
+    for i in 1..4 {
+        let value = tokio::time::timeout(Duration::from_secs(10), consumer.dequeue())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(value, big(i));
+    }
+    assert_eq!(consumer.dequeue().await.unwrap(), b"small");
+}

@@ -223,3 +223,24 @@ async fn a_consumer_finds_work_behind_items_others_are_working_on() {
     }
     assert_eq!(keys_under(&format!("{name}/items/")).await, 0);
 }
+
+/// The work queue with items near etcd's request limit: four of 1.4 MiB
+/// exceed one reply (4 MiB) and used to make every dequeue fail.
+#[tokio::test]
+async fn items_near_etcds_request_limit_never_wedge_a_work_queue() {
+    let session = session().await;
+    let queue = WorkQueue::new(&session, "wq-large-items").unwrap();
+    let big = |i: u8| vec![b'a' + i; 1_400 * 1024];
+    for i in 0..4 {
+        queue.enqueue(big(i)).await.unwrap();
+    }
+    for i in 0..4 {
+        let item = tokio::time::timeout(Duration::from_secs(10), queue.dequeue())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(item.value, big(i));
+        queue.ack(&item).await.unwrap();
+    }
+    assert_eq!(keys_under("wq-large-items/items/").await, 0);
+}

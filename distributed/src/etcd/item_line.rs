@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, oneshot};
 use tracing::{debug, warn};
 
 use super::EtcdError;
+use super::batch::Batch;
 use super::idle_line::Wakeups;
 use super::keys::{create_if_absent_once, create_sequential_once, unique_key};
 use super::receipt::{Applied, Receipts};
@@ -33,7 +34,7 @@ pub(crate) struct ItemLine {
     prefix: String,
     order: TakeOrder,
     /// How many items one read fetches; the rest wait in `candidates`.
-    batch: i64,
+    batch: Batch,
     /// Items read but not yet taken: (key, mod revision, value).
     candidates: Mutex<VecDeque<(String, i64, Vec<u8>)>>,
     /// Wakes one waiting consumer per new item (see `idle_line`).
@@ -56,7 +57,7 @@ impl ItemLine {
             client,
             prefix,
             order,
-            batch: batch.max(1),
+            batch: Batch::new(batch),
             candidates: Mutex::new(VecDeque::new()),
             wakeups,
             receipts: Arc::new(Receipts::new()),
@@ -145,20 +146,25 @@ impl ItemLine {
         let mut start = self.prefix.clone().into_bytes();
         let mut after_revision = 0;
         loop {
-            let mut options = GetOptions::new()
-                .with_range(prefix_end.as_str())
-                .with_limit(self.batch);
-            if self.order == TakeOrder::ByRevision {
-                options = options
-                    .with_sort(SortTarget::Create, SortOrder::Ascend)
-                    .with_min_create_revision(after_revision + 1);
-            }
-            let response = retrying(Repeat::Idempotent, || {
-                let (mut client, options, start) =
-                    (self.client.clone(), options.clone(), start.clone());
-                async move { client.get(start, Some(options)).await }
-            })
-            .await?;
+            let (response, limit) = self
+                .batch
+                .read(|limit| {
+                    let mut options = GetOptions::new()
+                        .with_range(prefix_end.as_str())
+                        .with_limit(limit);
+                    if self.order == TakeOrder::ByRevision {
+                        options = options
+                            .with_sort(SortTarget::Create, SortOrder::Ascend)
+                            .with_min_create_revision(after_revision + 1);
+                    }
+                    let start = start.clone();
+                    retrying(Repeat::Idempotent, move || {
+                        let (mut client, options, start) =
+                            (self.client.clone(), options.clone(), start.clone());
+                        async move { client.get(start, Some(options)).await }
+                    })
+                })
+                .await?;
             let kvs = response.kvs();
             for kv in kvs.iter().filter(|kv| self.is_item(kv.key())) {
                 match kv.key_str() {
@@ -175,7 +181,7 @@ impl ItemLine {
             let Some(last) = kvs.last() else {
                 return Ok(candidates.len());
             };
-            if !candidates.is_empty() || (kvs.len() as i64) < self.batch {
+            if !candidates.is_empty() || (kvs.len() as i64) < limit {
                 return Ok(candidates.len());
             }
             // A whole page of keys that are not ours: read on past them.

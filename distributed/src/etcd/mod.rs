@@ -26,6 +26,7 @@
 #![doc = include_str!("differences_from_go.md")]
 
 mod barrier;
+mod batch;
 mod config;
 mod double_barrier;
 mod election;

@@ -9,6 +9,7 @@ use etcd_client::{
 };
 use tracing::{debug, instrument, warn};
 
+use super::batch::Batch;
 use super::fence::CreateFence;
 use super::idle_line::Wakeups;
 use super::name::{RecipeName, is_direct_child_of};
@@ -47,6 +48,8 @@ pub struct WorkQueue {
     /// Wakes one waiting consumer per new item or vanished claim, in one
     /// process at a time (see `idle_line`).
     wakeups: Arc<Wakeups>,
+    /// How many items one read fetches (fewer while items are large).
+    batch: Arc<Batch>,
 }
 
 impl std::fmt::Debug for WorkQueue {
@@ -91,6 +94,7 @@ impl WorkQueue {
             name,
             dead_letter_after: None,
             fence: Arc::new(CreateFence::new()),
+            batch: Arc::new(Batch::new(BATCH)),
         })
     }
 
@@ -172,20 +176,26 @@ impl WorkQueue {
         after_revision: i64,
     ) -> Result<(Option<WorkItem>, Page), EtcdError> {
         let client = self.session.client();
-        let options = GetOptions::new()
-            .with_prefix()
-            .with_sort(SortTarget::Create, SortOrder::Ascend)
-            .with_min_create_revision(after_revision + 1)
-            .with_limit(BATCH);
         let items = self.name.sub_prefix("items");
-        let response = retrying(Repeat::Idempotent, || {
-            let (mut client, items, options) = (client.clone(), items.clone(), options.clone());
-            async move { client.get(items, Some(options)).await }
-        })
-        .await?;
+        let (response, limit) = self
+            .batch
+            .read(|limit| {
+                let options = GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Create, SortOrder::Ascend)
+                    .with_min_create_revision(after_revision + 1)
+                    .with_limit(limit);
+                let (client, items) = (client.clone(), items.clone());
+                retrying(Repeat::Idempotent, move || {
+                    let (mut client, items, options) =
+                        (client.clone(), items.clone(), options.clone());
+                    async move { client.get(items, Some(options)).await }
+                })
+            })
+            .await?;
         let found = response.kvs().len();
         let page = match response.kvs().last() {
-            Some(last) if found as i64 >= BATCH => Page::Full {
+            Some(last) if found as i64 >= limit => Page::Full {
                 last_revision: last.create_revision(),
             },
             _ => Page::Last,
