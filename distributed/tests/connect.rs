@@ -92,6 +92,22 @@ async fn etcd_that_is_not_there_fails_in_bounded_time() {
         "took {:?}",
         started.elapsed()
     );
+    assert!(matches!(error, EtcdError::Refused { .. }), "{error}");
+
+    // A port that accepts and never answers: that one is a timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let started = Instant::now();
+    let error = EtcdConfig::new([silent.local_addr().unwrap().to_string()])
+        .connect_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .err()
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
     assert!(matches!(error, EtcdError::Unreachable { .. }), "{error}");
 }
 
@@ -168,4 +184,43 @@ async fn a_client_whose_member_dies_or_hangs_moves_to_another() {
         failed.iter().sum::<usize>() >= 2,
         "the faults never reached the client: {failed:?}"
     );
+}
+
+/// Errors say what happened: a malformed endpoint is a configuration error
+/// before any I/O; a port where nothing listens says so, without claiming
+/// to have waited; a port where another kind of server listens (Redis
+/// here) is named as not etcd.
+#[tokio::test]
+async fn connect_errors_say_what_happened() {
+    use distributed::etcd::EtcdError;
+    let connect = |endpoint: String| async move {
+        match EtcdConfig::new(vec![endpoint]).connect().await {
+            Ok(_) => panic!("connected"),
+            Err(error) => error,
+        }
+    };
+    for malformed in [
+        "localhost:notaport",
+        "localhost",
+        "127.0.0.1:0",
+        ":2379",
+        "127.0.0.1:99999",
+    ] {
+        let error = connect(malformed.to_string()).await;
+        assert!(
+            matches!(error, EtcdError::InvalidConfig(_)),
+            "{malformed}: {error}"
+        );
+    }
+    let nothing_there = format!("127.0.0.1:{}", testkit::free_port().unwrap());
+    let error = connect(nothing_there).await;
+    assert!(matches!(error, EtcdError::Refused { .. }), "{error}");
+    assert!(error.to_string().contains("refused"), "{error}");
+    assert!(
+        !error.to_string().contains("within"),
+        "claims a wait: {error}"
+    );
+    let redis = testkit::shared_redis().unwrap();
+    let error = connect(redis.addr().to_string()).await;
+    assert!(matches!(error, EtcdError::NotEtcd { .. }), "{error}");
 }

@@ -133,6 +133,9 @@ impl EtcdConfig {
     /// `remove_endpoint` are not available on it: make a new config instead.
     ///
     /// Errors: [`EtcdError::Unreachable`] when no endpoint answers in time,
+    /// [`EtcdError::Refused`] when every endpoint failed at once (nothing
+    /// listens there), [`EtcdError::NotEtcd`] when the server there does not
+    /// speak etcd's gRPC,
     /// [`EtcdError::AuthenticationFailed`] for wrong credentials,
     /// [`EtcdError::InvalidConfig`] for an endpoint that is not
     /// `host:port` or `http://host:port`.
@@ -172,22 +175,48 @@ impl EtcdConfig {
                 }
             }
         };
+        let endpoints = self.endpoints.join(",");
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(Ok(client)) => {
                 debug!("connected to etcd");
                 Ok(client)
             }
-            Ok(Err(error)) if is_unreachable(&error) => Err(self.unreachable()),
+            // Failed before the timeout: say why, and claim no waiting.
+            Ok(Err(error)) if is_unreachable(&error) => Err(EtcdError::Refused {
+                endpoints,
+                reason: short_reason(&error),
+            }),
+            Ok(Err(error)) if speaks_no_grpc(&error) => Err(EtcdError::NotEtcd {
+                endpoints,
+                reason: short_reason(&error),
+            }),
             Ok(Err(error)) => Err(EtcdError::from_client(error, user)),
-            Err(_elapsed) => Err(self.unreachable()),
+            Err(_elapsed) => Err(EtcdError::Unreachable {
+                endpoints,
+                waited: self.connect_timeout,
+            }),
         }
     }
+}
 
-    fn unreachable(&self) -> EtcdError {
-        EtcdError::Unreachable {
-            endpoints: self.endpoints.join(","),
-            waited: self.connect_timeout,
+/// What went wrong, in the words a person needs, such as "tcp connect
+/// error: Connection refused (os error 111)": the gRPC status's message,
+/// without the layers around it.
+fn short_reason(error: &etcd_client::Error) -> String {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => status.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether the server answered, but not in HTTP/2 gRPC: another kind of
+/// server (Redis, a web server) at that port.
+fn speaks_no_grpc(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Internal && status.message().contains("h2 protocol error")
         }
+        _ => false,
     }
 }
 

@@ -32,6 +32,25 @@ use super::one_write::OneWrite;
 /// or one that cannot serve for now, answers.
 const GRPC_UNAVAILABLE: &str = "14";
 
+/// Checks that `authority` is `host:port` with a port from 1 to 65535, so
+/// that a typo is a configuration error at once, not a connection that
+/// fails later with a vaguer message.
+fn check_host_port(given: &str, authority: &str) -> Result<(), EtcdError> {
+    let authority = authority.trim_end_matches('/');
+    let invalid =
+        |why: &str| EtcdError::InvalidConfig(format!("{given} is not a host:port: {why}"));
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("no port (etcd listens on 2379 by default)"))?;
+    if host.is_empty() || host.contains('/') {
+        return Err(invalid("no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(invalid(&format!("{port:?} is not a port from 1 to 65535"))),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// A channel over `endpoints` (`host:port` or `http://host:port`) for
 /// `etcd_client::Client::from_channel`, starting at a random one so that
 /// clients spread over the members. Nothing connects until the first
@@ -55,6 +74,7 @@ pub(crate) fn channel(
                     "{given}: only plain http:// endpoints are supported (no TLS)"
                 )));
             }
+            check_host_port(given, &uri["http://".len()..])?;
             let endpoint = Endpoint::from_shared(uri).map_err(|error| {
                 EtcdError::InvalidConfig(format!("{given} is not a host:port: {error}"))
             })?;

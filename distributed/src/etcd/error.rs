@@ -16,6 +16,31 @@ pub enum EtcdError {
         waited: Duration,
     },
 
+    /// Every endpoint failed at once (for example, nothing listens there).
+    #[error(
+        "no etcd at {endpoints}: {reason}. Run `cargo xtask services up` or set \
+         ETCD_ENDPOINTS to your cluster (comma-separated host:port)"
+    )]
+    Refused {
+        /// The endpoints tried, comma-separated.
+        endpoints: String,
+        /// What went wrong, as the system said it.
+        reason: String,
+    },
+
+    /// A server answered, but not as etcd does: another service listens
+    /// at that address.
+    #[error(
+        "the server at {endpoints} is not etcd (it does not speak etcd's gRPC: {reason}): \
+         check ETCD_ENDPOINTS — is that another service's port, such as Redis's?"
+    )]
+    NotEtcd {
+        /// The endpoints tried, comma-separated.
+        endpoints: String,
+        /// What the client saw.
+        reason: String,
+    },
+
     /// The server rejected the user name or password.
     #[error("etcd rejected the credentials of user `{user}`: check ETCD_USER and ETCD_PASSWORD")]
     AuthenticationFailed {
