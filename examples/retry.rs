@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = retry.run(|| without_budget.call(), |_| true).await;
     }
     // 10 % of requests may be retried, plus 1 per second, over 10 s.
-    let budget = Arc::new(RetryBudget::new(0.1, 1, Duration::from_secs(10)));
+    let budget = Arc::new(RetryBudget::new(0.1, 1, Duration::from_secs(10))?);
     let budgeted = policy().with_budget(budget);
     let with_budget = down();
     for _ in 0..200 {

@@ -14,7 +14,7 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 
 use crate::clock::{Clock, SystemClock};
-use crate::{Decision, LimiterConfigError, RateLimiter};
+use crate::{Decision, LimiterConfigError, MAX_LIMITER_WINDOW, RateLimiter};
 
 /// Lets governor read time from one of this crate's clocks, so that GCRA is
 /// tested with the same [`ManualClock`](crate::ManualClock) as the others.
@@ -41,6 +41,9 @@ fn quota(limit: u32, window: Duration) -> Result<Quota, LimiterConfigError> {
     if window < Duration::from_micros(1) {
         return Err(LimiterConfigError::ZeroWindow);
     }
+    if window > MAX_LIMITER_WINDOW {
+        return Err(LimiterConfigError::WindowTooLong(window));
+    }
     Quota::with_period(window / limit)
         .map(|quota| quota.allow_burst(burst))
         .ok_or(LimiterConfigError::ZeroWindow)
@@ -59,11 +62,14 @@ fn decide<E>(
             retry_after: not_until.wait_time_from(now()),
         },
         // More than the burst: it can never be granted at once.
-        Err(_) => Decision::Denied {
-            retry_after: Duration::MAX,
-        },
+        Err(_) => NEVER,
     }
 }
+
+/// The answer to a request that can never be granted at once.
+const NEVER: Decision = Decision::Denied {
+    retry_after: Duration::MAX,
+};
 
 /// `limit` permits per `window` as a token bucket with one timestamp of
 /// state: GCRA, as implemented by `governor`.
@@ -79,6 +85,8 @@ fn decide<E>(
 pub struct Gcra<C: Clock = SystemClock> {
     limiter: DirectLimiter<C>,
     clock: C,
+    /// The most permits one request can get (the limit).
+    burst: u32,
 }
 
 impl Gcra<SystemClock> {
@@ -96,6 +104,7 @@ impl<C: Clock + Clone> Gcra<C> {
         Ok(Gcra {
             limiter: governor::RateLimiter::direct_with_clock(quota, GovernorClock(clock.clone())),
             clock,
+            burst: limit,
         })
     }
 
@@ -104,6 +113,11 @@ impl<C: Clock + Clone> Gcra<C> {
         let Some(n) = NonZeroU32::new(n) else {
             return Decision::Allowed;
         };
+        if n.get() > self.burst {
+            // Never at once. Checked here: governor multiplies the period
+            // by `n` first, which overflows for a large `n`.
+            return NEVER;
+        }
         let outcome = self.limiter.check_n(n);
         decide(outcome, || self.clock.now())
     }
@@ -137,6 +151,8 @@ impl<C: Clock + Clone> RateLimiter for Gcra<C> {
 pub struct KeyedGcra<K: Hash + Eq + Clone, C: Clock = SystemClock> {
     limiter: KeyedLimiter<K, C>,
     clock: C,
+    /// The most permits one request can get (the limit).
+    burst: u32,
     prune_every: Duration,
     /// When the last prune ran, in nanoseconds on `clock`.
     last_prune_nanos: AtomicU64,
@@ -156,6 +172,7 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> KeyedGcra<K, C> {
         let quota = quota(limit, window)?;
         Ok(KeyedGcra {
             limiter: governor::RateLimiter::dashmap_with_clock(quota, GovernorClock(clock.clone())),
+            burst: limit,
             last_prune_nanos: AtomicU64::new(nanos(clock.now())),
             clock,
             prune_every: window,
@@ -168,6 +185,9 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> KeyedGcra<K, C> {
         let Some(n) = NonZeroU32::new(n) else {
             return Decision::Allowed;
         };
+        if n.get() > self.burst {
+            return NEVER;
+        }
         let outcome = self.limiter.check_key_n(key, n);
         decide(outcome, || self.clock.now())
     }

@@ -34,8 +34,8 @@ pub use circuit_breaker::{BreakerError, CallNotPermitted, CircuitBreaker, Circui
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use gcra::{Gcra, KeyedGcra};
 pub use rate_limiter::{Decision, RateLimiter};
-pub use retry::{GaveUp, Retry, RetryBudget, RetryError};
-pub use sliding_log::SlidingLog;
+pub use retry::{BudgetConfigError, GaveUp, MAX_BUDGET_WINDOW, Retry, RetryBudget, RetryError};
+pub use sliding_log::{MAX_LOG_LIMIT, SlidingLog};
 pub use sliding_window::{MAX_WINDOW_LIMIT, SlidingWindow};
 
 /// A limiter configuration that cannot work.
@@ -50,4 +50,12 @@ pub enum LimiterConfigError {
     /// The limit does not fit the limiter's counters.
     #[error("this limiter counts at most {0} permits per window")]
     LimitTooLarge(u32),
+    /// A window longer than [`MAX_LIMITER_WINDOW`] (a year).
+    #[error("the window can be at most a year, not {0:?}")]
+    WindowTooLong(std::time::Duration),
 }
+
+/// The longest window a rate limiter takes: a year. Longer windows are not
+/// rates any more, and overflow the clocks' arithmetic (governor's counts
+/// nanoseconds in 64 bits: 584 years).
+pub const MAX_LIMITER_WINDOW: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);

@@ -159,28 +159,54 @@ pub struct RetryBudget<C: Clock = SystemClock> {
     seconds: Mutex<Vec<(u64, u64, u64)>>,
 }
 
+/// The longest window a [`RetryBudget`] counts over: an hour (it keeps a
+/// counter per second of it).
+pub const MAX_BUDGET_WINDOW: Duration = Duration::from_secs(3600);
+
+/// A retry budget that cannot work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BudgetConfigError {
+    /// The ratio is negative, infinite or not a number.
+    #[error("the retry ratio must be a finite number of at least 0, not {0}")]
+    BadRatio(f64),
+    /// The window is zero or longer than [`MAX_BUDGET_WINDOW`].
+    #[error("the budget's window must be from 1 ns to an hour, not {0:?}")]
+    BadWindow(Duration),
+}
+
 impl RetryBudget<SystemClock> {
     /// A budget of `ratio` retries per request plus `min_per_second`, over
-    /// the last `window` (rounded up to whole seconds, at least one).
-    pub fn new(ratio: f64, min_per_second: u32, window: Duration) -> Self {
+    /// the last `window` (rounded up to whole seconds; at most an hour).
+    pub fn new(
+        ratio: f64,
+        min_per_second: u32,
+        window: Duration,
+    ) -> Result<Self, BudgetConfigError> {
         Self::with_clock(ratio, min_per_second, window, SystemClock::default())
     }
 }
 
 impl<C: Clock> RetryBudget<C> {
     /// The same, on `clock`.
-    pub fn with_clock(ratio: f64, min_per_second: u32, window: Duration, clock: C) -> Self {
+    pub fn with_clock(
+        ratio: f64,
+        min_per_second: u32,
+        window: Duration,
+        clock: C,
+    ) -> Result<Self, BudgetConfigError> {
+        if !(ratio.is_finite() && ratio >= 0.0) {
+            return Err(BudgetConfigError::BadRatio(ratio));
+        }
+        if window.is_zero() || window > MAX_BUDGET_WINDOW {
+            return Err(BudgetConfigError::BadWindow(window));
+        }
         let seconds = window.as_secs() + u64::from(window.subsec_nanos() > 0);
-        RetryBudget {
-            ratio: if ratio.is_finite() {
-                ratio.max(0.0)
-            } else {
-                0.0
-            },
+        Ok(RetryBudget {
+            ratio,
             min_per_second,
             clock,
             seconds: Mutex::new(vec![(u64::MAX, 0, 0); seconds.max(1) as usize]),
-        }
+        })
     }
 
     /// Counts an original request (not a retry).
@@ -301,12 +327,9 @@ mod tests {
     async fn a_budget_bounds_retries_across_all_callers() {
         // 10 % of requests, no minimum, over 10 s. Everything fails.
         let clock = ManualClock::new();
-        let budget = Arc::new(RetryBudget::with_clock(
-            0.1,
-            0,
-            Duration::from_secs(10),
-            clock.clone(),
-        ));
+        let budget = Arc::new(
+            RetryBudget::with_clock(0.1, 0, Duration::from_secs(10), clock.clone()).unwrap(),
+        );
         let retry =
             Retry::new(5, Duration::from_millis(1), Duration::from_millis(1)).with_budget(budget);
         let calls = AtomicU32::new(0);
@@ -329,7 +352,8 @@ mod tests {
     #[test]
     fn the_budget_forgets_old_seconds_and_keeps_a_minimum() {
         let clock = ManualClock::new();
-        let budget = RetryBudget::with_clock(0.5, 1, Duration::from_secs(2), clock.clone());
+        let budget =
+            RetryBudget::with_clock(0.5, 1, Duration::from_secs(2), clock.clone()).unwrap();
         // The minimum alone: 1 per second over 2 s.
         assert!(budget.try_withdraw());
         assert!(budget.try_withdraw());

@@ -8,7 +8,11 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, SystemClock};
-use crate::{Decision, LimiterConfigError, RateLimiter};
+use crate::{Decision, LimiterConfigError, MAX_LIMITER_WINDOW, RateLimiter};
+
+/// The largest limit a [`SlidingLog`] takes: it keeps one entry per permit
+/// granted in the window, so 2^24 of them is already 256 MiB.
+pub const MAX_LOG_LIMIT: u32 = 1 << 24;
 
 /// At most `limit` permits in any window of length `window`, exactly.
 ///
@@ -40,14 +44,22 @@ impl<C: Clock> SlidingLog<C> {
         if limit == 0 {
             return Err(LimiterConfigError::ZeroLimit);
         }
+        if limit > MAX_LOG_LIMIT as usize {
+            return Err(LimiterConfigError::LimitTooLarge(MAX_LOG_LIMIT));
+        }
         if window.is_zero() {
             return Err(LimiterConfigError::ZeroWindow);
+        }
+        if window > MAX_LIMITER_WINDOW {
+            return Err(LimiterConfigError::WindowTooLong(window));
         }
         Ok(SlidingLog {
             limit,
             window,
             clock,
-            grants: Mutex::new(VecDeque::with_capacity(limit)),
+            // The log grows as grants come, up to `limit`; reserving all of
+            // it up front would spend memory on permits never asked for.
+            grants: Mutex::new(VecDeque::with_capacity(limit.min(1024))),
         })
     }
 

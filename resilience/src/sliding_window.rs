@@ -8,7 +8,7 @@ use std::sync::atomic::{
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
-use crate::{Decision, LimiterConfigError, RateLimiter};
+use crate::{Decision, LimiterConfigError, MAX_LIMITER_WINDOW, RateLimiter};
 
 const COUNT_BITS: u32 = 20;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
@@ -72,6 +72,9 @@ impl<C: Clock> SlidingWindow<C> {
         }
         if window < Duration::from_micros(1) {
             return Err(LimiterConfigError::ZeroWindow);
+        }
+        if window > MAX_LIMITER_WINDOW {
+            return Err(LimiterConfigError::WindowTooLong(window));
         }
         let window_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
         Ok(SlidingWindow {

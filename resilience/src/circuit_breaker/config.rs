@@ -155,7 +155,34 @@ pub enum BreakerConfigError {
     /// An exponential wait that shrinks.
     #[error("the exponential wait's multiplier must be at least 1, not {0}")]
     ShrinkingWait(f64),
+    /// A window larger than the breaker keeps: a count-based window holds
+    /// one entry per call, a time-based one a bucket per second.
+    #[error("{name} can be at most {max}, not {value}")]
+    WindowTooLarge {
+        /// The setting.
+        name: &'static str,
+        /// The largest allowed.
+        max: u32,
+        /// What was given.
+        value: u32,
+    },
+    /// A wait longer than [`MAX_BREAKER_WAIT`] (a year).
+    #[error("{name} can be at most a year, not {value:?}")]
+    WaitTooLong {
+        /// The setting.
+        name: &'static str,
+        /// What was given.
+        value: Duration,
+    },
 }
+
+/// The largest count-based window: a million calls (one entry each).
+pub const MAX_COUNT_WINDOW: u32 = 1_000_000;
+/// The largest time-based window: a day (one bucket per second).
+pub const MAX_TIME_WINDOW_SECONDS: u32 = 24 * 3600;
+/// The longest wait in open or half-open: a year. Longer waits are not
+/// meant, and overflow the clock's arithmetic.
+pub const MAX_BREAKER_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Builds a [`CircuitBreakerConfig`]; [`build`](Self::build) checks it.
 #[derive(Debug, Clone)]
@@ -272,6 +299,32 @@ impl CircuitBreakerConfigBuilder {
         };
         if window == 0 {
             return Err(BreakerConfigError::Zero("the sliding window size"));
+        }
+        let (name, max) = match config.sliding_window {
+            SlidingWindow::CountBased { .. } => ("count_based_window", MAX_COUNT_WINDOW),
+            SlidingWindow::TimeBased { .. } => ("time_based_window", MAX_TIME_WINDOW_SECONDS),
+        };
+        if window > max {
+            return Err(BreakerConfigError::WindowTooLarge {
+                name,
+                max,
+                value: window,
+            });
+        }
+        let waits = match config.wait_in_open {
+            WaitInOpen::Fixed(wait) => vec![("wait_in_open", wait)],
+            WaitInOpen::Exponential { initial, max, .. } => vec![
+                ("exponential_wait_in_open's initial", initial),
+                ("exponential_wait_in_open's max", max),
+            ],
+        };
+        let half_open = config
+            .max_wait_in_half_open
+            .map(|w| ("max_wait_in_half_open", w));
+        for (name, value) in waits.into_iter().chain(half_open) {
+            if value > MAX_BREAKER_WAIT {
+                return Err(BreakerConfigError::WaitTooLong { name, value });
+            }
         }
         if config.minimum_number_of_calls == 0 {
             return Err(BreakerConfigError::Zero("minimum_number_of_calls"));

@@ -19,7 +19,8 @@ use tokio::sync::broadcast;
 
 pub use config::{
     BreakerConfigError, CircuitBreakerConfig, CircuitBreakerConfigBuilder, FailurePredicate,
-    MAX_PERMITTED_CALLS_IN_HALF_OPEN, SlidingWindow, WaitInOpen,
+    MAX_BREAKER_WAIT, MAX_COUNT_WINDOW, MAX_PERMITTED_CALLS_IN_HALF_OPEN, MAX_TIME_WINDOW_SECONDS,
+    SlidingWindow, WaitInOpen,
 };
 use window::{CountWindow, Outcome, TimeWindow, Totals};
 
