@@ -58,6 +58,14 @@ impl WaitInOpen {
 /// The most trial calls half-open can permit (they are counted in 21 bits).
 pub const MAX_PERMITTED_CALLS_IN_HALF_OPEN: u32 = (1 << 21) - 1;
 
+/// How a call's error counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    Failure,
+    Success,
+    Ignored,
+}
+
 /// Decides whether an error counts as a failure.
 pub type FailurePredicate = Arc<dyn Fn(&(dyn Error + 'static)) -> bool + Send + Sync>;
 
@@ -75,6 +83,7 @@ pub struct CircuitBreakerConfig {
     pub(crate) permitted_calls_in_half_open: u32,
     pub(crate) max_wait_in_half_open: Option<Duration>,
     pub(crate) is_failure: Option<FailurePredicate>,
+    pub(crate) is_ignored: Option<FailurePredicate>,
 }
 
 impl fmt::Debug for CircuitBreakerConfig {
@@ -95,6 +104,7 @@ impl fmt::Debug for CircuitBreakerConfig {
             )
             .field("max_wait_in_half_open", &self.max_wait_in_half_open)
             .field("is_failure", &self.is_failure.as_ref().map(|_| "custom"))
+            .field("is_ignored", &self.is_ignored.as_ref().map(|_| "custom"))
             .finish()
     }
 }
@@ -114,6 +124,7 @@ impl Default for CircuitBreakerConfig {
             permitted_calls_in_half_open: 10,
             max_wait_in_half_open: None,
             is_failure: None,
+            is_ignored: None,
         }
     }
 }
@@ -126,10 +137,17 @@ impl CircuitBreakerConfig {
         }
     }
 
-    /// Whether `error` counts as a failure (all errors do, unless a
-    /// predicate says otherwise).
-    pub(crate) fn counts_as_failure(&self, error: &(dyn Error + 'static)) -> bool {
-        self.is_failure.as_ref().is_none_or(|is| is(error))
+    /// How an error counts, as resilience4j decides it: ignored if the
+    /// ignore predicate says so (checked first), a failure if the record
+    /// predicate says so (all errors, without one), else a success.
+    pub(crate) fn classify(&self, error: &(dyn Error + 'static)) -> ErrorKind {
+        if self.is_ignored.as_ref().is_some_and(|is| is(error)) {
+            ErrorKind::Ignored
+        } else if self.is_failure.as_ref().is_none_or(|is| is(error)) {
+            ErrorKind::Failure
+        } else {
+            ErrorKind::Success
+        }
     }
 }
 
@@ -267,13 +285,28 @@ impl CircuitBreakerConfigBuilder {
     }
 
     /// Which errors count as failures (default: all). An error the
-    /// predicate rejects counts as neither success nor failure: in
-    /// half-open its trial permit is given back.
+    /// predicate rejects counts as a **success**, as with resilience4j's
+    /// `recordExceptions`: the dependency answered, and the answer was an
+    /// error of the caller's kind. To leave such errors out of the rates
+    /// altogether, use [`ignore_error_if`](Self::ignore_error_if).
     pub fn record_error_if(
         mut self,
         predicate: impl Fn(&(dyn Error + 'static)) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.config.is_failure = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Which errors say nothing about the dependency's health (default:
+    /// none): they count as neither success nor failure, and in half-open
+    /// their trial permit is given back — resilience4j's
+    /// `ignoreExceptions`. Checked before
+    /// [`record_error_if`](Self::record_error_if).
+    pub fn ignore_error_if(
+        mut self,
+        predicate: impl Fn(&(dyn Error + 'static)) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.config.is_ignored = Some(Arc::new(predicate));
         self
     }
 

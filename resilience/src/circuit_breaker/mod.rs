@@ -1,6 +1,8 @@
 //! A circuit breaker with resilience4j's semantics: it stops calling a
 //! dependency that keeps failing (or keeps being slow), then lets an exact
 //! number of trial calls through to see whether it has recovered.
+//!
+#![doc = include_str!("differences_from_resilience4j.md")]
 
 mod config;
 mod window;
@@ -17,6 +19,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
+use config::ErrorKind;
 pub use config::{
     BreakerConfigError, CircuitBreakerConfig, CircuitBreakerConfigBuilder, FailurePredicate,
     MAX_BREAKER_WAIT, MAX_COUNT_WINDOW, MAX_PERMITTED_CALLS_IN_HALF_OPEN, MAX_TIME_WINDOW_SECONDS,
@@ -152,6 +155,9 @@ struct Core {
     window: Window,
     /// The trial calls' outcomes, in half-open.
     trials: Totals,
+    /// In open after half-open: the trials that opened it again, which the
+    /// metrics show (as resilience4j's do) instead of the closed window.
+    reopened_by: Option<Totals>,
     /// Openings since the breaker was last closed, for the exponential wait.
     consecutive_openings: u32,
 }
@@ -211,6 +217,7 @@ impl<C: Clock> CircuitBreaker<C> {
                 generation: 0,
                 window,
                 trials: Totals::default(),
+                reopened_by: None,
                 consecutive_openings: 0,
             }),
             events,
@@ -219,8 +226,34 @@ impl<C: Clock> CircuitBreaker<C> {
     }
 
     /// The current state.
+    ///
+    /// A half-open breaker whose max wait (see
+    /// [`max_wait_in_half_open`](CircuitBreakerConfigBuilder::max_wait_in_half_open))
+    /// has passed is moved to open here, dated at the deadline, so the
+    /// state is right and the wait in open starts on time even when no call
+    /// came. Subscribers hear of that move when it is made: here, in
+    /// [`metrics`](Self::metrics), or at the next call — or on time with
+    /// [`spawn_half_open_timer`](CircuitBreaker::spawn_half_open_timer).
     pub fn state(&self) -> State {
-        unpack(self.phase.load(Acquire)).1
+        let (generation, state, _) = unpack(self.phase.load(Acquire));
+        if state == State::HalfOpen && self.half_open_expired(generation) {
+            return unpack(self.phase.load(Acquire)).1;
+        }
+        state
+    }
+
+    /// If half-open under `generation` has outlived its max wait, moves to
+    /// open as of the deadline; true if it did (or someone else moved on).
+    fn half_open_expired(&self, generation: u64) -> bool {
+        let deadline = self.deadline.load(Relaxed);
+        if self.now_nanos() < deadline {
+            return false;
+        }
+        let mut core = self.core.lock();
+        if core.generation == generation {
+            self.transition_at(&mut core, State::Open, deadline);
+        }
+        true
     }
 
     /// State transitions from now on. A receiver that falls more than 64
@@ -248,9 +281,8 @@ impl<C: Clock> CircuitBreaker<C> {
                 }
                 // ANCHOR: half_open_permit
                 State::HalfOpen => {
-                    if self.now_nanos() >= self.deadline.load(Relaxed) {
+                    if self.half_open_expired(generation) {
                         // The trials took longer than the max wait.
-                        self.transition_if_current(generation, State::Open);
                         continue;
                     }
                     if permits == 0 {
@@ -271,9 +303,7 @@ impl<C: Clock> CircuitBreaker<C> {
     }
 
     /// Runs `operation` through the breaker. Its error counts as a failure
-    /// unless the config's [`record_error_if`] predicate says otherwise.
-    ///
-    /// [`record_error_if`]: CircuitBreakerConfigBuilder::record_error_if
+    /// unless the config says otherwise (see [`Permit::record`]).
     pub fn call<T, E>(&self, operation: impl FnOnce() -> Result<T, E>) -> Result<T, BreakerError<E>>
     where
         E: Error + 'static,
@@ -303,12 +333,17 @@ impl<C: Clock> CircuitBreaker<C> {
         result.map_err(BreakerError::Inner)
     }
 
-    /// The counters now.
+    /// The counters now: in half-open the trial calls; in open after
+    /// half-open, the trials that opened it again; otherwise the sliding
+    /// window (empty after a reset, a forced opening or disabling), as
+    /// resilience4j reports them.
     pub fn metrics(&self) -> Metrics {
+        let _ = self.state(); // applies a half-open max wait that has passed
         let now = self.clock.now();
         let mut core = self.core.lock();
-        let totals = match core.state {
-            State::HalfOpen => core.trials,
+        let totals = match (core.state, core.reopened_by) {
+            (State::HalfOpen, _) => core.trials,
+            (State::Open, Some(trials)) => trials,
             _ => match &mut core.window {
                 Window::Count(window) => window.totals(),
                 Window::Time(window) => window.totals(now),
@@ -361,7 +396,8 @@ impl<C: Clock> CircuitBreaker<C> {
     fn record(&self, generation: u64, failed: bool, started: u64, now: u64) {
         let outcome = Outcome {
             failed,
-            slow: now.saturating_sub(started) >= self.slow_call_nanos,
+            // Slow only if longer than the threshold, as in resilience4j.
+            slow: now.saturating_sub(started) > self.slow_call_nanos,
         };
         let mut core = self.core.lock();
         if core.generation != generation {
@@ -385,7 +421,13 @@ impl<C: Clock> CircuitBreaker<C> {
                 core.trials.calls += 1;
                 core.trials.failures += u64::from(outcome.failed);
                 core.trials.slow += u64::from(outcome.slow);
-                if core.trials.calls >= u64::from(self.config.permitted_calls_in_half_open) {
+                // As resilience4j: decided once the minimum number of calls
+                // (at most the trials permitted) is in, not only after all.
+                let needed = self
+                    .config
+                    .minimum_number_of_calls
+                    .min(self.config.permitted_calls_in_half_open);
+                if core.trials.calls >= u64::from(needed) {
                     let to = if self.over_threshold(core.trials) {
                         State::Open
                     } else {
@@ -427,14 +469,20 @@ impl<C: Clock> CircuitBreaker<C> {
         self.transition(&mut core, to);
     }
 
-    /// Moves to `to`, under the lock. The deadline is stored before the
-    /// phase is published (release), so a caller that sees the new phase
-    /// sees its deadline.
+    /// Moves to `to` now, under the lock.
     fn transition(&self, core: &mut Core, to: State) {
+        self.transition_at(core, to, self.now_nanos());
+    }
+
+    /// Moves to `to` as of `now` (nanoseconds on the clock; earlier than
+    /// the clock's now when a deadline passed unobserved), under the lock.
+    /// The deadline is stored before the phase is published (release), so a
+    /// caller that sees the new phase sees its deadline.
+    fn transition_at(&self, core: &mut Core, to: State, now: u64) {
         let from = core.state;
-        let now = self.now_nanos();
         core.state = to;
         core.generation += 1;
+        core.reopened_by = (from == State::HalfOpen && to == State::Open).then_some(core.trials);
         core.trials = Totals::default();
         let mut permits = 0;
         let deadline = match to {
@@ -455,6 +503,8 @@ impl<C: Clock> CircuitBreaker<C> {
                     .map_or(u64::MAX, |max| now.saturating_add(nanos(max)))
             }
             State::Disabled | State::ForcedOpen => {
+                // A fresh window, as resilience4j starts one for these.
+                core.window = new_window(self.config.sliding_window);
                 core.consecutive_openings = 0;
                 u64::MAX
             }
@@ -465,6 +515,45 @@ impl<C: Clock> CircuitBreaker<C> {
         tracing::info!(%from, %to, "circuit breaker state change");
         // No subscriber is fine.
         let _ = self.events.send(StateTransition { from, to });
+    }
+}
+
+impl CircuitBreaker<SystemClock> {
+    /// Makes the move from half-open to open after
+    /// [`max_wait_in_half_open`](CircuitBreakerConfigBuilder::max_wait_in_half_open)
+    /// happen on time, as resilience4j's scheduler does, so that
+    /// subscribers hear of it when it happens rather than at the next
+    /// observation. A tokio task; it ends when the breaker is dropped.
+    pub fn spawn_half_open_timer(self: &std::sync::Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let breaker = std::sync::Arc::downgrade(self);
+        let mut events = self.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(StateTransition {
+                        to: State::HalfOpen,
+                        ..
+                    }) => {
+                        let Some(strong) = breaker.upgrade() else {
+                            return;
+                        };
+                        let deadline = strong.deadline.load(Relaxed);
+                        let left = deadline.saturating_sub(strong.now_nanos());
+                        drop(strong);
+                        if deadline == u64::MAX {
+                            continue; // no max wait
+                        }
+                        tokio::time::sleep(Duration::from_nanos(left)).await;
+                        match breaker.upgrade() {
+                            Some(strong) => drop(strong.state()),
+                            None => return,
+                        }
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
     }
 }
 
@@ -517,13 +606,20 @@ impl<C: Clock> Permit<'_, C> {
         self.finish(None);
     }
 
-    /// Records `result`: `Ok` is a success; `Err` a failure if the config
-    /// counts it, else ignored.
+    /// Records `result`: `Ok` is a success; an `Err` is ignored, a failure
+    /// or a success as the config's [`ignore_error_if`] and
+    /// [`record_error_if`] say (by default, a failure).
+    ///
+    /// [`ignore_error_if`]: CircuitBreakerConfigBuilder::ignore_error_if
+    /// [`record_error_if`]: CircuitBreakerConfigBuilder::record_error_if
     pub fn record<T, E: Error + 'static>(self, result: &Result<T, E>) {
         match result {
             Ok(_) => self.success(),
-            Err(error) if self.breaker.config.counts_as_failure(error) => self.failure(),
-            Err(_) => self.ignore(),
+            Err(error) => match self.breaker.config.classify(error) {
+                ErrorKind::Failure => self.failure(),
+                ErrorKind::Success => self.success(),
+                ErrorKind::Ignored => self.ignore(),
+            },
         }
     }
 

@@ -88,7 +88,7 @@ fn slow_calls_open_it_too() {
     for i in 0..10 {
         b.call(|| {
             if i < 6 {
-                clock.advance(Duration::from_millis(500)); // the call takes 500 ms
+                clock.advance(Duration::from_millis(501)); // longer than 500 ms
             }
             Ok::<_, Boom>(())
         })
@@ -239,10 +239,10 @@ fn trials_that_take_too_long_reopen_it() {
 }
 
 #[test]
-fn errors_the_predicate_rejects_are_ignored() {
+fn errors_the_ignore_predicate_accepts_are_ignored() {
     let (b, clock) = breaker(
         small()
-            .record_error_if(|e| !e.is::<BadRequest>())
+            .ignore_error_if(|e| e.is::<BadRequest>())
             .build()
             .unwrap(),
     );
@@ -373,4 +373,183 @@ async fn a_cancelled_async_trial_gives_its_permit_back() {
     // Its permit came back: the next trial runs and closes the breaker.
     b.call_async(|| async { Ok::<_, Boom>(()) }).await.unwrap();
     assert_eq!(b.state(), State::Closed);
+}
+
+// ---- Scenarios from resilience4j's own tests ----
+
+/// resilience4j's `CircuitBreakerExceptionHandlingTest`
+/// (`shouldRecordRuntimeExceptionAsFailureAndBusinessExceptionAsSuccess`,
+/// `shouldIgnoreNumberFormatException`): an error the record predicate
+/// rejects counts as a success; one the ignore predicate accepts is not
+/// counted at all.
+#[test]
+fn record_error_if_counts_the_rest_as_successes_and_ignore_error_if_ignores() {
+    let (b, _) = breaker(
+        small()
+            .record_error_if(|e| !e.is::<BadRequest>())
+            .build()
+            .unwrap(),
+    );
+    let _ = fail(&b);
+    let _: Result<(), _> = b.call(|| Err(BadRequest));
+    let m = b.metrics();
+    assert_eq!(
+        (m.calls, m.failed_calls),
+        (2, 1),
+        "a rejected error is a success"
+    );
+
+    let (b, _) = breaker(
+        small()
+            .ignore_error_if(|e| e.is::<BadRequest>())
+            .build()
+            .unwrap(),
+    );
+    let _ = fail(&b);
+    let _: Result<(), _> = b.call(|| Err(BadRequest));
+    let m = b.metrics();
+    assert_eq!(
+        (m.calls, m.failed_calls),
+        (1, 1),
+        "an ignored error is not counted"
+    );
+}
+
+/// resilience4j counts a call as slow only when it takes *longer* than
+/// `slowCallDurationThreshold` (`shouldOpenAfterSlowCallRateThresholdExceeded`
+/// uses 5 s calls against 4 s): a call of exactly the threshold is not slow.
+#[test]
+fn a_call_exactly_as_long_as_the_slow_threshold_is_not_slow() {
+    let (b, clock) = breaker(
+        small()
+            .slow_call_duration_threshold(Duration::from_secs(4))
+            .build()
+            .unwrap(),
+    );
+    for took in [4_000, 4_001] {
+        b.call(|| {
+            clock.advance(Duration::from_millis(took));
+            Ok::<_, Boom>(())
+        })
+        .unwrap();
+    }
+    assert_eq!(b.metrics().slow_calls, 1, "only the 4.001 s call is slow");
+}
+
+/// resilience4j's half-open state uses `min(minimumNumberOfCalls,
+/// permittedNumberOfCallsInHalfOpenState)` as its minimum: with 10 trials
+/// permitted and a minimum of 2, two failed trials reopen it at once, and
+/// two good ones close it, without waiting for the other eight.
+#[test]
+fn half_open_decides_once_the_minimum_number_of_trials_is_in() {
+    let config = || {
+        CircuitBreakerConfig::builder()
+            .count_based_window(10)
+            .minimum_number_of_calls(2)
+            .wait_in_open(Duration::from_secs(1))
+            .permitted_calls_in_half_open(10)
+    };
+    for (outcome, expected) in [(true, State::Open), (false, State::Closed)] {
+        let (b, clock) = breaker(config().build().unwrap());
+        let _ = fail(&b);
+        let _ = fail(&b);
+        assert_eq!(b.state(), State::Open);
+        clock.advance(Duration::from_secs(1));
+        for _ in 0..2 {
+            let _ = if outcome { fail(&b) } else { succeed(&b) };
+        }
+        assert_eq!(b.state(), expected, "failing trials: {outcome}");
+    }
+}
+
+/// resilience4j's `shouldTransitionBackToOpenStateWhenFailureRateIsAboveThreshold`:
+/// after half-open reopens it, the metrics are the trials' (4 calls, 3
+/// failed); `shouldForceOpenCircuitBreaker` and `shouldDisableCircuitBreaker`:
+/// forced open and disabled start from an empty window.
+#[test]
+fn metrics_show_the_trials_after_reopening_and_nothing_when_forced_or_disabled() {
+    let (b, clock) = breaker(small().permitted_calls_in_half_open(4).build().unwrap());
+    open_it(&b);
+    assert_eq!(b.metrics().calls, 10);
+    clock.advance(Duration::from_secs(1));
+    let _ = fail(&b);
+    let _ = fail(&b);
+    succeed(&b).unwrap();
+    let _ = fail(&b);
+    assert_eq!(b.state(), State::Open);
+    let m = b.metrics();
+    assert_eq!(
+        (m.calls, m.failed_calls),
+        (4, 3),
+        "not the window from before"
+    );
+
+    for by_hand in [CircuitBreaker::force_open, CircuitBreaker::disable] {
+        let (b, _) = breaker(small().build().unwrap());
+        for _ in 0..5 {
+            let _ = fail(&b);
+        }
+        by_hand(&b);
+        let m = b.metrics();
+        assert_eq!((m.calls, m.failed_calls), (0, 0), "{:?}", m.state);
+    }
+}
+
+/// resilience4j schedules the move from half-open to open when
+/// `maxWaitDurationInHalfOpenState` passes: the state is open on time, and
+/// the wait in open counts from then, whether or not a call came.
+#[test]
+fn the_max_wait_in_half_open_reopens_on_time_without_a_call() {
+    let (b, clock) = breaker(
+        small()
+            .max_wait_in_half_open(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+    );
+    let mut events = b.subscribe();
+    open_it(&b);
+    clock.advance(Duration::from_secs(1));
+    let _stuck = b.try_acquire().unwrap(); // half-open, one trial never ends
+    clock.advance(Duration::from_secs(2));
+    // No call since: the state is open all the same...
+    assert_eq!(b.state(), State::Open);
+    // ...and its wait of 1 s started when the max wait ran out, 2 s ago
+    // on this clock's time: it is over, so a call gets a trial at once.
+    clock.advance(Duration::from_millis(1_000));
+    assert!(b.try_acquire().is_ok(), "the wait in open started late");
+    let seen: Vec<State> = std::iter::from_fn(|| events.try_recv().ok().map(|t| t.to)).collect();
+    assert_eq!(
+        seen,
+        [State::Open, State::HalfOpen, State::Open, State::HalfOpen]
+    );
+}
+
+/// With the timer, subscribers hear of the max wait running out when it
+/// does, with no call and no look at the state. On the real clock (the
+/// timer is for `SystemClock`), with short waits.
+#[tokio::test]
+async fn the_half_open_timer_tells_subscribers_on_time() {
+    let config = small()
+        .wait_in_open(Duration::from_millis(50))
+        .max_wait_in_half_open(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let b = Arc::new(CircuitBreaker::new(config));
+    let _timer = b.spawn_half_open_timer();
+    let mut events = b.subscribe();
+    for _ in 0..10 {
+        let _ = fail(&b);
+    }
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let _stuck = b.try_acquire().unwrap();
+    let entered = std::time::Instant::now();
+    assert_eq!(events.recv().await.unwrap().to, State::Open);
+    assert_eq!(events.recv().await.unwrap().to, State::HalfOpen);
+    let reopened = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
+    assert_eq!(reopened.expect("not told").unwrap().to, State::Open);
+    assert!(
+        entered.elapsed() >= Duration::from_millis(190),
+        "{:?}",
+        entered.elapsed()
+    );
 }
