@@ -89,3 +89,35 @@ fn items_pass_between_processes_exactly_once() {
     assert_eq!(unique.len(), received.len(), "an item was delivered twice");
     assert_eq!(unique, sent, "items were lost or invented");
 }
+
+/// The hardening issue's stall: consumer process A waits first in the
+/// queue's idle line, B behind it; A is killed. Its place stays until its
+/// lease ends (10 s), but B must take a new item within about the idle
+/// line's look-anyway period (1 s), not when A's lease runs out.
+#[test]
+fn a_killed_first_consumer_process_does_not_hold_items_back() {
+    let etcd = EtcdCluster::start(1).unwrap();
+    let name = ["--name", "q-killed-first"];
+    let mut first = example("etcd-queue", &etcd, &name);
+    first.expect_line("ready", Duration::from_secs(10));
+    first.send("pop");
+    first.expect_line("waiting", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500)); // first in line, watching
+    let mut second = example("etcd-queue", &etcd, &name);
+    second.expect_line("ready", Duration::from_secs(10));
+    second.send("pop");
+    second.expect_line("waiting", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500)); // behind the first
+    first.signal(libc::SIGKILL);
+    let mut producer = example("etcd-queue", &etcd, &name);
+    producer.expect_line("ready", Duration::from_secs(10));
+    producer.send("push hello");
+    producer.expect_line("pushed", Duration::from_secs(10));
+    let pushed = std::time::Instant::now();
+    second.expect_line("popped: hello", Duration::from_secs(8));
+    let waited = pushed.elapsed();
+    assert!(
+        waited < Duration::from_secs(3),
+        "the item waited {waited:?}"
+    );
+}

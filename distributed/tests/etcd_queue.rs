@@ -579,3 +579,86 @@ async fn items_near_etcds_request_limit_never_wedge_a_queue() {
     }
     assert_eq!(consumer.dequeue().await.unwrap(), b"small");
 }
+
+/// Four consumers on clients of their own drain a backlog; the busiest is
+/// aborted mid-way. The others carry on at once: while items remain, no
+/// `dequeue` of theirs waits longer than the idle line's look-anyway
+/// period (1 s) plus slack, and every item is delivered exactly once.
+/// (In one process, so the aborted consumer's process stays in the idle
+/// line; `tests/queue_processes.rs` kills a whole consumer process.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_carry_on_when_the_busiest_is_killed_mid_backlog() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    const ITEMS: usize = 400;
+    const LONGEST_WAIT: Duration = Duration::from_millis(2_500);
+    let name = "q-busiest-killed";
+    let producer = Queue::new(client().await, name).unwrap();
+    for i in 0..ITEMS {
+        producer.enqueue(format!("{i}")).await.unwrap();
+    }
+    let taken = std::sync::Arc::new(AtomicUsize::new(0));
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+    let mut consumers = Vec::new();
+    for id in 0..4 {
+        let (queue, taken, sender) = (
+            Queue::new(client().await, name).unwrap(),
+            taken.clone(),
+            sender.clone(),
+        );
+        consumers.push(tokio::spawn(async move {
+            while taken.load(SeqCst) < ITEMS {
+                let asked = tokio::time::Instant::now();
+                match tokio::time::timeout(LONGEST_WAIT, queue.dequeue()).await {
+                    Ok(value) => {
+                        taken.fetch_add(1, SeqCst);
+                        sender.send((id, text(value.unwrap()))).unwrap();
+                    }
+                    // Only allowed once nothing is left to take.
+                    Err(_) => assert!(
+                        taken.load(SeqCst) >= ITEMS,
+                        "consumer {id} waited {:?} beside {} queued items",
+                        asked.elapsed(),
+                        ITEMS - taken.load(SeqCst)
+                    ),
+                }
+            }
+        }));
+    }
+    drop(sender);
+    let mut per_consumer = [0usize; 4];
+    let mut all = Vec::new();
+    let mut killed = false;
+    while let Some((id, value)) = tokio::time::timeout(Duration::from_secs(30), received.recv())
+        .await
+        .expect("the survivors stopped taking items")
+    {
+        per_consumer[id] += 1;
+        all.push(value);
+        if !killed && all.len() >= 100 {
+            let busiest = (0..4).max_by_key(|&i| per_consumer[i]).unwrap();
+            consumers[busiest].abort();
+            killed = true;
+        }
+        if all.len() >= ITEMS {
+            break;
+        }
+    }
+    for consumer in consumers {
+        match consumer.await {
+            Ok(()) => {}
+            Err(error) if error.is_cancelled() => {}
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+    // A dequeue cut by the abort puts its item back: collect it too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while all.len() < ITEMS && tokio::time::Instant::now() < deadline {
+        match producer.try_dequeue().await.unwrap() {
+            Some(value) => all.push(text(value)),
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "an item was delivered twice");
+    assert_eq!(all.len(), ITEMS, "an item was lost");
+}
