@@ -111,9 +111,7 @@ impl RateLimiter for RedisRateLimiter {
     async fn try_acquire_n(&self, n: u32) -> Result<Decision, RedisError> {
         if n > self.burst {
             // More than the burst never fits, however long one waits.
-            return Ok(Decision::Denied {
-                retry_after: Duration::MAX,
-            });
+            return Ok(NEVER);
         }
         let mut conn = self.conn.clone();
         let (allowed, wait_us): (i64, i64) = GCRA
@@ -123,12 +121,23 @@ impl RateLimiter for RedisRateLimiter {
             .arg(n)
             .invoke_async(&mut conn)
             .await?;
-        Ok(if allowed == 1 {
-            Decision::Allowed
-        } else {
-            Decision::Denied {
-                retry_after: Duration::from_micros(wait_us.unsigned_abs()),
-            }
-        })
+        Ok(decision(allowed, wait_us))
+    }
+}
+
+/// The answer to a request for more permits than a limiter can ever grant
+/// at once.
+pub(crate) const NEVER: Decision = Decision::Denied {
+    retry_after: Duration::MAX,
+};
+
+/// A limiter script's `{allowed, microseconds to wait}` as a [`Decision`].
+pub(crate) fn decision(allowed: i64, wait_us: i64) -> Decision {
+    if allowed == 1 {
+        Decision::Allowed
+    } else {
+        Decision::Denied {
+            retry_after: Duration::from_micros(wait_us.unsigned_abs()),
+        }
     }
 }

@@ -10,6 +10,7 @@ use redis::aio::ConnectionManager;
 use resilience::{Decision, RateLimiter};
 
 use super::RedisError;
+use super::rate_limit::{NEVER, decision};
 
 /// A sliding log. KEYS[1] the log (a sorted set of grants scored by
 /// server time in µs); ARGV[1] window µs, ARGV[2] limit, ARGV[3] permits
@@ -118,9 +119,7 @@ impl RateLimiter for RedisWindowLimiter {
     async fn try_acquire_n(&self, n: u32) -> Result<Decision, RedisError> {
         if n > self.limit {
             // More than one window ever holds: never.
-            return Ok(Decision::Denied {
-                retry_after: Duration::MAX,
-            });
+            return Ok(NEVER);
         }
         let mut conn = self.conn.clone();
         let request = format!("{:032x}", rand::random::<u128>());
@@ -132,12 +131,6 @@ impl RateLimiter for RedisWindowLimiter {
             .arg(request)
             .invoke_async(&mut conn)
             .await?;
-        Ok(if allowed == 1 {
-            Decision::Allowed
-        } else {
-            Decision::Denied {
-                retry_after: Duration::from_micros(wait_us.unsigned_abs()),
-            }
-        })
+        Ok(decision(allowed, wait_us))
     }
 }
