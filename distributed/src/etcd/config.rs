@@ -94,6 +94,14 @@ impl EtcdConfig {
     }
 
     /// How long each later request may take. Default 10 s.
+    ///
+    /// A recipe's operation retries requests that fail or hang, but for no
+    /// longer than [`OPERATION_BOUND`](super::OPERATION_BOUND) (15 s) in
+    /// all: against a hung or partitioned member, a call fails within that
+    /// (or within this timeout, if it is set longer), with
+    /// [`EtcdError::TimedOut`]. With more than one member, the request that
+    /// finds a hung member moves the client on to the next, and the retry
+    /// succeeds there.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self

@@ -41,6 +41,19 @@ pub enum EtcdError {
         reason: String,
     },
 
+    /// etcd did not answer in time: every request of the operation, retried
+    /// for its whole bound ([`OPERATION_BOUND`](super::OPERATION_BOUND)),
+    /// failed or hung (a hung or partitioned member, a lost quorum). A
+    /// write cut this way may or may not have been applied.
+    #[error(
+        "etcd did not answer within {waited:?} (a hung or partitioned member, or no quorum?); \
+         a write may or may not have been applied"
+    )]
+    TimedOut {
+        /// How long the operation tried.
+        waited: Duration,
+    },
+
     /// The server rejected the user name or password.
     #[error("etcd rejected the credentials of user `{user}`: check ETCD_USER and ETCD_PASSWORD")]
     AuthenticationFailed {

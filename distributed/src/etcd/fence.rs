@@ -46,7 +46,7 @@ use tracing::debug;
 
 use super::EtcdError;
 use super::keys::unique_key;
-use super::retry::{OUTCOME_PATIENCE, Repeat, outcome_unknown, retrying, retrying_for};
+use super::retry::{OUTCOME_PATIENCE, Repeat, outcome_unknown, retrying, retrying_until};
 
 /// A raised fence stays this long (seconds): far longer than a request can
 /// take to reach etcd, even through an election.
@@ -95,7 +95,8 @@ impl CreateFence {
 
     /// Creates `<prefix><unix nanos>` = `value` exactly once, even if a
     /// reply is lost; returns the key and its create revision. While etcd
-    /// is unavailable it keeps trying for 30 s.
+    /// is unavailable it keeps trying, all its steps together for at most
+    /// [`OUTCOME_PATIENCE`].
     ///
     /// Cancel safety: not cancel safe — a dropped call may or may not have
     /// created its key (as any write whose reply is not awaited).
@@ -105,15 +106,16 @@ impl CreateFence {
         prefix: &str,
         value: Vec<u8>,
     ) -> Result<(String, i64), EtcdError> {
+        let deadline = tokio::time::Instant::now() + OUTCOME_PATIENCE;
         loop {
             // Read before sending: the create can only apply after it.
-            let since = self.revision_seen(client).await?;
+            let since = self.revision_seen(client, deadline).await?;
             let generation = self.generation.load(Ordering::Acquire);
             let fence = fence_key(prefix, self.id, generation);
             let key = unique_key(prefix);
             let txn = fenced_create(&key, &fence, &value);
             // Sending again is safe only if it never left this process.
-            let sent = retrying_for(Repeat::IfUnsent, OUTCOME_PATIENCE, || {
+            let sent = retrying_until(Repeat::IfUnsent, deadline, || {
                 let (mut client, txn) = (client.clone(), txn.clone());
                 async move { client.txn(txn).await }
             })
@@ -132,9 +134,14 @@ impl CreateFence {
                 }
                 Err(error) if outcome_unknown(&error) => {
                     debug!(%key, %error, "the reply to a create was lost; raising its fence");
-                    let settled = self
-                        .settle(client, &fence, generation, &key, &value, since)
-                        .await?;
+                    let lost = Lost {
+                        fence: &fence,
+                        generation,
+                        key: &key,
+                        value: &value,
+                        since,
+                    };
+                    let settled = self.settle(client, lost, deadline).await?;
                     if let Some(revision) = settled {
                         return Ok((key, revision));
                     }
@@ -150,19 +157,23 @@ impl CreateFence {
     async fn settle(
         &self,
         client: &Client,
-        fence: &[u8],
-        generation: u64,
-        key: &str,
-        value: &[u8],
-        since: i64,
+        lost: Lost<'_>,
+        deadline: tokio::time::Instant,
     ) -> Result<Option<i64>, EtcdError> {
+        let Lost {
+            fence,
+            generation,
+            key,
+            value,
+            since,
+        } = lost;
         let unknown = |reason: String| EtcdError::OutcomeUnknown {
             key: key.to_string(),
             reason,
         };
         // Creates from now on check the next fence key.
         self.generation.fetch_max(generation + 1, Ordering::AcqRel);
-        let lease = retrying_for(Repeat::Idempotent, OUTCOME_PATIENCE, || {
+        let lease = retrying_until(Repeat::Idempotent, deadline, || {
             let mut client = client.clone();
             async move { client.lease_grant(FENCE_TTL, None).await }
         })
@@ -170,19 +181,21 @@ impl CreateFence {
         .map_err(|error| unknown(format!("could not raise the fence: {error}")))?
         .id();
         // Putting the fence twice is harmless: it stands from its first put.
-        retrying_for(Repeat::Idempotent, OUTCOME_PATIENCE, || {
+        retrying_until(Repeat::Idempotent, deadline, || {
             let mut client = client.clone();
             let options = PutOptions::new().with_lease(lease);
             async move { client.put(fence, "", Some(options)).await }
         })
         .await
         .map_err(|error| unknown(format!("could not raise the fence: {error}")))?;
-        let started = Instant::now();
         let history = loop {
             // A member cut off from the others would never send the fence's
             // event: give each attempt a bound.
-            let attempt =
-                tokio::time::timeout(REPLAY_TIMEOUT, replay(client, fence, key, value, since));
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = tokio::time::timeout(
+                REPLAY_TIMEOUT.min(left),
+                replay(client, fence, key, value, since),
+            );
             let replayed = attempt.await.unwrap_or_else(|_| {
                 Err(etcd_client::Error::WatchError(
                     "no fence event within the replay timeout".to_string(),
@@ -190,7 +203,7 @@ impl CreateFence {
             });
             match replayed {
                 Ok(history) => break history,
-                Err(error) if started.elapsed() < OUTCOME_PATIENCE => {
+                Err(error) if tokio::time::Instant::now() < deadline => {
                     debug!(%key, %error, "replaying the history of a lost create again");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -224,13 +237,17 @@ impl CreateFence {
 
     /// A revision no later than anything sent from now on: the last one
     /// seen, or a fresh one if that is old.
-    async fn revision_seen(&self, client: &Client) -> Result<i64, EtcdError> {
+    async fn revision_seen(
+        &self,
+        client: &Client,
+        deadline: tokio::time::Instant,
+    ) -> Result<i64, EtcdError> {
         if let Some((revision, at)) = *self.seen.lock().unwrap_or_else(|p| p.into_inner())
             && at.elapsed() < FRESH_FOR
         {
             return Ok(revision);
         }
-        let response = retrying(Repeat::Idempotent, || {
+        let response = retrying_until(Repeat::Idempotent, deadline, || {
             let mut client = client.clone();
             let options = GetOptions::new().with_count_only();
             async move { client.get("cpr-fence", Some(options)).await }
@@ -260,6 +277,16 @@ fn fenced_create(key: &str, fence: &[u8], value: &[u8]) -> Txn {
         .and_then([TxnOp::put(key, value, None)])
 }
 // ANCHOR_END: fenced_create
+
+/// A create whose reply was lost: what [`CreateFence::settle`] needs.
+#[derive(Clone, Copy)]
+struct Lost<'a> {
+    fence: &'a [u8],
+    generation: u64,
+    key: &'a str,
+    value: &'a [u8],
+    since: i64,
+}
 
 /// The fence key for items under `prefix`, just below the prefix without
 /// its `/` — `<name>` for a queue (see the module's doc). Names never
@@ -371,7 +398,7 @@ mod tests {
     }
 
     async fn pending(fences: &CreateFence, client: &Client, prefix: &str, value: &str) -> Pending {
-        let since = fences.revision_seen(client).await.unwrap();
+        let since = fences.revision_seen(client, soon()).await.unwrap();
         let generation = fences.generation.load(Ordering::Acquire);
         let fence = fence_key(prefix, fences.id, generation);
         let key = unique_key(prefix);
@@ -392,16 +419,26 @@ mod tests {
         value: &str,
     ) -> Option<i64> {
         fences
-            .settle(
-                client,
-                &p.fence,
-                p.generation,
-                &p.key,
-                value.as_bytes(),
-                p.since,
-            )
+            .settle(client, p.lost(value.as_bytes()), soon())
             .await
             .unwrap()
+    }
+
+    /// The deadline an operation starting now would have.
+    fn soon() -> tokio::time::Instant {
+        tokio::time::Instant::now() + OUTCOME_PATIENCE
+    }
+
+    impl Pending {
+        fn lost<'a>(&'a self, value: &'a [u8]) -> Lost<'a> {
+            Lost {
+                fence: &self.fence,
+                generation: self.generation,
+                key: &self.key,
+                value,
+                since: self.since,
+            }
+        }
     }
 
     #[tokio::test]
@@ -531,9 +568,7 @@ mod tests {
         let deleted = client.clone().delete(p.key.as_str(), None).await.unwrap();
         let now = deleted.header().unwrap().revision();
         client.clone().compact(now, None).await.unwrap();
-        let outcome = fences
-            .settle(&client, &p.fence, p.generation, &p.key, b"taken", p.since)
-            .await;
+        let outcome = fences.settle(&client, p.lost(b"taken"), soon()).await;
         assert!(
             matches!(outcome, Err(EtcdError::OutcomeUnknown { .. })),
             "{outcome:?}"

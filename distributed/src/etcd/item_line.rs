@@ -10,6 +10,7 @@ use etcd_client::{
     Client, Compare, CompareOp, Event, EventType, GetOptions, SortOrder, SortTarget, TxnOp,
 };
 use tokio::sync::{Mutex, oneshot};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::EtcdError;
@@ -17,7 +18,7 @@ use super::batch::Batch;
 use super::idle_line::Wakeups;
 use super::keys::{create_if_absent_once, create_sequential_once, unique_key};
 use super::receipt::{Applied, Receipts};
-use super::retry::{Repeat, retrying};
+use super::retry::{OPERATION_BOUND, Repeat, retrying_until};
 
 /// Which item is taken first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,10 +112,18 @@ impl ItemLine {
     /// enqueue beside a queue full of items.)
     // ANCHOR: take_first
     async fn take_first(&self) -> Result<Option<Vec<u8>>, EtcdError> {
-        let mut candidates = self.candidates.lock().await;
+        // One bound for the whole take, waiting for the candidates (another
+        // consumer of this object may be reading) included: against a hung
+        // member, consumers fail together, not one bound after another.
+        let deadline = Instant::now() + OPERATION_BOUND;
+        let mut candidates = tokio::time::timeout_at(deadline, self.candidates.lock())
+            .await
+            .map_err(|_| EtcdError::TimedOut {
+                waited: OPERATION_BOUND,
+            })?;
         loop {
             while let Some((key, revision, value)) = candidates.pop_front() {
-                let taken = take_item(self, key, revision, value.clone()).await?;
+                let taken = take_item(self, key, revision, value.clone(), deadline).await?;
                 if taken {
                     if !candidates.is_empty() {
                         // More items are known: pass the wake-up on.
@@ -124,7 +133,7 @@ impl ItemLine {
                 }
                 // Someone else took it: try the next one.
             }
-            if self.refill(&mut candidates).await? == 0 {
+            if self.refill(&mut candidates, deadline).await? == 0 {
                 return Ok(None);
             }
         }
@@ -140,6 +149,7 @@ impl ItemLine {
     async fn refill(
         &self,
         candidates: &mut VecDeque<(String, i64, Vec<u8>)>,
+        deadline: Instant,
     ) -> Result<usize, EtcdError> {
         // Our prefix ends with `/`; the first key after all of it ends in `0`.
         let prefix_end = format!("{}0", &self.prefix[..self.prefix.len() - 1]);
@@ -158,7 +168,7 @@ impl ItemLine {
                             .with_min_create_revision(after_revision + 1);
                     }
                     let start = start.clone();
-                    retrying(Repeat::Idempotent, move || {
+                    retrying_until(Repeat::Idempotent, deadline, move || {
                         let (mut client, options, start) =
                             (self.client.clone(), options.clone(), start.clone());
                         async move { client.get(start, Some(options)).await }
@@ -223,6 +233,7 @@ async fn take_item(
     key: String,
     mod_revision: i64,
     value: Vec<u8>,
+    deadline: Instant,
 ) -> Result<bool, EtcdError> {
     let (reply, answer) = oneshot::channel();
     let (ack, acked) = oneshot::channel::<()>();
@@ -232,7 +243,7 @@ async fn take_item(
         let unchanged = Compare::mod_revision(key.as_str(), CompareOp::Equal, mod_revision);
         let delete = TxnOp::delete(key.as_str(), None);
         let outcome = receipts
-            .apply(&client, vec![unchanged], vec![delete])
+            .apply_until(&client, vec![unchanged], vec![delete], deadline)
             .await
             .map(|applied| matches!(applied, Applied::Yes(_)));
         let taken = matches!(outcome, Ok(true));

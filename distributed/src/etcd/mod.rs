@@ -59,6 +59,7 @@ pub use error::EtcdError;
 pub use mutex::{Mutex, MutexGuard};
 pub use priority_queue::PriorityQueue;
 pub use queue::Queue;
+pub use retry::OPERATION_BOUND;
 pub use rwmutex::{RwMutex, RwMutexGuard};
 pub use session::{DEFAULT_TTL, Session};
 pub use stm::{Isolation, Stm, StmError, StmOptions, StmOutcome, run_stm};

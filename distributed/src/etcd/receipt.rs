@@ -27,7 +27,7 @@ use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpRespo
 use tokio::sync::Mutex;
 
 use super::EtcdError;
-use super::retry::{OUTCOME_PATIENCE, Repeat, retrying, retrying_for};
+use super::retry::{OUTCOME_PATIENCE, Repeat, retrying_until};
 
 /// The prefix of every lane key.
 pub(crate) const RECEIPTS_PREFIX: &str = "cpr-receipts/";
@@ -92,8 +92,9 @@ impl Receipts {
     }
 
     /// Runs `compares` → `ops` exactly once (see the module's doc). While
-    /// etcd is unavailable it keeps trying for 30 s; an error after that
-    /// means the outcome is unknown.
+    /// etcd is unavailable it keeps trying, all its steps together for at
+    /// most [`OUTCOME_PATIENCE`]; an error after that means the outcome is
+    /// unknown.
     ///
     /// Cancel safety: not cancel safe — a dropped call may have applied its
     /// operations. Callers that must know run it in a task of its own.
@@ -103,8 +104,26 @@ impl Receipts {
         compares: Vec<Compare>,
         ops: Vec<TxnOp>,
     ) -> Result<Applied, EtcdError> {
-        let mut lane = self.free_lane().await;
-        let lease = self.lease(client).await?;
+        let deadline = tokio::time::Instant::now() + OUTCOME_PATIENCE;
+        self.apply_until(client, compares, ops, deadline).await
+    }
+
+    /// [`apply`](Self::apply), with every step done by `deadline` (that of
+    /// the operation it is part of).
+    pub(crate) async fn apply_until(
+        &self,
+        client: &Client,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Applied, EtcdError> {
+        let waited = tokio::time::Instant::now();
+        let mut lane = tokio::time::timeout_at(deadline, self.free_lane())
+            .await
+            .map_err(|_| EtcdError::TimedOut {
+                waited: waited.elapsed(),
+            })?;
+        let lease = self.lease(client, deadline).await?;
         let number = lane.next;
         lane.next += 1;
         for _ in 0..LANE_RETRIES {
@@ -129,7 +148,7 @@ impl Receipts {
             // Repeating is safe now, whatever happened to the reply; keep
             // at it through an election or a restart, so that the caller
             // learns the outcome rather than an "unknown".
-            let response = retrying_for(Repeat::Idempotent, OUTCOME_PATIENCE, || {
+            let response = retrying_until(Repeat::Idempotent, deadline, || {
                 let (mut client, txn) = (client.clone(), txn.clone());
                 async move { client.txn(txn).await }
             })
@@ -178,14 +197,18 @@ impl Receipts {
     }
 
     /// The current lease, granting a new one if it is old.
-    async fn lease(&self, client: &Client) -> Result<i64, EtcdError> {
+    async fn lease(
+        &self,
+        client: &Client,
+        deadline: tokio::time::Instant,
+    ) -> Result<i64, EtcdError> {
         let mut lease = self.lease.lock().await;
         if let Some((id, granted)) = *lease
             && granted.elapsed() < RENEW_AFTER
         {
             return Ok(id);
         }
-        let granted = retrying(Repeat::Idempotent, || {
+        let granted = retrying_until(Repeat::Idempotent, deadline, || {
             let mut client = client.clone();
             async move { client.lease_grant(LEASE_TTL, None).await }
         })

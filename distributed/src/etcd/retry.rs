@@ -9,6 +9,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::EtcdError;
 
 /// How a request may be repeated.
@@ -21,37 +23,61 @@ pub(crate) enum Repeat {
     Idempotent,
 }
 
-const ATTEMPTS: usize = 8;
+/// How long an operation keeps trying while etcd does not answer: against
+/// a hung or unreachable member, every request of a recipe fails within
+/// this (or within the request timeout, if that is set longer).
+pub const OPERATION_BOUND: Duration = Duration::from_secs(15);
 
 /// How long a request whose outcome must be learned keeps being repeated
-/// while etcd is unavailable (see [`retrying_for`]).
-pub(crate) const OUTCOME_PATIENCE: Duration = Duration::from_secs(30);
+/// while etcd is unavailable (see [`retrying_until`]): the same bound, for
+/// all the steps of one exactly-once write together.
+pub(crate) const OUTCOME_PATIENCE: Duration = OPERATION_BOUND;
 
 /// Runs `op` until it succeeds, fails in a way that must not be repeated,
-/// or has failed [`ATTEMPTS`] times.
+/// or [`OPERATION_BOUND`] has passed.
 pub(crate) async fn retrying<T, F, Fut>(repeat: Repeat, op: F) -> Result<T, EtcdError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
-    repeat_while(repeat, |attempt| attempt < ATTEMPTS, op).await
+    retrying_until(repeat, Instant::now() + OPERATION_BOUND, op).await
 }
 
-/// Like [`retrying`], but keeps trying for as long as `patience` rather
-/// than a number of times: for requests whose outcome must be learned
-/// (exactly-once writes), where giving up early would leave the caller not
-/// knowing whether its write applied.
-pub(crate) async fn retrying_for<T, F, Fut>(
+/// Runs `op` until it succeeds, fails in a way that must not be repeated,
+/// or `deadline` passes — an attempt still in flight then is cut, and the
+/// call fails with [`EtcdError::TimedOut`]. Operations made of several
+/// requests (an exactly-once write) share one deadline.
+pub(crate) async fn retrying_until<T, F, Fut>(
     repeat: Repeat,
-    patience: Duration,
-    op: F,
+    deadline: Instant,
+    mut op: F,
 ) -> Result<T, EtcdError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
-    let started = tokio::time::Instant::now();
-    repeat_while(repeat, |_| started.elapsed() < patience, op).await
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let timed_out = || EtcdError::TimedOut {
+            waited: started.elapsed(),
+        };
+        match tokio::time::timeout_at(deadline, op()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) if may_repeat(&error, repeat) && Instant::now() < deadline => {
+                tracing::debug!(%error, "retrying an etcd request");
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            Ok(Err(error)) if may_repeat(&error, repeat) => {
+                tracing::debug!(%error, "an etcd request failed until the operation's deadline");
+                return Err(timed_out());
+            }
+            Ok(Err(error)) => return Err(EtcdError::Client(error)),
+            Err(_elapsed) => return Err(timed_out()),
+        }
+    }
 }
 
 /// Whether a failed request may have been applied all the same: it left
@@ -63,34 +89,9 @@ pub(crate) fn outcome_unknown(error: &EtcdError) -> bool {
         EtcdError::Client(error) => {
             may_repeat(error, Repeat::Idempotent) && !may_repeat(error, Repeat::IfUnsent)
         }
+        // An attempt cut at the deadline may have reached etcd.
+        EtcdError::TimedOut { .. } => true,
         _ => false,
-    }
-}
-
-/// The loop of both: repeats `op` with a doubling pause (20 ms to 500 ms)
-/// while its error may be repeated and `more(attempts so far)` says so.
-async fn repeat_while<T, F, Fut>(
-    repeat: Repeat,
-    mut more: impl FnMut(usize) -> bool,
-    mut op: F,
-) -> Result<T, EtcdError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, etcd_client::Error>>,
-{
-    let mut pause = Duration::from_millis(20);
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Ok(value) => return Ok(value),
-            Err(error) if more(attempt) && may_repeat(&error, repeat) => {
-                tracing::debug!(%error, attempt, "retrying an etcd request");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(500));
-                attempt += 1;
-            }
-            Err(error) => return Err(EtcdError::Client(error)),
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use super::batch::Batch;
 use super::fence::CreateFence;
 use super::idle_line::Wakeups;
 use super::name::{RecipeName, is_direct_child_of};
-use super::retry::{OUTCOME_PATIENCE, Repeat, retrying, retrying_for};
+use super::retry::{OUTCOME_PATIENCE, Repeat, retrying, retrying_until};
 use super::{EtcdError, Session};
 
 /// How many of the oldest items one look reads.
@@ -239,7 +239,11 @@ impl WorkQueue {
                     TxnOp::put(deliveries.as_str(), "", None),
                     TxnOp::get(deliveries.as_str(), None),
                 ]);
-            let claimed = retrying(Repeat::IfUnsent, || {
+            // The claim and, if its reply is lost, finding out whether it
+            // was made: one bound for both. Past it the claim may stand, and
+            // the item comes back when this session ends (at least once).
+            let deadline = tokio::time::Instant::now() + OUTCOME_PATIENCE;
+            let claimed = retrying_until(Repeat::IfUnsent, deadline, || {
                 let (mut client, txn) = (client.clone(), txn.clone());
                 async move { client.txn(txn).await }
             })
@@ -260,13 +264,15 @@ impl WorkQueue {
                 // The reply was lost: the claim may have been made. Left
                 // unknown, it would hold the item for as long as our session
                 // lives, delivered to nobody; so find out.
-                Err(EtcdError::Client(error)) => match self.own_claim(&claim, &deliveries).await? {
-                    Some(ours) => {
-                        debug!(%id, %error, "the lost claim was ours");
-                        ours
+                Err(EtcdError::Client(error)) => {
+                    match self.own_claim(&claim, &deliveries, deadline).await? {
+                        Some(ours) => {
+                            debug!(%id, %error, "the lost claim was ours");
+                            ours
+                        }
+                        None => continue,
                     }
-                    None => continue,
-                },
+                }
                 Err(error) => return Err(error),
             };
             if self.dead_letter_after.is_some_and(|limit| count > limit) {
@@ -296,10 +302,11 @@ impl WorkQueue {
         &self,
         claim: &str,
         deliveries: &str,
+        deadline: tokio::time::Instant,
     ) -> Result<Option<(i64, i64)>, EtcdError> {
         let client = self.session.client();
         let txn = Txn::new().and_then([TxnOp::get(claim, None), TxnOp::get(deliveries, None)]);
-        let response = retrying_for(Repeat::Idempotent, OUTCOME_PATIENCE, || {
+        let response = retrying_until(Repeat::Idempotent, deadline, || {
             let (mut client, txn) = (client.clone(), txn.clone());
             async move { client.txn(txn).await }
         })
@@ -394,6 +401,10 @@ enum Page {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn soon() -> tokio::time::Instant {
+        tokio::time::Instant::now() + OUTCOME_PATIENCE
+    }
     use crate::etcd::EtcdConfig;
     use std::time::Duration;
 
@@ -410,12 +421,18 @@ mod tests {
         let work = WorkQueue::new(&ours, "wq-lost-claim").unwrap();
         let (claim, deliveries) = (work.key("claims", "1"), work.key("deliveries", "1"));
         // No claim at all: not ours.
-        assert_eq!(work.own_claim(&claim, &deliveries).await.unwrap(), None);
+        assert_eq!(
+            work.own_claim(&claim, &deliveries, soon()).await.unwrap(),
+            None
+        );
         // A claim on someone else's lease: not ours.
         let with = |s: &Session| Some(PutOptions::new().with_lease(s.lease_id()));
         let mut c = client.clone();
         c.put(claim.as_str(), "", with(&theirs)).await.unwrap();
-        assert_eq!(work.own_claim(&claim, &deliveries).await.unwrap(), None);
+        assert_eq!(
+            work.own_claim(&claim, &deliveries, soon()).await.unwrap(),
+            None
+        );
         // Our claim, made by a transaction whose reply we never saw (the
         // second delivery): ours, with its revision and count.
         c.delete(claim.as_str(), None).await.unwrap();
@@ -426,7 +443,7 @@ mod tests {
         ]);
         let made = c.txn(txn).await.unwrap().header().unwrap().revision();
         assert_eq!(
-            work.own_claim(&claim, &deliveries).await.unwrap(),
+            work.own_claim(&claim, &deliveries, soon()).await.unwrap(),
             Some((made, 2))
         );
     }

@@ -1,0 +1,177 @@
+//! Against a hung etcd member (stopped with SIGSTOP: connections stay open,
+//! nothing answers), every recipe call fails within a bound instead of
+//! retrying for over a minute: `OPERATION_BOUND` (15 s) for calls that make
+//! requests, plus the idle line's lease for a consumer that was waiting.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use distributed::etcd::{
+    Barrier, Client, Election, EtcdConfig, EtcdError, Mutex, OPERATION_BOUND, PriorityQueue, Queue,
+    Session, StmOptions, WorkQueue, run_stm, transfer,
+};
+use testkit::EtcdCluster;
+
+type Call = Pin<Box<dyn Future<Output = Result<(), EtcdError>> + Send>>;
+
+fn call<T>(future: impl Future<Output = Result<T, EtcdError>> + Send + 'static) -> Call {
+    Box::pin(async move { future.await.map(drop) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_fails_in_bounded_time_against_a_hung_member() {
+    let etcd = EtcdCluster::start(1).unwrap();
+    let client: Client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
+    let session = Session::new(client.clone(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let queue = Queue::new(client.clone(), "hung-q").unwrap();
+    queue.enqueue("item").await.unwrap();
+    let empty = Queue::new(client.clone(), "hung-empty").unwrap();
+    let priority = PriorityQueue::new(client.clone(), "hung-pq").unwrap();
+    priority.enqueue("item", 1).await.unwrap();
+    let work = WorkQueue::new(&session, "hung-wq").unwrap();
+    client.clone().put("hung-bank/a", "10", None).await.unwrap();
+    let mutex = Mutex::new(&session, "hung-lock").unwrap();
+    let election = Election::new(&session, "hung-election").unwrap();
+    let barrier = Barrier::new(client.clone(), "hung-barrier").unwrap();
+
+    etcd.pause(0).unwrap();
+    let calls: Vec<(&str, Duration, Call)> = vec![
+        (
+            "Queue::enqueue",
+            OPERATION_BOUND,
+            call({
+                let q = queue.clone();
+                async move { q.enqueue("x").await }
+            }),
+        ),
+        (
+            "Queue::try_dequeue",
+            OPERATION_BOUND,
+            call({
+                let q = queue.clone();
+                async move { q.try_dequeue().await }
+            }),
+        ),
+        (
+            "Queue::dequeue",
+            OPERATION_BOUND,
+            call({
+                let q = queue.clone();
+                async move { q.dequeue().await }
+            }),
+        ),
+        // Waiting on an empty queue: its idle line's lease (10 s) runs out,
+        // then the consumer looks for itself and its read fails.
+        (
+            "Queue::dequeue (waiting)",
+            OPERATION_BOUND + Duration::from_secs(12),
+            call({
+                let q = empty.clone();
+                async move { q.dequeue().await }
+            }),
+        ),
+        (
+            "PriorityQueue::enqueue",
+            OPERATION_BOUND,
+            call({
+                let q = priority.clone();
+                async move { q.enqueue("x", 1).await }
+            }),
+        ),
+        (
+            "PriorityQueue::try_dequeue",
+            OPERATION_BOUND,
+            call({
+                let q = priority.clone();
+                async move { q.try_dequeue().await }
+            }),
+        ),
+        (
+            "WorkQueue::enqueue",
+            OPERATION_BOUND,
+            call({
+                let w = work.clone();
+                async move { w.enqueue("x").await }
+            }),
+        ),
+        (
+            "transfer",
+            OPERATION_BOUND,
+            call({
+                let c = client.clone();
+                async move { transfer(&c, "hung-bank/a", "hung-bank/b", 1, 8).await }
+            }),
+        ),
+        (
+            "run_stm",
+            OPERATION_BOUND,
+            call({
+                let c = client.clone();
+                async move {
+                    run_stm(&c, StmOptions::default(), |stm| async move {
+                        stm.get("hung-bank/a").await?;
+                        stm.put("hung-bank/a", "11");
+                        Ok::<_, EtcdError>(())
+                    })
+                    .await
+                    .map_err(|error| match error {
+                        distributed::etcd::StmError::Etcd(error) => error,
+                        distributed::etcd::StmError::Aborted(error) => error,
+                    })
+                }
+            }),
+        ),
+        (
+            "Mutex::try_lock",
+            OPERATION_BOUND,
+            call({
+                let m = mutex.clone();
+                async move { m.try_lock().await }
+            }),
+        ),
+        (
+            "Election::leader",
+            OPERATION_BOUND,
+            call({
+                let e = election.clone();
+                async move { e.leader().await }
+            }),
+        ),
+        (
+            "Barrier::hold",
+            OPERATION_BOUND,
+            call({
+                let b = barrier.clone();
+                async move { b.hold().await }
+            }),
+        ),
+        (
+            "Session::new",
+            OPERATION_BOUND,
+            call({
+                let c = client.clone();
+                async move { Session::new(c, Duration::from_secs(5)).await }
+            }),
+        ),
+    ];
+    let slack = Duration::from_secs(3);
+    let outcomes =
+        futures::future::join_all(calls.into_iter().map(|(name, bound, call)| async move {
+            let started = Instant::now();
+            let outcome = tokio::time::timeout(bound + Duration::from_secs(20), call).await;
+            (name, bound, started.elapsed(), outcome)
+        }))
+        .await;
+    etcd.resume(0).unwrap();
+    for (name, bound, took, outcome) in outcomes {
+        let outcome = outcome.unwrap_or_else(|_| panic!("{name} was still going after {took:?}"));
+        assert!(outcome.is_err(), "{name} succeeded against a hung member");
+        assert!(
+            took <= bound + slack,
+            "{name} failed after {took:?} (bound {bound:?})"
+        );
+    }
+}
