@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use distributed::etcd::{
-    Barrier, Client, Election, EtcdConfig, EtcdError, Mutex, OPERATION_BOUND, PriorityQueue, Queue,
-    Session, StmOptions, WorkQueue, run_stm, transfer,
+    Barrier, Client, DoubleBarrier, Election, EtcdConfig, EtcdError, Mutex, OPERATION_BOUND,
+    PriorityQueue, Queue, RwMutex, Session, StmOptions, WorkQueue, run_stm, transfer,
 };
 use testkit::EtcdCluster;
 
@@ -36,6 +36,24 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
     let mutex = Mutex::new(&session, "hung-lock").unwrap();
     let election = Election::new(&session, "hung-election").unwrap();
     let barrier = Barrier::new(client.clone(), "hung-barrier").unwrap();
+    let raised = Barrier::new(client.clone(), "hung-raised").unwrap();
+    raised.hold().await.unwrap();
+    let rw = RwMutex::new(&session, "hung-rw").unwrap();
+    let double = DoubleBarrier::new(&session, "hung-double", 2).unwrap();
+    // A lock held by another session, and a waiter behind it: the waiter's
+    // own session can no longer be renewed, so it fails when that lease
+    // would have run out.
+    let holder = Session::new(client.clone(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let _held = Mutex::new(&holder, "hung-held")
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let waiter = Mutex::new(&session, "hung-held").unwrap();
+    let waiting = tokio::spawn(async move { waiter.lock().await.map(drop) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     etcd.pause(0).unwrap();
     let calls: Vec<(&str, Duration, Call)> = vec![
@@ -146,6 +164,53 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
             call({
                 let b = barrier.clone();
                 async move { b.hold().await }
+            }),
+        ),
+        (
+            "Mutex::lock",
+            OPERATION_BOUND,
+            call({
+                let m = mutex.clone();
+                async move { m.lock().await }
+            }),
+        ),
+        (
+            "Mutex::lock (waiting behind a holder)",
+            OPERATION_BOUND,
+            Box::pin(async move { waiting.await.unwrap() }),
+        ),
+        (
+            "RwMutex::write_lock",
+            OPERATION_BOUND,
+            call(async move { rw.write_lock().await }),
+        ),
+        (
+            "Election::campaign",
+            OPERATION_BOUND,
+            call({
+                let e = election.clone();
+                async move { e.campaign("me").await }
+            }),
+        ),
+        (
+            "Barrier::wait",
+            OPERATION_BOUND,
+            call(async move { raised.wait().await }),
+        ),
+        (
+            "DoubleBarrier::enter",
+            OPERATION_BOUND,
+            call({
+                let mut double = double;
+                async move { double.enter().await }
+            }),
+        ),
+        (
+            "WorkQueue::dequeue",
+            OPERATION_BOUND,
+            call({
+                let w = work.clone();
+                async move { w.dequeue().await }
             }),
         ),
         (
