@@ -27,7 +27,7 @@ pub use fenced_store::FencedStore;
 pub use lock::{DEFAULT_TTL, RedisLock, RedisLockGuard};
 pub use rate_limit::RedisRateLimiter;
 pub use redlock::{Redlock, RedlockGuard};
-pub use window_limiter::RedisWindowLimiter;
+pub use window_limiter::{MAX_WINDOW_LOG_LIMIT, RedisWindowLimiter};
 
 /// The Redis client these primitives use, re-exported.
 pub use redis;

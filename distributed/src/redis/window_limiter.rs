@@ -76,13 +76,19 @@ impl std::fmt::Debug for RedisWindowLimiter {
     }
 }
 
+/// The largest limit: the log keeps an entry per permit in the window,
+/// and one request for `n` permits adds `n` entries in one script, during
+/// which Redis serves nobody else. For more, use
+/// [`RedisRateLimiter`](super::RedisRateLimiter) (one number per key).
+pub const MAX_WINDOW_LOG_LIMIT: u32 = 65_536;
+
 /// The longest window: a day. Longer windows would keep a day's grants in
 /// memory and are better served by a counter with an expiry.
 const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 impl RedisWindowLimiter {
-    /// At most `limit` (>= 1) permits per `window` (1 ms to a day), on the
-    /// key `name`.
+    /// At most `limit` (1 to [`MAX_WINDOW_LOG_LIMIT`]) permits per `window`
+    /// (1 ms to a day), on the key `name`.
     pub fn new(
         conn: ConnectionManager,
         name: &str,
@@ -94,10 +100,10 @@ impl RedisWindowLimiter {
                 "a rate limiter name cannot be empty".into(),
             ));
         }
-        if limit == 0 {
-            return Err(RedisError::InvalidConfig(
-                "the limit must be at least 1 permit per window".into(),
-            ));
+        if limit == 0 || limit > MAX_WINDOW_LOG_LIMIT {
+            return Err(RedisError::InvalidConfig(format!(
+                "the limit must be from 1 to {MAX_WINDOW_LOG_LIMIT} permits per window, not {limit}"
+            )));
         }
         if window < Duration::from_millis(1) || window > MAX_WINDOW {
             return Err(RedisError::InvalidConfig(format!(
