@@ -266,6 +266,11 @@ impl<C: Clock> CircuitBreaker<C> {
     /// dropped untold (a cancelled future, a panic), the call is ignored
     /// and a half-open trial permit is given back.
     pub fn try_acquire(&self) -> Result<Permit<'_, C>, CallNotPermitted> {
+        // Whether this call moved the breaker from open to half-open: if that
+        // phase has already run out when it looks (a max wait in half-open
+        // shorter than a step), it is refused rather than going round the
+        // cycle again — with no wait in open, it could go round for ever.
+        let mut moved_to_half_open = false;
         loop {
             let phase = self.phase.load(Acquire);
             let (generation, state, permits) = unpack(phase);
@@ -278,11 +283,15 @@ impl<C: Clock> CircuitBreaker<C> {
                     }
                     // The wait is over: this call moves the breaker to half-open.
                     self.transition_if_current(generation, State::HalfOpen);
+                    moved_to_half_open = true;
                 }
                 // ANCHOR: half_open_permit
                 State::HalfOpen => {
                     if self.half_open_expired(generation) {
                         // The trials took longer than the max wait.
+                        if moved_to_half_open {
+                            return Err(self.refuse(State::Open));
+                        }
                         continue;
                     }
                     if permits == 0 {

@@ -553,3 +553,35 @@ async fn the_half_open_timer_tells_subscribers_on_time() {
         entered.elapsed()
     );
 }
+
+/// Found by the configuration property test: no wait in open and a max
+/// wait in half-open shorter than a step made `try_acquire` go round
+/// open -> half-open -> open for ever. A call is now refused instead.
+#[test]
+fn no_wait_in_open_and_a_tiny_half_open_wait_cannot_spin_a_call_for_ever() {
+    let config = small()
+        .wait_in_open(Duration::ZERO)
+        .max_wait_in_half_open(Duration::from_nanos(1))
+        .build()
+        .unwrap();
+    let (b, clock) = breaker(config);
+    open_it(&b);
+    for _ in 0..100 {
+        clock.advance(Duration::from_nanos(2));
+        // Returns, one way or the other (it used to spin).
+        let _ = b.try_acquire();
+    }
+    let b = CircuitBreaker::new(
+        small()
+            .wait_in_open(Duration::ZERO)
+            .max_wait_in_half_open(Duration::from_nanos(1))
+            .build()
+            .unwrap(),
+    );
+    for _ in 0..10 {
+        let _ = fail(&b);
+    }
+    for _ in 0..100 {
+        let _ = b.try_acquire();
+    }
+}
