@@ -250,8 +250,8 @@ async fn take_item(
         let _ = reply.send(outcome);
         if taken && acked.await.is_err() {
             debug!(%key, "dequeue cancelled after the item was taken; putting it back");
-            let put_back = put_back(&client, &receipts, order, &prefix, key.clone(), value);
-            if let Err(error) = put_back.await {
+            let back = put_back(&client, &receipts, order, &prefix, key.clone(), value);
+            if let Err(error) = back.await {
                 warn!(%key, %error, "could not put back the item of a cancelled dequeue");
             }
         }

@@ -294,18 +294,19 @@ impl Stm {
         });
         let conflicts: Vec<Compare> = match (self.isolation, state.snapshot) {
             (Isolation::ReadCommitted, _) => Vec::new(),
-            (Isolation::RepeatableReads | Isolation::Serializable, _) => reads_unchanged.collect(),
             // Keys written must not have changed after the snapshot. With
             // no read there is no snapshot, and so nothing to conflict
             // with: a blind write commits (as in Go).
             (Isolation::SerializableSnapshot, Some(snapshot)) => {
-                reads_unchanged
-                    .chain(state.writes.keys().map(|key| {
-                        Compare::mod_revision(key.as_str(), CompareOp::Less, snapshot + 1)
-                    }))
-                    .collect()
+                let written_before = |key: &String| {
+                    Compare::mod_revision(key.as_str(), CompareOp::Less, snapshot + 1)
+                };
+                let writes = state.writes.keys().map(written_before);
+                reads_unchanged.chain(writes).collect()
             }
-            (Isolation::SerializableSnapshot, None) => reads_unchanged.collect(),
+            // RepeatableReads, Serializable, and a snapshot level that read
+            // nothing: the reads alone.
+            _ => reads_unchanged.collect(),
         };
         let writes: Vec<TxnOp> = state
             .writes
