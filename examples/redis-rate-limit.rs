@@ -1,5 +1,6 @@
-//! A rate limiter shared by every process that uses the same key (GCRA in
-//! one Lua script on Redis).
+//! Rate limiters shared by every process that uses the same key: GCRA in
+//! one Lua script on Redis (`RedisRateLimiter`), then a window log that
+//! never grants more than a limit in any window (`RedisWindowLimiter`).
 //!
 //!     cargo run --example redis-rate-limit -- --scripted
 //!     cargo run --example redis-rate-limit -- --hammer-seconds 2 --rate 100   # in several terminals at once
@@ -11,7 +12,9 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use concurrency_patterns::distributed::redis::{DEFAULT_URL, RedisConfig, RedisRateLimiter};
+use concurrency_patterns::distributed::redis::{
+    DEFAULT_URL, RedisConfig, RedisRateLimiter, RedisWindowLimiter,
+};
 use concurrency_patterns::resilience::{Decision, RateLimiter};
 
 #[derive(Parser)]
@@ -60,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     }
     // ANCHOR: limiter
     let name = format!("{}-{}", args.name, std::process::id());
-    let limiter = RedisRateLimiter::new(conn, &name, args.rate, args.burst)?;
+    let limiter = RedisRateLimiter::new(conn.clone(), &name, args.rate, args.burst)?;
     let started = Instant::now();
     let mut granted = Vec::new();
     while granted.len() < 10 {
@@ -82,6 +85,37 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(
         took + Duration::from_millis(50) >= expected,
         "too fast: {took:?} for {expected:?}"
+    );
+    window_log(conn, &format!("{name}-window")).await
+}
+
+/// At most 5 permits in any 300 ms: five at once, then a refusal that says
+/// how long until the oldest grant leaves the window, then one more.
+async fn window_log(
+    conn: concurrency_patterns::distributed::redis::redis::aio::ConnectionManager,
+    name: &str,
+) -> anyhow::Result<()> {
+    let window = Duration::from_millis(300);
+    let limiter = RedisWindowLimiter::new(conn, name, 5, window)?;
+    let started = Instant::now();
+    let mut granted = 0;
+    let retry_after = loop {
+        match limiter.try_acquire().await? {
+            Decision::Allowed => granted += 1,
+            Decision::Denied { retry_after } => break retry_after,
+        }
+    };
+    println!("window log: {granted} permits at once, then wait {retry_after:?}");
+    anyhow::ensure!(granted == 5, "the window granted {granted}, not 5");
+    anyhow::ensure!(retry_after <= window, "told to wait {retry_after:?}");
+    tokio::time::sleep(retry_after).await;
+    anyhow::ensure!(
+        limiter.try_acquire().await?.is_allowed(),
+        "no permit once the oldest left the window"
+    );
+    println!(
+        "window log: the 6th permit {:.0} ms after the first",
+        started.elapsed().as_secs_f64() * 1000.0
     );
     Ok(())
 }
