@@ -82,6 +82,7 @@ proptest! {
         connect in any_duration(),
         request in any_duration(),
         ttl in any_duration(),
+        bound in any_duration(),
         attempts in any::<usize>(),
     ) {
         let (client, _, _, _) = &*SERVERS;
@@ -89,8 +90,13 @@ proptest! {
             // Bounded: a well-formed endpoint where nothing answers times out.
             let config = EtcdConfig::new([endpoint])
                 .connect_timeout(connect.min(Duration::from_millis(200)))
-                .request_timeout(request);
+                .request_timeout(request)
+                .operation_bound(bound);
             let _ = tokio::time::timeout(Duration::from_secs(2), config.connect()).await;
+            // Accepted or refused, never a panic; when accepted, it holds.
+            if let Ok(bounded) = client.clone().with_operation_bound(bound) {
+                assert_eq!(bounded.operation_bound(), bound);
+            }
             if let Ok(session) = Session::new(client.clone(), ttl).await {
                 let _ = session.close().await;
             }

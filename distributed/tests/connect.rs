@@ -224,3 +224,40 @@ async fn connect_errors_say_what_happened() {
     let error = connect(redis.addr().to_string()).await;
     assert!(matches!(error, EtcdError::NotEtcd { .. }), "{error}");
 }
+
+#[tokio::test]
+async fn the_operation_bound_is_set_in_the_config_and_checked() {
+    use distributed::etcd::{Client, EtcdError, MAX_OPERATION_BOUND, OPERATION_BOUND};
+    let etcd = testkit::shared_etcd().unwrap();
+    let config = EtcdConfig::new(etcd.endpoints());
+    let client: Client = config.connect().await.unwrap();
+    assert_eq!(client.operation_bound(), OPERATION_BOUND);
+    let short = config
+        .clone()
+        .operation_bound(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(short.operation_bound(), Duration::from_secs(2));
+    for bad in [
+        Duration::ZERO,
+        MAX_OPERATION_BOUND + Duration::from_nanos(1),
+        Duration::MAX,
+    ] {
+        let error = config
+            .clone()
+            .operation_bound(bad)
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, EtcdError::InvalidConfig(_)),
+            "{bad:?}: {error}"
+        );
+        let error = client.clone().with_operation_bound(bad).unwrap_err();
+        assert!(
+            matches!(error, EtcdError::InvalidConfig(_)),
+            "{bad:?}: {error}"
+        );
+    }
+}

@@ -1,17 +1,23 @@
 //! Against a hung etcd member (stopped with SIGSTOP: connections stay open,
 //! nothing answers), every recipe call fails within a bound instead of
-//! retrying for over a minute: `OPERATION_BOUND` (15 s) for calls that make
-//! requests, plus the idle line's lease for a consumer that was waiting.
+//! retrying for over a minute: the client's operation bound for calls that
+//! make requests, plus the idle line's lease for a consumer that was
+//! waiting. The bound here is set shorter than the default and than the
+//! request timeout (10 s), so the test also shows that it is the setting
+//! that bounds a call.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use distributed::etcd::{
-    Barrier, Client, DoubleBarrier, Election, EtcdConfig, EtcdError, Mutex, OPERATION_BOUND,
-    PriorityQueue, Queue, RwMutex, Session, StmOptions, WorkQueue, run_stm, transfer,
+    Barrier, Client, DoubleBarrier, Election, EtcdConfig, EtcdError, Mutex, PriorityQueue, Queue,
+    RwMutex, Session, StmOptions, WorkQueue, run_stm, transfer,
 };
 use testkit::EtcdCluster;
+
+/// The operation bound set for this test.
+const BOUND: Duration = Duration::from_secs(6);
 
 type Call = Pin<Box<dyn Future<Output = Result<(), EtcdError>> + Send>>;
 
@@ -22,7 +28,12 @@ fn call<T>(future: impl Future<Output = Result<T, EtcdError>> + Send + 'static) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_fails_in_bounded_time_against_a_hung_member() {
     let etcd = EtcdCluster::start(1).unwrap();
-    let client: Client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
+    let client: Client = EtcdConfig::new(etcd.endpoints())
+        .operation_bound(BOUND)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(client.operation_bound(), BOUND);
     let session = Session::new(client.clone(), Duration::from_secs(5))
         .await
         .unwrap();
@@ -59,7 +70,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
     let calls: Vec<(&str, Duration, Call)> = vec![
         (
             "Queue::enqueue",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let q = queue.clone();
                 async move { q.enqueue("x").await }
@@ -67,7 +78,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "Queue::try_dequeue",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let q = queue.clone();
                 async move { q.try_dequeue().await }
@@ -75,7 +86,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "Queue::dequeue",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let q = queue.clone();
                 async move { q.dequeue().await }
@@ -85,7 +96,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         // then the consumer looks for itself and its read fails.
         (
             "Queue::dequeue (waiting)",
-            OPERATION_BOUND + Duration::from_secs(12),
+            BOUND + Duration::from_secs(12),
             call({
                 let q = empty.clone();
                 async move { q.dequeue().await }
@@ -93,7 +104,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "PriorityQueue::enqueue",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let q = priority.clone();
                 async move { q.enqueue("x", 1).await }
@@ -101,7 +112,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "PriorityQueue::try_dequeue",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let q = priority.clone();
                 async move { q.try_dequeue().await }
@@ -109,7 +120,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "WorkQueue::enqueue",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let w = work.clone();
                 async move { w.enqueue("x").await }
@@ -117,7 +128,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "transfer",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let c = client.clone();
                 async move { transfer(&c, "hung-bank/a", "hung-bank/b", 1, 8).await }
@@ -125,7 +136,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "run_stm",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let c = client.clone();
                 async move {
@@ -144,7 +155,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "Mutex::try_lock",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let m = mutex.clone();
                 async move { m.try_lock().await }
@@ -152,7 +163,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "Election::leader",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let e = election.clone();
                 async move { e.leader().await }
@@ -160,7 +171,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "Barrier::hold",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let b = barrier.clone();
                 async move { b.hold().await }
@@ -168,7 +179,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "Mutex::lock",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let m = mutex.clone();
                 async move { m.lock().await }
@@ -176,17 +187,17 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "Mutex::lock (waiting behind a holder)",
-            OPERATION_BOUND,
+            BOUND,
             Box::pin(async move { waiting.await.unwrap() }),
         ),
         (
             "RwMutex::write_lock",
-            OPERATION_BOUND,
+            BOUND,
             call(async move { rw.write_lock().await }),
         ),
         (
             "Election::campaign",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let e = election.clone();
                 async move { e.campaign("me").await }
@@ -194,12 +205,12 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "Barrier::wait",
-            OPERATION_BOUND,
+            BOUND,
             call(async move { raised.wait().await }),
         ),
         (
             "DoubleBarrier::enter",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let mut double = double;
                 async move { double.enter().await }
@@ -207,7 +218,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "WorkQueue::dequeue",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let w = work.clone();
                 async move { w.dequeue().await }
@@ -215,7 +226,7 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
         (
             "Session::new",
-            OPERATION_BOUND,
+            BOUND,
             call({
                 let c = client.clone();
                 async move { Session::new(c, Duration::from_secs(5)).await }

@@ -1,11 +1,10 @@
 //! A barrier on etcd: one key that, while it exists, holds waiters back.
 
-use etcd_client::Client;
+use super::Client;
 use tracing::instrument;
 
 use super::keys::create_if_absent;
 use super::name::RecipeName;
-use super::retry::{Repeat, retrying};
 use super::wait::wait_for_delete;
 use super::{EtcdError, Session};
 
@@ -66,11 +65,7 @@ impl Barrier {
 
     /// Lowers the barrier, letting every waiter through.
     pub async fn release(&self) -> Result<(), EtcdError> {
-        retrying(Repeat::Idempotent, || {
-            let (mut client, key) = (self.client.clone(), self.key.clone());
-            async move { client.delete(key, None).await }
-        })
-        .await?;
+        self.client.retried_delete(self.key.as_str(), None).await?;
         Ok(())
     }
 
@@ -79,11 +74,7 @@ impl Barrier {
     /// Cancel safety: safe; dropping the future cancels the watch.
     #[instrument(level = "debug", skip(self), fields(key = %self.key))]
     pub async fn wait(&self) -> Result<(), EtcdError> {
-        let now = retrying(Repeat::Idempotent, || {
-            let (mut client, key) = (self.client.clone(), self.key.clone());
-            async move { client.get(key, None).await }
-        })
-        .await?;
+        let now = self.client.retried_get(self.key.as_str(), None).await?;
         let Some(raised) = now.kvs().first() else {
             return Ok(());
         };

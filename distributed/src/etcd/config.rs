@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
+use super::client::{Client, OPERATION_BOUND, check_operation_bound};
+use etcd_client::ConnectOptions;
 use tracing::{debug, instrument};
 
 use super::EtcdError;
@@ -14,13 +15,15 @@ pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:2379";
 ///
 /// Defaults: endpoint [`DEFAULT_ENDPOINT`], no credentials, 5 s to connect
 /// (including the first request, so a dead endpoint fails in bounded time),
-/// 10 s per request thereafter.
+/// 10 s per request thereafter, 15 s for each recipe operation with its
+/// retries ([`OPERATION_BOUND`]).
 #[derive(Clone)]
 pub struct EtcdConfig {
     endpoints: Vec<String>,
     credentials: Option<(String, String)>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    operation_bound: Duration,
 }
 
 impl std::fmt::Debug for EtcdConfig {
@@ -31,6 +34,7 @@ impl std::fmt::Debug for EtcdConfig {
             .field("user", &self.credentials.as_ref().map(|(user, _)| user))
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("operation_bound", &self.operation_bound)
             .finish()
     }
 }
@@ -42,6 +46,7 @@ impl Default for EtcdConfig {
             credentials: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            operation_bound: OPERATION_BOUND,
         }
     }
 }
@@ -93,17 +98,25 @@ impl EtcdConfig {
         self
     }
 
-    /// How long each later request may take. Default 10 s.
-    ///
-    /// A recipe's operation retries requests that fail or hang, but for no
-    /// longer than [`OPERATION_BOUND`](super::OPERATION_BOUND) (15 s) in
-    /// all: against a hung or partitioned member, a call fails within that
-    /// (or within this timeout, if it is set longer), with
-    /// [`EtcdError::TimedOut`]. With more than one member, the request that
-    /// finds a hung member moves the client on to the next, and the retry
-    /// succeeds there.
+    /// How long each later request may take. Default 10 s. A request that
+    /// finds a hung member fails after this and moves the client on to the
+    /// next member, where a recipe's retry succeeds.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// How long one recipe operation (a lock, an enqueue, a dequeue's read
+    /// and take) keeps retrying requests that fail or hang. Default
+    /// [`OPERATION_BOUND`] (15 s); more than zero, at most
+    /// [`MAX_OPERATION_BOUND`](super::MAX_OPERATION_BOUND).
+    ///
+    /// Against a hung or partitioned etcd, every call fails within this
+    /// with [`EtcdError::TimedOut`], whatever the request timeout. Calls
+    /// that wait for others (a lock's turn, a dequeue on an empty queue)
+    /// wait as long as they are left to; the bound covers their requests.
+    pub fn operation_bound(mut self, bound: Duration) -> Self {
+        self.operation_bound = bound;
         self
     }
 
@@ -123,6 +136,7 @@ impl EtcdConfig {
                 "timeouts must be greater than zero".into(),
             ));
         }
+        check_operation_bound(self.operation_bound)?;
         if let Some((user, _)) = &self.credentials
             && user.is_empty()
         {
@@ -170,7 +184,8 @@ impl EtcdConfig {
                 chances -= 1;
                 let result = async {
                     let mut client =
-                        Client::from_channel(channel.clone(), Some(options.clone())).await?;
+                        etcd_client::Client::from_channel(channel.clone(), Some(options.clone()))
+                            .await?;
                     client.status().await?;
                     Ok::<_, etcd_client::Error>(client)
                 }
@@ -187,7 +202,7 @@ impl EtcdConfig {
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(Ok(client)) => {
                 debug!("connected to etcd");
-                Ok(client)
+                Client::from(client).with_operation_bound(self.operation_bound)
             }
             // Failed before the timeout: say why, and claim no waiting.
             Ok(Err(error)) if is_unreachable(&error) => Err(EtcdError::Refused {

@@ -2,13 +2,13 @@
 //! together (the ZooKeeper recipe, with the key layout of etcd's Go
 //! `DoubleBarrier`).
 
-use etcd_client::{Client, EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
+use super::Client;
+use etcd_client::{EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
 use tracing::{debug, instrument, warn};
 
 use super::guarded_delete::delete_if_created_at;
 use super::keys::{create_if_absent, create_unique};
 use super::name::{RecipeName, is_direct_child_of};
-use super::retry::{Repeat, retrying};
 use super::wait::wait_for_delete;
 use super::{EtcdError, Session};
 
@@ -80,22 +80,16 @@ impl DoubleBarrier {
         let (key, revision) = create_unique(&client, &waiters, "", self.session.lease_id()).await?;
         // Only this barrier's waiter keys count: not a nested name's, not a
         // key we could not compare.
-        let present = retrying(Repeat::Idempotent, || {
-            let (mut client, waiters) = (client.clone(), waiters.clone());
-            async move {
-                client
-                    .get(
-                        waiters,
-                        Some(GetOptions::new().with_prefix().with_keys_only()),
-                    )
-                    .await
-            }
-        })
-        .await?
-        .kvs()
-        .iter()
-        .filter(|kv| is_waiter(&waiters, kv))
-        .count();
+        let present = client
+            .retried_get(
+                waiters.as_str(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?
+            .kvs()
+            .iter()
+            .filter(|kv| is_waiter(&waiters, kv))
+            .count();
         if present > self.count {
             delete_if_created_at(&client, &key, revision).await?;
             return Err(EtcdError::TooManyParticipants {
@@ -111,7 +105,7 @@ impl DoubleBarrier {
             match create_if_absent(&client, &ready_key, "", self.session.lease_id()).await? {
                 Some(created) => created,
                 None => {
-                    let existing = client.clone().get(ready_key.as_str(), None).await?;
+                    let existing = client.retried_get(ready_key.as_str(), None).await?;
                     existing
                         .kvs()
                         .first()
@@ -154,12 +148,7 @@ impl DoubleBarrier {
                 .with_prefix()
                 .with_max_create_revision(entered.ready_revision - 1)
                 .with_sort(SortTarget::Create, SortOrder::Ascend);
-            let response = retrying(Repeat::Idempotent, || {
-                let (mut client, waiters, options) =
-                    (client.clone(), waiters.clone(), options.clone());
-                async move { client.get(waiters, Some(options)).await }
-            })
-            .await?;
+            let response = client.retried_get(waiters.as_str(), Some(options)).await?;
             let read_at = response.header().map(|h| h.revision()).unwrap_or(0);
             let kvs: Vec<_> = response
                 .kvs()
@@ -216,11 +205,7 @@ fn is_waiter(waiters: &str, kv: &etcd_client::KeyValue) -> bool {
 /// create revision.
 async fn wait_for_put(client: &Client, key: &str, from_revision: i64) -> Result<i64, EtcdError> {
     let options = WatchOptions::new().with_start_revision(from_revision);
-    let mut watch = retrying(Repeat::Idempotent, || {
-        let (mut client, options) = (client.clone(), options.clone());
-        async move { client.watch(key, Some(options)).await }
-    })
-    .await?;
+    let mut watch = client.retried_watch(key, Some(options)).await?;
     while let Some(response) = watch.message().await? {
         if response.canceled() {
             return Err(EtcdError::WatchEnded {

@@ -5,9 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::Client;
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
-    TxnOp, WatchOptions,
+    Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    WatchOptions,
 };
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,7 @@ use tracing::{debug, instrument, warn};
 
 use super::guarded_delete::{DeleteOnDrop, delete_if_created_at};
 use super::name::RecipeName;
+use super::retry::Repeat;
 use super::wait::{wait_for_delete, wait_turn};
 use super::{EtcdError, Session};
 
@@ -75,7 +77,7 @@ impl Election {
             Some(revision) => revision,
             None => {
                 // Resuming: keep our place in line, with the new value.
-                let existing = client.clone().get(self.key.as_str(), None).await?;
+                let existing = client.retried_get(self.key.as_str(), None).await?;
                 let revision = existing
                     .kvs()
                     .first()
@@ -116,7 +118,13 @@ impl Election {
                 value,
                 Some(PutOptions::new().with_lease(self.session.lease_id())),
             )]);
-        if self.session.client().txn(txn).await?.succeeded() {
+        // Guarded by our key's create revision: repeating it is harmless.
+        let response = self
+            .session
+            .client()
+            .retried_txn(Repeat::Idempotent, txn)
+            .await?;
+        if response.succeeded() {
             Ok(())
         } else {
             Err(EtcdError::NotLeader {
@@ -249,7 +257,7 @@ async fn current_leader(
             .with_sort(SortTarget::Create, SortOrder::Ascend)
             .with_min_create_revision(after + 1)
             .with_limit(PAGE);
-        let response = client.clone().get(name.prefix(), Some(options)).await?;
+        let response = client.retried_get(name.prefix(), Some(options)).await?;
         let revision = response.header().map(|h| h.revision()).unwrap_or(0);
         let kvs = response.kvs();
         if let Some(leader) = kvs.iter().find_map(|kv| candidate(name, kv)) {
@@ -316,7 +324,7 @@ fn observe(client: Client, name: RecipeName) -> LeaderChanges {
             // each value a leader proclaims is seen, however quickly the
             // next one follows.
             let options = GetOptions::new().with_prefix();
-            let now = client.clone().get(name.prefix(), Some(options)).await?;
+            let now = client.retried_get(name.prefix(), Some(options)).await?;
             let revision = now.header().map(|h| h.revision()).unwrap_or(0);
             let mut candidates: Vec<LeaderInfo> = now
                 .kvs()
@@ -330,7 +338,7 @@ fn observe(client: Client, name: RecipeName) -> LeaderChanges {
             let options = WatchOptions::new()
                 .with_prefix()
                 .with_start_revision(revision + 1);
-            let mut watch = client.clone().watch(name.prefix(), Some(options)).await?;
+            let mut watch = client.retried_watch(name.prefix(), Some(options)).await?;
             while let Some(response) = watch.message().await? {
                 if response.canceled() {
                     return Err(EtcdError::WatchEnded {

@@ -42,8 +42,9 @@ pub enum EtcdError {
     },
 
     /// etcd did not answer in time: every request of the operation, retried
-    /// for its whole bound ([`OPERATION_BOUND`](super::OPERATION_BOUND)),
-    /// failed or hung (a hung or partitioned member, a lost quorum). A
+    /// for the client's whole operation bound
+    /// ([`EtcdConfig::operation_bound`](super::EtcdConfig::operation_bound),
+    /// default [`OPERATION_BOUND`](super::OPERATION_BOUND)), failed or hung (a hung or partitioned member, a lost quorum). A
     /// write cut this way may or may not have been applied.
     #[error(
         "etcd did not answer within {waited:?} (a hung or partitioned member, or no quorum?); \

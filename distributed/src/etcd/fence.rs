@@ -38,15 +38,16 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::Client;
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchFilterType,
+    Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchFilterType,
     WatchOptions,
 };
 use tracing::debug;
 
 use super::EtcdError;
 use super::keys::unique_key;
-use super::retry::{OUTCOME_PATIENCE, Repeat, outcome_unknown, retrying, retrying_until};
+use super::retry::{Repeat, outcome_unknown};
 
 /// A raised fence stays this long (seconds): far longer than a request can
 /// take to reach etcd, even through an election.
@@ -96,7 +97,7 @@ impl CreateFence {
     /// Creates `<prefix><unix nanos>` = `value` exactly once, even if a
     /// reply is lost; returns the key and its create revision. While etcd
     /// is unavailable it keeps trying, all its steps together for at most
-    /// [`OUTCOME_PATIENCE`].
+    /// the client's operation bound.
     ///
     /// Cancel safety: not cancel safe — a dropped call may or may not have
     /// created its key (as any write whose reply is not awaited).
@@ -106,7 +107,7 @@ impl CreateFence {
         prefix: &str,
         value: Vec<u8>,
     ) -> Result<(String, i64), EtcdError> {
-        let deadline = tokio::time::Instant::now() + OUTCOME_PATIENCE;
+        let deadline = client.deadline();
         loop {
             // Read before sending: the create can only apply after it.
             let since = self.revision_seen(client, deadline).await?;
@@ -115,11 +116,9 @@ impl CreateFence {
             let key = unique_key(prefix);
             let txn = fenced_create(&key, &fence, &value);
             // Sending again is safe only if it never left this process.
-            let sent = retrying_until(Repeat::IfUnsent, deadline, || {
-                let (mut client, txn) = (client.clone(), txn.clone());
-                async move { client.txn(txn).await }
-            })
-            .await;
+            let sent = client
+                .retried_txn_until(Repeat::IfUnsent, deadline, txn)
+                .await;
             match sent {
                 Ok(response) => {
                     let revision = response.header().map(|h| h.revision()).unwrap_or(0);
@@ -173,21 +172,16 @@ impl CreateFence {
         };
         // Creates from now on check the next fence key.
         self.generation.fetch_max(generation + 1, Ordering::AcqRel);
-        let lease = retrying_until(Repeat::Idempotent, deadline, || {
-            let mut client = client.clone();
-            async move { client.lease_grant(FENCE_TTL, None).await }
-        })
-        .await
-        .map_err(|error| unknown(format!("could not raise the fence: {error}")))?
-        .id();
+        let lease = client
+            .retried_lease_grant_until(deadline, FENCE_TTL)
+            .await
+            .map_err(|error| unknown(format!("could not raise the fence: {error}")))?;
         // Putting the fence twice is harmless: it stands from its first put.
-        retrying_until(Repeat::Idempotent, deadline, || {
-            let mut client = client.clone();
-            let options = PutOptions::new().with_lease(lease);
-            async move { client.put(fence, "", Some(options)).await }
-        })
-        .await
-        .map_err(|error| unknown(format!("could not raise the fence: {error}")))?;
+        let options = PutOptions::new().with_lease(lease);
+        client
+            .retried_mark_until(deadline, fence, Some(options))
+            .await
+            .map_err(|error| unknown(format!("could not raise the fence: {error}")))?;
         let history = loop {
             // A member cut off from the others would never send the fence's
             // event: give each attempt a bound.
@@ -217,12 +211,10 @@ impl CreateFence {
             // The item may still be there; if it is not, it may have been
             // taken already or never written.
             History::Compacted => {
-                let now = retrying(Repeat::Idempotent, || {
-                    let mut client = client.clone();
-                    async move { client.get(key, None).await }
-                })
-                .await
-                .map_err(|error| unknown(format!("could not read the key: {error}")))?;
+                let now = client
+                    .retried_get_until(deadline, key, None)
+                    .await
+                    .map_err(|error| unknown(format!("could not read the key: {error}")))?;
                 match now.kvs().first() {
                     Some(kv) if kv.value() == value && kv.create_revision() > since => {
                         Ok(Some(kv.create_revision()))
@@ -247,12 +239,10 @@ impl CreateFence {
         {
             return Ok(revision);
         }
-        let response = retrying_until(Repeat::Idempotent, deadline, || {
-            let mut client = client.clone();
-            let options = GetOptions::new().with_count_only();
-            async move { client.get("cpr-fence", Some(options)).await }
-        })
-        .await?;
+        let options = GetOptions::new().with_count_only();
+        let response = client
+            .retried_get_until(deadline, "cpr-fence", Some(options))
+            .await?;
         let revision = response.header().map(|h| h.revision()).unwrap_or(0);
         self.saw(revision);
         Ok(revision)
@@ -426,7 +416,7 @@ mod tests {
 
     /// The deadline an operation starting now would have.
     fn soon() -> tokio::time::Instant {
-        tokio::time::Instant::now() + OUTCOME_PATIENCE
+        tokio::time::Instant::now() + crate::etcd::OPERATION_BOUND
     }
 
     impl Pending {

@@ -5,13 +5,14 @@
 //! can delete a newer lock that reuses the same key. Comparing the key's
 //! create revision makes the delete apply to our incarnation of the key only.
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use super::Client;
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use std::time::Duration;
 
 use tracing::{debug, warn};
 
 use super::EtcdError;
-use super::retry::{Repeat, retrying};
+use super::retry::Repeat;
 use super::session::Claim;
 
 /// Deletes `key` if its create revision is still `create_revision`; returns
@@ -30,11 +31,7 @@ pub(crate) async fn delete_if_created_at(
         )])
         .and_then([TxnOp::delete(key, None)]);
     // Guarded by the revision, so repeating it is harmless.
-    let response = retrying(Repeat::Idempotent, || {
-        let (mut client, txn) = (client.clone(), txn.clone());
-        async move { client.txn(txn).await }
-    })
-    .await?;
+    let response = client.retried_txn(Repeat::Idempotent, txn).await?;
     Ok(response.succeeded())
 }
 // ANCHOR_END: guarded_delete

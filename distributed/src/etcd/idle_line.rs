@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use etcd_client::{Client, Event, WatchOptions};
+use super::Client;
+use etcd_client::{Event, WatchOptions};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 use tracing::debug;
@@ -274,7 +275,7 @@ async fn serve_arrivals(
     signals: &Signals,
 ) -> Result<(), EtcdError> {
     let options = WatchOptions::new().with_prefix();
-    let mut watch = client.clone().watch(watch_prefix, Some(options)).await?;
+    let mut watch = client.retried_watch(watch_prefix, Some(options)).await?;
     // The watch is in place: a consumer that reads now misses nothing.
     signals.arrivals.notify_one();
     while let Some(response) = watch.message().await? {

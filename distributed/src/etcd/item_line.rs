@@ -6,9 +6,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use etcd_client::{
-    Client, Compare, CompareOp, Event, EventType, GetOptions, SortOrder, SortTarget, TxnOp,
-};
+use super::Client;
+use etcd_client::{Compare, CompareOp, Event, EventType, GetOptions, SortOrder, SortTarget, TxnOp};
 use tokio::sync::{Mutex, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -18,7 +17,6 @@ use super::batch::Batch;
 use super::idle_line::Wakeups;
 use super::keys::{create_if_absent_once, create_sequential_once, unique_key};
 use super::receipt::{Applied, Receipts};
-use super::retry::{OPERATION_BOUND, Repeat, retrying_until};
 
 /// Which item is taken first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,11 +113,11 @@ impl ItemLine {
         // One bound for the whole take, waiting for the candidates (another
         // consumer of this object may be reading) included: against a hung
         // member, consumers fail together, not one bound after another.
-        let deadline = Instant::now() + OPERATION_BOUND;
+        let deadline = self.client.deadline();
         let mut candidates = tokio::time::timeout_at(deadline, self.candidates.lock())
             .await
             .map_err(|_| EtcdError::TimedOut {
-                waited: OPERATION_BOUND,
+                waited: self.client.operation_bound(),
             })?;
         loop {
             while let Some((key, revision, value)) = candidates.pop_front() {
@@ -167,12 +165,8 @@ impl ItemLine {
                             .with_sort(SortTarget::Create, SortOrder::Ascend)
                             .with_min_create_revision(after_revision + 1);
                     }
-                    let start = start.clone();
-                    retrying_until(Repeat::Idempotent, deadline, move || {
-                        let (mut client, options, start) =
-                            (self.client.clone(), options.clone(), start.clone());
-                        async move { client.get(start, Some(options)).await }
-                    })
+                    self.client
+                        .retried_get_until(deadline, start.clone(), Some(options))
                 })
                 .await?;
             let kvs = response.kvs();

@@ -3,13 +3,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-};
+use super::Client;
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
 
 use super::EtcdError;
 use super::receipt::{Applied, Receipts};
-use super::retry::{Repeat, retrying};
+use super::retry::Repeat;
 
 /// Creates `key` = `value` (with `lease`, if not 0) unless it exists.
 /// Returns the create revision if this call created it, `None` if the key was
@@ -24,11 +23,7 @@ pub(crate) async fn create_if_absent(
     let txn = Txn::new()
         .when([Compare::create_revision(key, CompareOp::Equal, 0)])
         .and_then([TxnOp::put(key, value, options)]);
-    let response = retrying(Repeat::IfUnsent, || {
-        let (mut client, txn) = (client.clone(), txn.clone());
-        async move { client.txn(txn).await }
-    })
-    .await?;
+    let response = client.retried_txn(Repeat::IfUnsent, txn).await?;
     Ok(response
         .succeeded()
         .then(|| response.header().map(|h| h.revision()).unwrap_or(0)))
@@ -75,11 +70,7 @@ pub(crate) async fn create_sequential_once(
         .with_limit(16)
         .with_keys_only();
     loop {
-        let response = retrying(Repeat::Idempotent, || {
-            let (mut client, options) = (client.clone(), last.clone());
-            async move { client.get(level, Some(options)).await }
-        })
-        .await?;
+        let response = client.retried_get(level, Some(last.clone())).await?;
         let next = response
             .kvs()
             .iter()

@@ -27,6 +27,7 @@
 
 mod barrier;
 mod batch;
+mod client;
 mod config;
 mod double_barrier;
 mod election;
@@ -52,6 +53,7 @@ mod wait;
 mod work_queue;
 
 pub use barrier::Barrier;
+pub use client::{Client, MAX_OPERATION_BOUND, OPERATION_BOUND};
 pub use config::{DEFAULT_ENDPOINT, EtcdConfig};
 pub use double_barrier::DoubleBarrier;
 pub use election::{Election, LeaderChanges, LeaderInfo, Leadership};
@@ -59,7 +61,6 @@ pub use error::EtcdError;
 pub use mutex::{Mutex, MutexGuard};
 pub use priority_queue::PriorityQueue;
 pub use queue::Queue;
-pub use retry::OPERATION_BOUND;
 pub use rwmutex::{RwMutex, RwMutexGuard};
 pub use session::{DEFAULT_TTL, Session};
 pub use stm::{Isolation, Stm, StmError, StmOptions, StmOutcome, run_stm};
@@ -69,4 +70,3 @@ pub use work_queue::{WorkItem, WorkQueue};
 /// The etcd client these recipes use, re-exported so that callers need not
 /// pin a matching `etcd-client` version themselves.
 pub use etcd_client;
-pub use etcd_client::Client;

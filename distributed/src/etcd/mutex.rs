@@ -8,7 +8,7 @@ use tracing::{debug, instrument};
 
 use super::guarded_delete::{DeleteOnDrop, delete_if_created_at, spawn_guarded_delete};
 use super::name::RecipeName;
-use super::retry::{Repeat, retrying};
+use super::retry::Repeat;
 use super::session::Claim;
 use super::wait::{closest_predecessor, wait_turn};
 use super::{EtcdError, Session};
@@ -129,11 +129,11 @@ impl Mutex {
             ])
             .or_else([TxnOp::get(self.key.as_str(), None)]);
         loop {
-            let response = retrying(Repeat::IfUnsent, || {
-                let (mut client, txn) = (self.session.client(), txn.clone());
-                async move { client.txn(txn).await }
-            })
-            .await?;
+            let response = self
+                .session
+                .client()
+                .retried_txn(Repeat::IfUnsent, txn.clone())
+                .await?;
             let read = response.op_responses().into_iter().find_map(|op| match op {
                 TxnOpResponse::Get(get) => get
                     .kvs()

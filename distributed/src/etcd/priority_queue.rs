@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use etcd_client::Client;
+use super::Client;
 use tracing::instrument;
 
 use super::EtcdError;

@@ -23,11 +23,12 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use super::Client;
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::Mutex;
 
 use super::EtcdError;
-use super::retry::{OUTCOME_PATIENCE, Repeat, retrying_until};
+use super::retry::Repeat;
 
 /// The prefix of every lane key.
 pub(crate) const RECEIPTS_PREFIX: &str = "cpr-receipts/";
@@ -93,8 +94,8 @@ impl Receipts {
 
     /// Runs `compares` → `ops` exactly once (see the module's doc). While
     /// etcd is unavailable it keeps trying, all its steps together for at
-    /// most [`OUTCOME_PATIENCE`]; an error after that means the outcome is
-    /// unknown.
+    /// most the client's operation bound; an error after that means the
+    /// outcome is unknown.
     ///
     /// Cancel safety: not cancel safe — a dropped call may have applied its
     /// operations. Callers that must know run it in a task of its own.
@@ -104,7 +105,7 @@ impl Receipts {
         compares: Vec<Compare>,
         ops: Vec<TxnOp>,
     ) -> Result<Applied, EtcdError> {
-        let deadline = tokio::time::Instant::now() + OUTCOME_PATIENCE;
+        let deadline = client.deadline();
         self.apply_until(client, compares, ops, deadline).await
     }
 
@@ -148,11 +149,9 @@ impl Receipts {
             // Repeating is safe now, whatever happened to the reply; keep
             // at it through an election or a restart, so that the caller
             // learns the outcome rather than an "unknown".
-            let response = retrying_until(Repeat::Idempotent, deadline, || {
-                let (mut client, txn) = (client.clone(), txn.clone());
-                async move { client.txn(txn).await }
-            })
-            .await?;
+            let response = client
+                .retried_txn_until(Repeat::Idempotent, deadline, txn.clone())
+                .await?;
             let revision = response.header().map(|h| h.revision()).unwrap_or(0);
             if response.succeeded() {
                 lane.mod_revision = revision;
@@ -208,13 +207,11 @@ impl Receipts {
         {
             return Ok(id);
         }
-        let granted = retrying_until(Repeat::Idempotent, deadline, || {
-            let mut client = client.clone();
-            async move { client.lease_grant(LEASE_TTL, None).await }
-        })
-        .await?;
-        *lease = Some((granted.id(), Instant::now()));
-        Ok(granted.id())
+        let granted = client
+            .retried_lease_grant_until(deadline, LEASE_TTL)
+            .await?;
+        *lease = Some((granted, Instant::now()));
+        Ok(granted)
     }
 }
 

@@ -23,26 +23,6 @@ pub(crate) enum Repeat {
     Idempotent,
 }
 
-/// How long an operation keeps trying while etcd does not answer: against
-/// a hung or unreachable member, every request of a recipe fails within
-/// this (or within the request timeout, if that is set longer).
-pub const OPERATION_BOUND: Duration = Duration::from_secs(15);
-
-/// How long a request whose outcome must be learned keeps being repeated
-/// while etcd is unavailable (see [`retrying_until`]): the same bound, for
-/// all the steps of one exactly-once write together.
-pub(crate) const OUTCOME_PATIENCE: Duration = OPERATION_BOUND;
-
-/// Runs `op` until it succeeds, fails in a way that must not be repeated,
-/// or [`OPERATION_BOUND`] has passed.
-pub(crate) async fn retrying<T, F, Fut>(repeat: Repeat, op: F) -> Result<T, EtcdError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, etcd_client::Error>>,
-{
-    retrying_until(repeat, Instant::now() + OPERATION_BOUND, op).await
-}
-
 /// Runs `op` until it succeeds, fails in a way that must not be repeated,
 /// or `deadline` passes — an attempt still in flight then is cut, and the
 /// call fails with [`EtcdError::TimedOut`]. Operations made of several

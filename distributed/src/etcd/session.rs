@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::Client;
+use super::Client;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, instrument, warn};
@@ -79,6 +79,9 @@ impl Session {
     /// Grants a lease of `ttl` (whole seconds, at least 1) and starts
     /// renewing it.
     ///
+    /// Fails with [`EtcdError::TimedOut`] if etcd does not answer within
+    /// the client's [operation bound](Client::operation_bound).
+    ///
     /// Cancel safety: if the future is dropped after the lease was granted,
     /// the lease is not renewed and expires after `ttl`.
     #[instrument(level = "debug", skip(client))]
@@ -89,9 +92,16 @@ impl Session {
                 "a session TTL is a whole number of seconds, at least 1; got {ttl:?}"
             )));
         }
+        let bound = client.operation_bound();
         let mut granting = client.clone();
-        let lease = granting.lease_grant(ttl_secs, None).await?.id();
-        let (keeper, stream) = granting.lease_keep_alive(lease).await?;
+        let granted = tokio::time::timeout(bound, async {
+            let lease = granting.lease_grant(ttl_secs, None).await?.id();
+            let (keeper, stream) = granting.lease_keep_alive(lease).await?;
+            Ok::<_, etcd_client::Error>((lease, keeper, stream))
+        })
+        .await;
+        let (lease, keeper, stream) =
+            granted.map_err(|_| EtcdError::TimedOut { waited: bound })??;
         let (lost_tx, lost_rx) = watch::channel(false);
         let lose = Arc::new(lost_tx);
         let keep_alive = tokio::spawn(keep_alive(
@@ -208,18 +218,24 @@ impl Session {
     /// locks and leadership held through it are released. From this call
     /// on, the session and every guard on it report themselves lost
     /// (`is_lost`), and recipes used with it fail with
-    /// [`EtcdError::SessionClosed`].
+    /// [`EtcdError::SessionClosed`]. If etcd does not answer within the
+    /// operation bound, this fails with [`EtcdError::TimedOut`] and the
+    /// keys go when the lease's TTL runs out.
     pub async fn close(self) -> Result<(), EtcdError> {
         self.inner
             .closed
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.lose.send_replace(true);
         self.inner.keep_alive.abort();
-        self.inner
-            .client
-            .clone()
-            .lease_revoke(self.inner.lease)
-            .await?;
+        // If etcd does not answer, the lease still ends at its TTL, since
+        // nothing renews it any more.
+        let bound = self.inner.client.operation_bound();
+        tokio::time::timeout(
+            bound,
+            self.inner.client.clone().lease_revoke(self.inner.lease),
+        )
+        .await
+        .map_err(|_| EtcdError::TimedOut { waited: bound })??;
         Ok(())
     }
 }

@@ -7,11 +7,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use super::Client;
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tracing::{debug, instrument};
 
 use super::EtcdError;
-use super::retry::{Repeat, retrying};
+use super::retry::Repeat;
 
 /// What a transaction is protected against, from weakest to strongest.
 /// The same four levels as etcd's Go `concurrency.STM`.
@@ -254,11 +255,7 @@ impl Stm {
             .map(|k| TxnOp::get(k.as_str(), at.clone()))
             .collect();
         let txn = Txn::new().and_then(gets);
-        let response = retrying(Repeat::Idempotent, || {
-            let (mut client, txn) = (self.client.clone(), txn.clone());
-            async move { client.txn(txn).await }
-        })
-        .await?;
+        let response = self.client.retried_txn(Repeat::Idempotent, txn).await?;
         let mut state = self.lock();
         if state.snapshot.is_none() {
             state.snapshot = response.header().map(|h| h.revision());
@@ -325,11 +322,7 @@ impl Stm {
 
     async fn commit(&self) -> Result<bool, EtcdError> {
         let txn = self.commit_txn();
-        let response = retrying(Repeat::IfUnsent, || {
-            let (mut client, txn) = (self.client.clone(), txn.clone());
-            async move { client.txn(txn).await }
-        })
-        .await?;
+        let response = self.client.retried_txn(Repeat::IfUnsent, txn).await?;
         Ok(response.succeeded())
     }
 }

@@ -1,10 +1,11 @@
 //! The lesson's compare-and-swap transfer between two accounts.
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+use super::Client;
+use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use tracing::instrument;
 
 use super::EtcdError;
-use super::retry::{Repeat, retrying};
+use super::retry::Repeat;
 
 /// How many times a transfer that lost a race is tried again by default.
 pub const DEFAULT_TRANSFER_ATTEMPTS: usize = 32;
@@ -41,11 +42,7 @@ pub async fn transfer(
     }
     for attempt in 1..=max_attempts.max(1) {
         let read = Txn::new().and_then([TxnOp::get(from, None), TxnOp::get(to, None)]);
-        let response = retrying(Repeat::Idempotent, || {
-            let (mut client, read) = (client.clone(), read.clone());
-            async move { client.txn(read).await }
-        })
-        .await?;
+        let response = client.retried_txn(Repeat::Idempotent, read).await?;
         let mut accounts = response.op_responses().into_iter().map(|op| match op {
             TxnOpResponse::Get(get) => get
                 .kvs()
@@ -80,11 +77,7 @@ pub async fn transfer(
                 TxnOp::put(from, new_from_balance.to_string(), None),
                 TxnOp::put(to, new_to_balance.to_string(), None),
             ]);
-        let committed = retrying(Repeat::IfUnsent, || {
-            let (mut client, write) = (client.clone(), write.clone());
-            async move { client.txn(write).await }
-        })
-        .await?;
+        let committed = client.retried_txn(Repeat::IfUnsent, write).await?;
         if committed.succeeded() {
             return Ok(attempt);
         }

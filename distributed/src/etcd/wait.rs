@@ -5,11 +5,11 @@
 //! read and the start of the watch is still seen (the Go Barrier once missed
 //! releases by watching from the wrong revision).
 
-use etcd_client::{Client, EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
+use super::Client;
+use etcd_client::{EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
 
 use tracing::warn;
 
-use super::retry::{Repeat, retrying};
 use super::{EtcdError, Session};
 
 /// Waits until the incarnation of `key` created at `create_revision` is
@@ -24,21 +24,13 @@ pub(crate) async fn wait_for_delete(
     from_revision: i64,
 ) -> Result<(), EtcdError> {
     let options = WatchOptions::new().with_start_revision(from_revision);
-    let mut watch = retrying(Repeat::Idempotent, || {
-        let (mut client, options) = (client.clone(), options.clone());
-        async move { client.watch(key, Some(options)).await }
-    })
-    .await?;
+    let mut watch = client.retried_watch(key, Some(options)).await?;
     // If the key changed after `from_revision`, etcd treats this watch as
     // "unsynced" and replays the change from a background loop that runs
     // every 100 ms. One read now, with the watch already in place (so no
     // later delete can slip between the two), spares that wait when the key
     // is already gone.
-    let now = retrying(Repeat::Idempotent, || {
-        let mut client = client.clone();
-        async move { client.get(key, None).await }
-    })
-    .await?;
+    let now = client.retried_get(key, None).await?;
     if now.kvs().first().map(|kv| kv.create_revision()) != Some(create_revision) {
         return Ok(());
     }
@@ -90,11 +82,7 @@ pub(crate) async fn closest_predecessor(
             .with_sort(SortTarget::Create, SortOrder::Descend)
             .with_limit(PAGE)
             .with_keys_only();
-        let response = retrying(Repeat::Idempotent, || {
-            let (mut client, options) = (client.clone(), options.clone());
-            async move { client.get(prefix, Some(options)).await }
-        })
-        .await?;
+        let response = client.retried_get(prefix, Some(options)).await?;
         let read_at = response.header().map(|h| h.revision()).unwrap_or(0);
         for kv in response.kvs() {
             if !in_line(kv.key()) {
@@ -159,11 +147,7 @@ pub(crate) async fn wait_turn(
         lost = session.lost() => return Err(lost),
         waited = wait_for_predecessors(&client, prefix, revision, in_line) => waited?,
     }
-    let ours = retrying(Repeat::Idempotent, || {
-        let mut client = client.clone();
-        async move { client.get(key, None).await }
-    })
-    .await?;
+    let ours = client.retried_get(key, None).await?;
     match ours.kvs().first() {
         Some(kv) if kv.create_revision() == revision && !session.is_lost() => Ok(()),
         _ => Err(session.lost_error()),

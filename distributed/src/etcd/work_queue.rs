@@ -13,7 +13,7 @@ use super::batch::Batch;
 use super::fence::CreateFence;
 use super::idle_line::Wakeups;
 use super::name::{RecipeName, is_direct_child_of};
-use super::retry::{OUTCOME_PATIENCE, Repeat, retrying, retrying_until};
+use super::retry::Repeat;
 use super::{EtcdError, Session};
 
 /// How many of the oldest items one look reads.
@@ -186,11 +186,7 @@ impl WorkQueue {
                     .with_min_create_revision(after_revision + 1)
                     .with_limit(limit);
                 let (client, items) = (client.clone(), items.clone());
-                retrying(Repeat::Idempotent, move || {
-                    let (mut client, items, options) =
-                        (client.clone(), items.clone(), options.clone());
-                    async move { client.get(items, Some(options)).await }
-                })
+                async move { client.retried_get(items, Some(options)).await }
             })
             .await?;
         let found = response.kvs().len();
@@ -242,12 +238,10 @@ impl WorkQueue {
             // The claim and, if its reply is lost, finding out whether it
             // was made: one bound for both. Past it the claim may stand, and
             // the item comes back when this session ends (at least once).
-            let deadline = tokio::time::Instant::now() + OUTCOME_PATIENCE;
-            let claimed = retrying_until(Repeat::IfUnsent, deadline, || {
-                let (mut client, txn) = (client.clone(), txn.clone());
-                async move { client.txn(txn).await }
-            })
-            .await;
+            let deadline = client.deadline();
+            let claimed = client
+                .retried_txn_until(Repeat::IfUnsent, deadline, txn.clone())
+                .await;
             let (claim_revision, count) = match claimed {
                 Ok(claimed) if claimed.succeeded() => {
                     let count = claimed
@@ -306,11 +300,9 @@ impl WorkQueue {
     ) -> Result<Option<(i64, i64)>, EtcdError> {
         let client = self.session.client();
         let txn = Txn::new().and_then([TxnOp::get(claim, None), TxnOp::get(deliveries, None)]);
-        let response = retrying_until(Repeat::Idempotent, deadline, || {
-            let (mut client, txn) = (client.clone(), txn.clone());
-            async move { client.txn(txn).await }
-        })
-        .await?;
+        let response = client
+            .retried_txn_until(Repeat::Idempotent, deadline, txn)
+            .await?;
         let mut found = response.op_responses().into_iter().map(|op| match op {
             TxnOpResponse::Get(get) => get.kvs().first().cloned(),
             _ => None,
@@ -338,7 +330,11 @@ impl WorkQueue {
                 TxnOp::delete(self.key("claims", id), None),
                 TxnOp::delete(self.key("deliveries", id), None),
             ]);
-        self.session.client().txn(txn).await?;
+        // Guarded by the claim's revision: repeating it is harmless.
+        self.session
+            .client()
+            .retried_txn(Repeat::Idempotent, txn)
+            .await?;
         debug!(%id, "moved to the dead letters");
         Ok(())
     }
@@ -359,11 +355,11 @@ impl WorkQueue {
                 TxnOp::delete(self.key("claims", &item.id), None),
                 TxnOp::delete(self.key("deliveries", &item.id), None),
             ]);
-        let acked = retrying(Repeat::Idempotent, || {
-            let (mut client, txn) = (self.session.client(), txn.clone());
-            async move { client.txn(txn).await }
-        })
-        .await?;
+        let acked = self
+            .session
+            .client()
+            .retried_txn(Repeat::Idempotent, txn)
+            .await?;
         if acked.succeeded() {
             Ok(())
         } else {
@@ -403,7 +399,7 @@ mod tests {
     use super::*;
 
     fn soon() -> tokio::time::Instant {
-        tokio::time::Instant::now() + OUTCOME_PATIENCE
+        tokio::time::Instant::now() + crate::etcd::OPERATION_BOUND
     }
     use crate::etcd::EtcdConfig;
     use std::time::Duration;
