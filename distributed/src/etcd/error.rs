@@ -43,8 +43,8 @@ pub enum EtcdError {
 
     /// etcd did not answer in time: every request of the operation, retried
     /// for the client's whole operation bound
-    /// ([`EtcdConfig::operation_bound`](super::EtcdConfig::operation_bound),
-    /// default [`OPERATION_BOUND`](super::OPERATION_BOUND)), failed or hung (a hung or partitioned member, a lost quorum). A
+    /// ([`EtcdConfig::operation_bound`](crate::etcd::EtcdConfig::operation_bound),
+    /// default [`OPERATION_BOUND`](crate::etcd::OPERATION_BOUND)), failed or hung (a hung or partitioned member, a lost quorum). A
     /// write cut this way may or may not have been applied.
     #[error(
         "etcd did not answer within {waited:?} (a hung or partitioned member, or no quorum?); \
@@ -86,7 +86,7 @@ pub enum EtcdError {
         lease: i64,
     },
 
-    /// The session was closed ([`Session::close`](super::Session::close)):
+    /// The session was closed ([`Session::close`](crate::etcd::Session::close)):
     /// its lease is revoked, and nothing can be held through it.
     #[error(
         "the etcd session (lease {lease:x}) was closed, so nothing can be held through it: \

@@ -25,47 +25,30 @@
 //!
 #![doc = include_str!("differences_from_go.md")]
 
-mod barrier;
-mod batch;
+mod barriers;
 mod client;
-mod config;
-mod double_barrier;
-mod election;
-mod endpoints;
 mod error;
-mod fence;
-mod guarded_delete;
-mod idle_line;
-mod item_line;
+mod exactly_once;
 mod keys;
-mod mutex;
-mod name;
-mod one_write;
-mod priority_queue;
-mod queue;
-mod receipt;
-mod retry;
-mod rwmutex;
+mod locks;
+mod queues;
 mod session;
-mod stm;
-mod transfer;
-mod wait;
-mod work_queue;
+mod txn;
 
-pub use barrier::Barrier;
+pub use barriers::barrier::Barrier;
+pub use barriers::double_barrier::DoubleBarrier;
+pub use client::config::{DEFAULT_ENDPOINT, EtcdConfig};
 pub use client::{Client, MAX_OPERATION_BOUND, OPERATION_BOUND};
-pub use config::{DEFAULT_ENDPOINT, EtcdConfig};
-pub use double_barrier::DoubleBarrier;
-pub use election::{Election, LeaderChanges, LeaderInfo, Leadership};
 pub use error::EtcdError;
-pub use mutex::{Mutex, MutexGuard};
-pub use priority_queue::PriorityQueue;
-pub use queue::Queue;
-pub use rwmutex::{RwMutex, RwMutexGuard};
+pub use locks::election::{Election, LeaderChanges, LeaderInfo, Leadership};
+pub use locks::mutex::{Mutex, MutexGuard};
+pub use locks::rwmutex::{RwMutex, RwMutexGuard};
+pub use queues::priority_queue::PriorityQueue;
+pub use queues::queue::Queue;
+pub use queues::work_queue::{WorkItem, WorkQueue};
 pub use session::{DEFAULT_TTL, Session};
-pub use stm::{Isolation, Stm, StmError, StmOptions, StmOutcome, run_stm};
-pub use transfer::{DEFAULT_TRANSFER_ATTEMPTS, parse_balance, transfer};
-pub use work_queue::{WorkItem, WorkQueue};
+pub use txn::stm::{Isolation, Stm, StmError, StmOptions, StmOutcome, run_stm};
+pub use txn::transfer::{DEFAULT_TRANSFER_ATTEMPTS, parse_balance, transfer};
 
 /// The etcd client these recipes use, re-exported so that callers need not
 /// pin a matching `etcd-client` version themselves.

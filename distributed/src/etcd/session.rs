@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Client;
+use crate::etcd::Client;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, instrument, warn};
 
-use super::EtcdError;
+use crate::etcd::EtcdError;
 
 /// A lease that lives as long as this process keeps it alive.
 ///

@@ -1,5 +1,5 @@
 //! The connection under every recipe: one channel per etcd endpoint, each
-//! connecting lazily over a [`OneWrite`] TCP stream (a request leaves in
+//! connecting lazily over a [`CoalescingStream`] TCP stream (a request leaves in
 //! one write). Requests go to one endpoint at a time and move to the next
 //! when it fails, as etcd's Go client did with its pinned endpoint.
 //!
@@ -25,8 +25,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tower::Service;
 use tracing::debug;
 
-use super::EtcdError;
-use super::one_write::OneWrite;
+use crate::etcd::EtcdError;
+use crate::etcd::client::frame_coalescing::CoalescingStream;
 
 /// gRPC's status code for "unavailable": what a member without a leader,
 /// or one that cannot serve for now, answers.
@@ -101,7 +101,7 @@ pub(crate) fn channel(
 }
 
 /// Opens the TCP stream of one connection.
-async fn connect_tcp(uri: Uri) -> io::Result<TokioIo<OneWrite<TcpStream>>> {
+async fn connect_tcp(uri: Uri) -> io::Result<TokioIo<CoalescingStream<TcpStream>>> {
     let host = uri
         .host()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?
@@ -115,7 +115,7 @@ async fn connect_tcp(uri: Uri) -> io::Result<TokioIo<OneWrite<TcpStream>>> {
     })?;
     // A request must not wait for the ACK of the previous one.
     stream.set_nodelay(true)?;
-    Ok(TokioIo::new(OneWrite::new(stream)))
+    Ok(TokioIo::new(CoalescingStream::new(stream)))
 }
 
 /// Requests go to `channels[current % len]`; a request that fails there

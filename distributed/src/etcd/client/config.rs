@@ -1,11 +1,11 @@
 use std::time::Duration;
 
-use super::client::{Client, OPERATION_BOUND, check_operation_bound};
+use crate::etcd::client::{Client, OPERATION_BOUND, check_operation_bound};
 use etcd_client::ConnectOptions;
 use tracing::{debug, instrument};
 
-use super::EtcdError;
-use super::endpoints;
+use crate::etcd::EtcdError;
+use crate::etcd::client::failover;
 
 /// The endpoint used when `ETCD_ENDPOINTS` is not set: the long-lived etcd of
 /// `cargo xtask services up`.
@@ -109,7 +109,7 @@ impl EtcdConfig {
     /// How long one recipe operation (a lock, an enqueue, a dequeue's read
     /// and take) keeps retrying requests that fail or hang. Default
     /// [`OPERATION_BOUND`] (15 s); more than zero, at most
-    /// [`MAX_OPERATION_BOUND`](super::MAX_OPERATION_BOUND).
+    /// [`MAX_OPERATION_BOUND`](crate::etcd::MAX_OPERATION_BOUND).
     ///
     /// Against a hung or partitioned etcd, every call fails within this
     /// with [`EtcdError::TimedOut`], whatever the request timeout. Calls
@@ -168,7 +168,7 @@ impl EtcdConfig {
     pub async fn connect(&self) -> Result<Client, EtcdError> {
         self.validate()?;
         let channel =
-            endpoints::channel(&self.endpoints, self.connect_timeout, self.request_timeout)?;
+            failover::channel(&self.endpoints, self.connect_timeout, self.request_timeout)?;
         let mut options = ConnectOptions::new();
         if let Some((user, password)) = &self.credentials {
             options = options.with_user(user.clone(), password.clone());

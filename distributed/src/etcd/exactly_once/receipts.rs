@@ -23,12 +23,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::Client;
+use crate::etcd::Client;
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::Mutex;
 
-use super::EtcdError;
-use super::retry::Repeat;
+use crate::etcd::EtcdError;
+use crate::etcd::client::retry::Repeat;
 
 /// The prefix of every lane key.
 pub(crate) const RECEIPTS_PREFIX: &str = "cpr-receipts/";

@@ -5,15 +5,15 @@
 //! can delete a newer lock that reuses the same key. Comparing the key's
 //! create revision makes the delete apply to our incarnation of the key only.
 
-use super::Client;
+use crate::etcd::Client;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use super::EtcdError;
-use super::retry::Repeat;
-use super::session::Claim;
+use crate::etcd::EtcdError;
+use crate::etcd::client::retry::Repeat;
+use crate::etcd::session::Claim;
 
 /// Deletes `key` if its create revision is still `create_revision`; returns
 /// whether it did.

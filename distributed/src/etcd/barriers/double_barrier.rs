@@ -2,15 +2,15 @@
 //! together (the ZooKeeper recipe, with the key layout of etcd's Go
 //! `DoubleBarrier`).
 
-use super::Client;
+use crate::etcd::Client;
 use etcd_client::{EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
 use tracing::{debug, instrument, warn};
 
-use super::guarded_delete::delete_if_created_at;
-use super::keys::{create_if_absent, create_unique};
-use super::name::{RecipeName, is_direct_child_of};
-use super::wait::wait_for_delete;
-use super::{EtcdError, Session};
+use crate::etcd::keys::guarded_delete::delete_if_created_at;
+use crate::etcd::keys::name::{RecipeName, is_direct_child_of};
+use crate::etcd::keys::unique::{create_if_absent, create_unique};
+use crate::etcd::keys::wait::wait_for_delete;
+use crate::etcd::{EtcdError, Session};
 
 /// A barrier for a fixed number of participants, each on its own session.
 ///

@@ -8,7 +8,7 @@
 //! second write a moment later. etcd then wakes up twice for one request,
 //! the first time to read half of it. Go's gRPC client writes both at once.
 //!
-//! [`OneWrite`] buffers what is written and follows the frames. When asked
+//! [`CoalescingStream`] buffers what is written and follows the frames. When asked
 //! to flush while the last buffered frame is a HEADERS frame that opens a
 //! request with a body still to come, it sends everything before that
 //! frame, keeps the frame, and gives the scheduler one turn (it wakes
@@ -41,7 +41,7 @@ const END_HEADERS: u8 = 0x4;
 /// A client connection's stream whose request HEADERS wait one scheduler
 /// turn for their DATA (see the module's doc).
 #[derive(Debug)]
-pub(crate) struct OneWrite<S> {
+pub(crate) struct CoalescingStream<S> {
     inner: S,
     /// Written but not yet sent.
     buffered: Vec<u8>,
@@ -50,9 +50,9 @@ pub(crate) struct OneWrite<S> {
     held: bool,
 }
 
-impl<S> OneWrite<S> {
+impl<S> CoalescingStream<S> {
     pub(crate) fn new(inner: S) -> Self {
-        OneWrite {
+        CoalescingStream {
             inner,
             buffered: Vec::new(),
             frames: FrameTracker::default(),
@@ -74,7 +74,7 @@ impl<S> OneWrite<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> OneWrite<S> {
+impl<S: AsyncWrite + Unpin> CoalescingStream<S> {
     /// Sends the first `len` buffered bytes.
     fn send(&mut self, cx: &mut Context<'_>, mut len: usize) -> Poll<io::Result<()>> {
         while len > 0 {
@@ -95,7 +95,7 @@ impl<S: AsyncWrite + Unpin> OneWrite<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for OneWrite<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for CoalescingStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -105,7 +105,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for OneWrite<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for OneWrite<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for CoalescingStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -293,8 +293,8 @@ mod tests {
     }
 
     /// A stream past its preface and settings, with no write recorded.
-    fn connected(cx: &mut Context<'_>) -> OneWrite<Recorder> {
-        let mut stream = OneWrite::new(Recorder::default());
+    fn connected(cx: &mut Context<'_>) -> CoalescingStream<Recorder> {
+        let mut stream = CoalescingStream::new(Recorder::default());
         let settings = frame(0x4, 0, 0, &[]);
         assert!(Pin::new(&mut stream).poll_write(cx, PREFACE).is_ready());
         assert!(Pin::new(&mut stream).poll_write(cx, &settings).is_ready());
@@ -374,7 +374,7 @@ mod tests {
         // with a huge length: if it were parsed, every later frame would be
         // taken for payload and never held.
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut stream = OneWrite::new(Recorder::default());
+        let mut stream = CoalescingStream::new(Recorder::default());
         let mut stream = Pin::new(&mut stream);
         let start = [PREFACE.to_vec(), request_headers(1)].concat();
         assert!(stream.as_mut().poll_write(&mut cx, &start).is_ready());
@@ -384,7 +384,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_sends_what_is_buffered() {
-        let mut stream = OneWrite::new(Recorder::default());
+        let mut stream = CoalescingStream::new(Recorder::default());
         stream.write_all(PREFACE).await.unwrap();
         stream.write_all(&request_headers(1)).await.unwrap();
         stream.shutdown().await.unwrap();
@@ -396,7 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_request_streams_instead_of_growing_the_buffer() {
-        let mut stream = OneWrite::new(Recorder::default());
+        let mut stream = CoalescingStream::new(Recorder::default());
         let chunk = vec![7u8; MAX_BUFFERED];
         for _ in 0..3 {
             stream.write_all(&chunk).await.unwrap();

@@ -3,12 +3,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::Client;
+use crate::etcd::Client;
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
 
-use super::EtcdError;
-use super::receipt::{Applied, Receipts};
-use super::retry::Repeat;
+use crate::etcd::EtcdError;
+use crate::etcd::client::retry::Repeat;
+use crate::etcd::exactly_once::receipts::{Applied, Receipts};
 
 /// Creates `key` = `value` (with `lease`, if not 0) unless it exists.
 /// Returns the create revision if this call created it, `None` if the key was
@@ -31,7 +31,7 @@ pub(crate) async fn create_if_absent(
 
 /// Like [`create_if_absent`] (no lease), but exactly once even if a reply
 /// is lost: see [`Receipts`]. For priority-queue items, whose keys other
-/// producers also try to create (see `fence` for keys only we create).
+/// producers also try to create (see `unique_creates` for keys only we create).
 pub(crate) async fn create_if_absent_once(
     client: &Client,
     receipts: &Receipts,

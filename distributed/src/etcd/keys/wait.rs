@@ -5,12 +5,12 @@
 //! read and the start of the watch is still seen (the Go Barrier once missed
 //! releases by watching from the wrong revision).
 
-use super::Client;
+use crate::etcd::Client;
 use etcd_client::{EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
 
 use tracing::warn;
 
-use super::{EtcdError, Session};
+use crate::etcd::{EtcdError, Session};
 
 /// Waits until the incarnation of `key` created at `create_revision` is
 /// deleted, looking at every change from `from_revision` on (pass the

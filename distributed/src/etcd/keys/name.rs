@@ -4,7 +4,7 @@
 //! `<name>/<rest>`: the `/` is what keeps the queue `a` from seeing the items
 //! of the queue `ab` (a bug of the Go recipes, which read with a bare prefix).
 
-use super::EtcdError;
+use crate::etcd::EtcdError;
 
 /// A validated recipe name: non-empty, no NUL.
 ///

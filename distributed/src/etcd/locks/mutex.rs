@@ -6,12 +6,12 @@ use etcd_client::{
 };
 use tracing::{debug, instrument};
 
-use super::guarded_delete::{DeleteOnDrop, delete_if_created_at, spawn_guarded_delete};
-use super::name::RecipeName;
-use super::retry::Repeat;
-use super::session::Claim;
-use super::wait::{closest_predecessor, wait_turn};
-use super::{EtcdError, Session};
+use crate::etcd::client::retry::Repeat;
+use crate::etcd::keys::guarded_delete::{DeleteOnDrop, delete_if_created_at, spawn_guarded_delete};
+use crate::etcd::keys::name::RecipeName;
+use crate::etcd::keys::wait::{closest_predecessor, wait_turn};
+use crate::etcd::session::Claim;
+use crate::etcd::{EtcdError, Session};
 
 /// A lock shared by every client that uses the same name.
 ///

@@ -9,12 +9,12 @@ use etcd_client::{
 };
 use tracing::{debug, instrument, warn};
 
-use super::batch::Batch;
-use super::fence::CreateFence;
-use super::idle_line::Wakeups;
-use super::name::{RecipeName, is_direct_child_of};
-use super::retry::Repeat;
-use super::{EtcdError, Session};
+use crate::etcd::client::retry::Repeat;
+use crate::etcd::exactly_once::unique_creates::UniqueCreates;
+use crate::etcd::keys::name::{RecipeName, is_direct_child_of};
+use crate::etcd::queues::batch::Batch;
+use crate::etcd::queues::wakeups::Wakeups;
+use crate::etcd::{EtcdError, Session};
 
 /// How many of the oldest items one look reads.
 const BATCH: i64 = 16;
@@ -29,9 +29,9 @@ const BATCH: i64 = 16;
 /// many times without an ack is moved aside instead of poisoning the queue.
 ///
 /// Under faults: an enqueue whose reply is lost is settled, never doubled
-/// (a fence, as [`Queue::enqueue`](super::Queue::enqueue)), and so is a claim whose reply is lost
+/// (a fence, as [`Queue::enqueue`](crate::etcd::Queue::enqueue)), and so is a claim whose reply is lost
 /// (is the claim on our lease?), so no item stays claimed by nobody.
-/// Waiting consumers are woken as the [`Queue`](super::Queue)'s are: one
+/// Waiting consumers are woken as the [`Queue`](crate::etcd::Queue)'s are: one
 /// per new item or vanished claim, in the first process of an idle line
 /// under `cpr-idle/w/<name>/`.
 ///
@@ -44,9 +44,9 @@ pub struct WorkQueue {
     name: RecipeName,
     dead_letter_after: Option<i64>,
     /// Makes enqueues exactly once under lost replies (no duplicate items).
-    fence: Arc<CreateFence>,
+    creates: Arc<UniqueCreates>,
     /// Wakes one waiting consumer per new item or vanished claim, in one
-    /// process at a time (see `idle_line`).
+    /// process at a time (see `wakeups`).
     wakeups: Arc<Wakeups>,
     /// How many items one read fetches (fewer while items are large).
     batch: Arc<Batch>,
@@ -93,7 +93,7 @@ impl WorkQueue {
             session: session.clone(),
             name,
             dead_letter_after: None,
-            fence: Arc::new(CreateFence::new()),
+            creates: Arc::new(UniqueCreates::new()),
             batch: Arc::new(Batch::new(BATCH)),
         })
     }
@@ -110,14 +110,14 @@ impl WorkQueue {
     }
 
     /// Adds an item; returns its id. Exactly once, as
-    /// [`Queue::enqueue`](super::Queue::enqueue).
+    /// [`Queue::enqueue`](crate::etcd::Queue::enqueue).
     ///
     /// Cancel safety: if dropped before the reply, the item may or may not
     /// have been added.
     pub async fn enqueue(&self, value: impl Into<Vec<u8>>) -> Result<String, EtcdError> {
         let value: Vec<u8> = value.into();
         let (key, _) = self
-            .fence
+            .creates
             .create_unique(
                 &self.session.client(),
                 &self.name.sub_prefix("items"),
@@ -136,7 +136,7 @@ impl WorkQueue {
         self.session.ensure_alive()?;
         let mut waiting = None;
         loop {
-            // Register interest before looking (see `ItemLine::take`).
+            // Register interest before looking (see `Taker::take`).
             let arrival = self.wakeups.arrival();
             tokio::pin!(arrival);
             arrival.as_mut().enable();

@@ -2,7 +2,7 @@
 //! to repeat.
 //!
 //! A request that finds its member dead fails with "tcp connect error" (and
-//! moves the client on to the next endpoint, see `endpoints`). Such a
+//! moves the client on to the next endpoint, see `failover`). Such a
 //! request never left this process, so sending it again is always safe. Reads (and revision-guarded deletes) are safe to repeat
 //! whatever went wrong.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::EtcdError;
+use crate::etcd::EtcdError;
 
 /// How a request may be repeated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

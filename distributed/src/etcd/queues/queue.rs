@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use super::Client;
+use crate::etcd::Client;
 use tracing::instrument;
 
-use super::EtcdError;
-use super::fence::CreateFence;
-use super::item_line::{ItemLine, TakeOrder};
-use super::name::RecipeName;
+use crate::etcd::EtcdError;
+use crate::etcd::exactly_once::receipts::Receipts;
+use crate::etcd::exactly_once::unique_creates::UniqueCreates;
+use crate::etcd::keys::name::RecipeName;
+use crate::etcd::queues::take::{TakeOrder, Taker};
 
 /// How many of the oldest items one read fetches. Items are taken one at a
 /// time, with a transaction each; the rest wait in a local list, so a busy
@@ -39,9 +40,10 @@ const BATCH: i64 = 16;
 /// returns it, so a consumer that crashes while processing loses it.
 #[derive(Clone)]
 pub struct Queue {
-    line: Arc<ItemLine>,
+    client: Client,
+    line: Arc<Taker>,
     /// Makes enqueues exactly once under lost replies.
-    fence: Arc<CreateFence>,
+    creates: Arc<UniqueCreates>,
     name: RecipeName,
 }
 
@@ -58,8 +60,15 @@ impl Queue {
     pub fn new(client: Client, name: &str) -> Result<Self, EtcdError> {
         let name = RecipeName::new(name)?;
         Ok(Queue {
-            line: ItemLine::new(client, name.prefix(), TakeOrder::ByRevision, BATCH),
-            fence: Arc::new(CreateFence::new()),
+            client: client.clone(),
+            line: Taker::new(
+                client,
+                name.prefix(),
+                TakeOrder::ByRevision,
+                BATCH,
+                Arc::new(Receipts::new()),
+            ),
+            creates: Arc::new(UniqueCreates::new()),
             name,
         })
     }
@@ -79,8 +88,8 @@ impl Queue {
     pub async fn enqueue(&self, value: impl Into<Vec<u8>>) -> Result<String, EtcdError> {
         let value: Vec<u8> = value.into();
         let (key, _) = self
-            .fence
-            .create_unique(self.line.client(), &self.name.prefix(), value)
+            .creates
+            .create_unique(&self.client, &self.name.prefix(), value)
             .await?;
         Ok(key)
     }

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use super::Client;
+use crate::etcd::Client;
 use tracing::instrument;
 
-use super::EtcdError;
-use super::item_line::{ItemLine, TakeOrder};
-use super::keys::create_sequential_once;
-use super::name::RecipeName;
+use crate::etcd::EtcdError;
+use crate::etcd::exactly_once::receipts::Receipts;
+use crate::etcd::keys::name::RecipeName;
+use crate::etcd::keys::unique::create_sequential_once;
+use crate::etcd::queues::take::{TakeOrder, Taker};
 
 /// A queue that hands out the item with the **lowest** priority number
 /// first (0 before 1 before 65535), and within one priority, the oldest
@@ -23,14 +24,17 @@ use super::name::RecipeName;
 /// a collision retries).
 ///
 /// Same delivery, isolation, waiting and cancel-safety guarantees as
-/// [`Queue`](super::Queue). Each dequeue reads the current first item, so a
+/// [`Queue`](crate::etcd::Queue). Each dequeue reads the current first item, so a
 /// more urgent item that arrives is never passed over; when a faster
 /// consumer takes it first, the dequeue reads again, and waits only after
 /// a read found the queue empty.
 #[derive(Clone)]
 pub struct PriorityQueue {
-    line: Arc<ItemLine>,
+    client: Client,
     name: RecipeName,
+    /// Makes enqueues and takes exactly once under lost replies.
+    receipts: Arc<Receipts>,
+    line: Arc<Taker>,
 }
 
 impl std::fmt::Debug for PriorityQueue {
@@ -45,10 +49,20 @@ impl PriorityQueue {
     /// The priority queue called `name` (not empty; keys are `<name>/…`, as in Go).
     pub fn new(client: Client, name: &str) -> Result<Self, EtcdError> {
         let name = RecipeName::new(name)?;
+        let receipts = Arc::new(Receipts::new());
+        // A batch of one: never deliver from a stale local list.
+        let line = Taker::new(
+            client.clone(),
+            name.prefix(),
+            TakeOrder::ByKey,
+            1,
+            receipts.clone(),
+        );
         Ok(PriorityQueue {
-            // A batch of one: never deliver from a stale local list.
-            line: ItemLine::new(client, name.prefix(), TakeOrder::ByKey, 1),
+            client,
             name,
+            receipts,
+            line,
         })
     }
 
@@ -60,13 +74,7 @@ impl PriorityQueue {
         priority: u16,
     ) -> Result<String, EtcdError> {
         let level = format!("{}{priority:05}/", self.name.prefix());
-        create_sequential_once(
-            self.line.client(),
-            self.line.receipts(),
-            &level,
-            value.into(),
-        )
-        .await
+        create_sequential_once(&self.client, &self.receipts, &level, value.into()).await
     }
 
     /// Takes the most urgent item, if there is one; never waits.

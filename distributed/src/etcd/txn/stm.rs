@@ -7,12 +7,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::Client;
+use crate::etcd::Client;
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tracing::{debug, instrument};
 
-use super::EtcdError;
-use super::retry::Repeat;
+use crate::etcd::EtcdError;
+use crate::etcd::client::retry::Repeat;
 
 /// What a transaction is protected against, from weakest to strongest.
 /// The same four levels as etcd's Go `concurrency.STM`.
@@ -205,7 +205,7 @@ impl Stm {
     }
 
     /// Sets `key` at commit, attached to `lease` (a lease id, such as
-    /// [`Session::lease_id`](super::Session::lease_id)): the key goes when
+    /// [`Session::lease_id`](crate::etcd::Session::lease_id)): the key goes when
     /// the lease ends. A lease of 0 means none, as in [`put`](Self::put).
     /// If the lease no longer exists, the commit fails with etcd's "lease
     /// not found" and nothing is written.

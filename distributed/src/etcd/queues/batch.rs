@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering::Relaxed};
 use etcd_client::GetResponse;
 use tracing::debug;
 
-use super::EtcdError;
+use crate::etcd::EtcdError;
 
 /// Reads that fit at this size this many times in a row let it grow again.
 const FITS_BEFORE_GROWING: u32 = 32;

@@ -21,17 +21,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use super::Client;
+use crate::etcd::Client;
 use etcd_client::{Event, WatchOptions};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 use tracing::debug;
 
-use super::guarded_delete::delete_if_created_at;
-use super::keys::create_unique;
-use super::name::is_direct_child_of;
-use super::wait::wait_for_predecessors;
-use super::{EtcdError, Session};
+use crate::etcd::keys::guarded_delete::delete_if_created_at;
+use crate::etcd::keys::name::is_direct_child_of;
+use crate::etcd::keys::unique::create_unique;
+use crate::etcd::keys::wait::wait_for_predecessors;
+use crate::etcd::{EtcdError, Session};
 
 /// The prefix of every idle line.
 pub(crate) const IDLE_PREFIX: &str = "cpr-idle/";

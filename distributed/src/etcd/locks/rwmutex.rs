@@ -4,11 +4,11 @@
 use etcd_client::{Compare, CompareOp};
 use tracing::{debug, instrument};
 
-use super::guarded_delete::{DeleteOnDrop, delete_if_created_at, spawn_guarded_delete};
-use super::keys::create_unique;
-use super::name::{RecipeName, is_direct_child_of};
-use super::wait::wait_turn;
-use super::{EtcdError, Session};
+use crate::etcd::keys::guarded_delete::{DeleteOnDrop, delete_if_created_at, spawn_guarded_delete};
+use crate::etcd::keys::name::{RecipeName, is_direct_child_of};
+use crate::etcd::keys::unique::create_unique;
+use crate::etcd::keys::wait::wait_turn;
+use crate::etcd::{EtcdError, Session};
 
 /// Many readers or one writer, granted in arrival order.
 ///
@@ -112,7 +112,7 @@ impl RwMutexGuard {
         self.side == Side::Write
     }
 
-    /// The create revision of our key: a fencing token, as for [`super::Mutex`].
+    /// The create revision of our key: a fencing token, as for [`crate::etcd::Mutex`].
     pub fn fencing_token(&self) -> i64 {
         self.revision
     }

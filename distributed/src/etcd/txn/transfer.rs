@@ -1,11 +1,11 @@
 //! The lesson's compare-and-swap transfer between two accounts.
 
-use super::Client;
+use crate::etcd::Client;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use tracing::instrument;
 
-use super::EtcdError;
-use super::retry::Repeat;
+use crate::etcd::EtcdError;
+use crate::etcd::client::retry::Repeat;
 
 /// How many times a transfer that lost a race is tried again by default.
 pub const DEFAULT_TRANSFER_ATTEMPTS: usize = 32;

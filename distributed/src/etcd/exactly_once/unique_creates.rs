@@ -2,7 +2,7 @@
 //! lost, a *fence* settles what happened.
 //!
 //! A create whose reply never came may or may not have applied, and neither
-//! sending it again nor reading can tell (see `receipt`). A receipt answers
+//! sending it again nor reading can tell (see `receipts`). A receipt answers
 //! that by writing a second key with every write. For keys that only this
 //! object creates — queue items `<name>/<unix nanos>` — there is a way that
 //! writes nothing extra until a reply is really lost:
@@ -38,16 +38,16 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::Client;
+use crate::etcd::Client;
 use etcd_client::{
     Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchFilterType,
     WatchOptions,
 };
 use tracing::debug;
 
-use super::EtcdError;
-use super::keys::unique_key;
-use super::retry::{Repeat, outcome_unknown};
+use crate::etcd::EtcdError;
+use crate::etcd::client::retry::{Repeat, outcome_unknown};
+use crate::etcd::keys::unique::unique_key;
 
 /// A raised fence stays this long (seconds): far longer than a request can
 /// take to reach etcd, even through an election.
@@ -59,7 +59,7 @@ const REPLAY_TIMEOUT: Duration = Duration::from_secs(10);
 const FRESH_FOR: Duration = Duration::from_secs(10);
 
 /// The fences of one object (a queue), shared by its clones.
-pub(crate) struct CreateFence {
+pub(crate) struct UniqueCreates {
     /// Tells this object's fence keys from every other's.
     id: u128,
     /// Which fence key creates check; moves on when one is raised.
@@ -68,9 +68,9 @@ pub(crate) struct CreateFence {
     seen: Mutex<Option<(i64, Instant)>>,
 }
 
-impl std::fmt::Debug for CreateFence {
+impl std::fmt::Debug for UniqueCreates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreateFence").finish_non_exhaustive()
+        f.debug_struct("UniqueCreates").finish_non_exhaustive()
     }
 }
 
@@ -85,9 +85,9 @@ enum History {
     Compacted,
 }
 
-impl CreateFence {
+impl UniqueCreates {
     pub(crate) fn new() -> Self {
-        CreateFence {
+        UniqueCreates {
             id: rand::random(),
             generation: AtomicU64::new(0),
             seen: Mutex::new(None),
@@ -268,7 +268,7 @@ fn fenced_create(key: &str, fence: &[u8], value: &[u8]) -> Txn {
 }
 // ANCHOR_END: fenced_create
 
-/// A create whose reply was lost: what [`CreateFence::settle`] needs.
+/// A create whose reply was lost: what [`UniqueCreates::settle`] needs.
 #[derive(Clone, Copy)]
 struct Lost<'a> {
     fence: &'a [u8],
@@ -387,7 +387,12 @@ mod tests {
         txn: Txn,
     }
 
-    async fn pending(fences: &CreateFence, client: &Client, prefix: &str, value: &str) -> Pending {
+    async fn pending(
+        fences: &UniqueCreates,
+        client: &Client,
+        prefix: &str,
+        value: &str,
+    ) -> Pending {
         let since = fences.revision_seen(client, soon()).await.unwrap();
         let generation = fences.generation.load(Ordering::Acquire);
         let fence = fence_key(prefix, fences.id, generation);
@@ -403,7 +408,7 @@ mod tests {
     }
 
     async fn settle(
-        fences: &CreateFence,
+        fences: &UniqueCreates,
         client: &Client,
         p: &Pending,
         value: &str,
@@ -434,7 +439,7 @@ mod tests {
     #[tokio::test]
     async fn a_lost_reply_is_settled_from_the_history() {
         let client = client().await;
-        let fences = CreateFence::new();
+        let fences = UniqueCreates::new();
         let prefix = "fence-test/";
 
         // Applied, and the item still there.
@@ -491,7 +496,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_creates_get_past_a_fence_raised_under_them() {
         let mut client = client().await;
-        let fences = std::sync::Arc::new(CreateFence::new());
+        let fences = std::sync::Arc::new(UniqueCreates::new());
         let prefix = format!("fence-shared-{:08x}/", rand::random::<u32>());
         // Another create's lost reply raised the current fence (generation
         // 0), and these creates have not heard of it yet.
@@ -542,7 +547,7 @@ mod tests {
         // Compacting would disturb the other tests: an etcd of its own.
         let etcd = testkit::EtcdCluster::start(1).unwrap();
         let client = client_of(etcd.endpoints()).await;
-        let fences = CreateFence::new();
+        let fences = UniqueCreates::new();
         let prefix = "fence-test/";
 
         // Applied and still there: found without the history.

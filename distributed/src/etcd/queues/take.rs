@@ -1,22 +1,22 @@
 //! The building block under both queues: a line of items under a key
 //! prefix, taken one at a time by revision-checked deletes. Waiting
 //! consumers are woken one per new item, by one watch in the one process
-//! that is first in the queue's idle line (see `idle_line`).
+//! that is first in the queue's idle line (see `wakeups`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::Client;
+use crate::etcd::Client;
 use etcd_client::{Compare, CompareOp, Event, EventType, GetOptions, SortOrder, SortTarget, TxnOp};
 use tokio::sync::{Mutex, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::EtcdError;
-use super::batch::Batch;
-use super::idle_line::Wakeups;
-use super::keys::{create_if_absent_once, create_sequential_once, unique_key};
-use super::receipt::{Applied, Receipts};
+use crate::etcd::EtcdError;
+use crate::etcd::exactly_once::receipts::{Applied, Receipts};
+use crate::etcd::keys::unique::{create_if_absent_once, create_sequential_once, unique_key};
+use crate::etcd::queues::batch::Batch;
+use crate::etcd::queues::wakeups::Wakeups;
 
 /// Which item is taken first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub(crate) enum TakeOrder {
 }
 
 /// Items under one prefix, shared by every consumer of a queue object.
-pub(crate) struct ItemLine {
+pub(crate) struct Taker {
     client: Client,
     prefix: String,
     order: TakeOrder,
@@ -36,15 +36,22 @@ pub(crate) struct ItemLine {
     batch: Batch,
     /// Items read but not yet taken: (key, mod revision, value).
     candidates: Mutex<VecDeque<(String, i64, Vec<u8>)>>,
-    /// Wakes one waiting consumer per new item (see `idle_line`).
+    /// Wakes one waiting consumer per new item (see `wakeups`).
     wakeups: Wakeups,
-    /// Makes takes (and the priority queue's enqueues) exactly once under
-    /// lost replies.
+    /// Makes takes exactly once under lost replies.
     receipts: Arc<Receipts>,
 }
 
-impl ItemLine {
-    pub(crate) fn new(client: Client, prefix: String, order: TakeOrder, batch: i64) -> Arc<Self> {
+impl Taker {
+    /// `receipts` are the queue object's own: a queue whose enqueues also
+    /// use receipts (the priority queue) shares them with its takes.
+    pub(crate) fn new(
+        client: Client,
+        prefix: String,
+        order: TakeOrder,
+        batch: i64,
+        receipts: Arc<Receipts>,
+    ) -> Arc<Self> {
         // Every new item (a put under the prefix) is worth one wake-up.
         let wakeups = Wakeups::new(
             client.clone(),
@@ -52,23 +59,15 @@ impl ItemLine {
             prefix.clone(),
             Arc::new(|event: &Event| event.event_type() == EventType::Put),
         );
-        Arc::new(ItemLine {
+        Arc::new(Taker {
             client,
             prefix,
             order,
             batch: Batch::new(batch),
             candidates: Mutex::new(VecDeque::new()),
             wakeups,
-            receipts: Arc::new(Receipts::new()),
+            receipts,
         })
-    }
-
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub(crate) fn receipts(&self) -> &Receipts {
-        &self.receipts
     }
 
     /// Takes the first item, if there is one; never waits for one.
@@ -223,7 +222,7 @@ impl ItemLine {
 /// the item is written back rather than lost.
 // ANCHOR: take_item
 async fn take_item(
-    line: &ItemLine,
+    line: &Taker,
     key: String,
     mod_revision: i64,
     value: Vec<u8>,

@@ -1,12 +1,12 @@
 //! A barrier on etcd: one key that, while it exists, holds waiters back.
 
-use super::Client;
+use crate::etcd::Client;
 use tracing::instrument;
 
-use super::keys::create_if_absent;
-use super::name::RecipeName;
-use super::wait::wait_for_delete;
-use super::{EtcdError, Session};
+use crate::etcd::keys::name::RecipeName;
+use crate::etcd::keys::unique::create_if_absent;
+use crate::etcd::keys::wait::wait_for_delete;
+use crate::etcd::{EtcdError, Session};
 
 /// A barrier: [`hold`](Self::hold) raises it, [`release`](Self::release)
 /// lowers it, and [`wait`](Self::wait) blocks while it is raised (and

@@ -1,5 +1,17 @@
-//! The handle every recipe is built on: etcd's client, plus how long one
-//! operation may keep trying while etcd does not answer.
+//! Connecting to etcd — machinery a reader of the recipes may skip.
+//!
+//! [`Client`] is the handle every recipe is built on: etcd's client, plus
+//! how long one operation may keep trying while etcd does not answer, and
+//! the request helpers that retry within that bound (`retry` says which
+//! failures may be retried). [`EtcdConfig`](config::EtcdConfig) makes it
+//! over this crate's own channel (`failover`: one member at a time, the next
+//! when it fails), whose TCP streams send a request's frames in one write
+//! (`frame_coalescing`).
+
+pub(crate) mod config;
+pub(crate) mod failover;
+pub(crate) mod frame_coalescing;
+pub(crate) mod retry;
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
@@ -10,11 +22,11 @@ use etcd_client::{
 };
 use tokio::time::Instant;
 
-use super::EtcdError;
-use super::retry::{Repeat, retrying_until};
+use crate::etcd::EtcdError;
+use crate::etcd::client::retry::{Repeat, retrying_until};
 
 /// How long an operation keeps trying while etcd does not answer, unless
-/// [`EtcdConfig::operation_bound`](super::EtcdConfig::operation_bound) or
+/// [`EtcdConfig::operation_bound`](crate::etcd::EtcdConfig::operation_bound) or
 /// [`Client::with_operation_bound`] says otherwise: against a hung or
 /// unreachable member, every request of a recipe fails within this.
 pub const OPERATION_BOUND: Duration = Duration::from_secs(15);
@@ -23,7 +35,7 @@ pub const OPERATION_BOUND: Duration = Duration::from_secs(15);
 /// `Instant + Duration::MAX` would overflow).
 pub const MAX_OPERATION_BOUND: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// A connection to etcd, as [`EtcdConfig::connect`](super::EtcdConfig::connect)
+/// A connection to etcd, as [`EtcdConfig::connect`](crate::etcd::EtcdConfig::connect)
 /// makes it: [`etcd_client::Client`] (all of its methods are available
 /// through `Deref`), plus the bound on how long each recipe operation keeps
 /// retrying.

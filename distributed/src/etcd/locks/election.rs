@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::Client;
+use crate::etcd::Client;
 use etcd_client::{
     Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
     WatchOptions,
@@ -14,11 +14,11 @@ use futures::Stream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument, warn};
 
-use super::guarded_delete::{DeleteOnDrop, delete_if_created_at};
-use super::name::RecipeName;
-use super::retry::Repeat;
-use super::wait::{wait_for_delete, wait_turn};
-use super::{EtcdError, Session};
+use crate::etcd::client::retry::Repeat;
+use crate::etcd::keys::guarded_delete::{DeleteOnDrop, delete_if_created_at};
+use crate::etcd::keys::name::RecipeName;
+use crate::etcd::keys::wait::{wait_for_delete, wait_turn};
+use crate::etcd::{EtcdError, Session};
 
 /// An election: at most one leader at a time among the clients using `name`.
 ///
@@ -72,7 +72,8 @@ impl Election {
         let client = self.session.client();
         let lease = self.session.lease_id();
         let created =
-            super::keys::create_if_absent(&client, &self.key, value.as_str(), lease).await?;
+            crate::etcd::keys::unique::create_if_absent(&client, &self.key, value.as_str(), lease)
+                .await?;
         let revision = match created {
             Some(revision) => revision,
             None => {
