@@ -5,7 +5,7 @@
 //!
 //! Why not etcd-client's own channel: it balances over tonic's connections,
 //! whose TCP streams cannot be replaced, and keeps sending a share of the
-//! requests to a dead member (each fails with "tcp connect error" and is
+//! requests to a dead member (each fails with `NeverSent` and is
 //! repeated, see `retry`). Pinned with failover, only the request that
 //! finds the member dead fails over; the next ones go straight to a live
 //! member.
@@ -27,6 +27,7 @@ use tracing::debug;
 
 use crate::etcd::EtcdError;
 use crate::etcd::client::frame_coalescing::CoalescingStream;
+use crate::etcd::client::retry::NeverSent;
 
 /// gRPC's status code for "unavailable": what a member without a leader,
 /// or one that cannot serve for now, answers.
@@ -111,7 +112,7 @@ async fn connect_tcp(uri: Uri) -> io::Result<TokioIo<CoalescingStream<TcpStream>
     let port = uri.port_u16().unwrap_or(80);
     let stream = TcpStream::connect((host, port)).await.map_err(|error| {
         // `retry` repeats requests that failed this way: they were never sent.
-        io::Error::new(error.kind(), format!("tcp connect error: {error}"))
+        io::Error::new(error.kind(), NeverSent(error))
     })?;
     // A request must not wait for the ACK of the previous one.
     stream.set_nodelay(true)?;

@@ -1,7 +1,7 @@
 //! Retrying requests that certainly did not reach a server, or that are safe
 //! to repeat.
 //!
-//! A request that finds its member dead fails with "tcp connect error" (and
+//! A request that finds its member dead fails with [`NeverSent`] (and
 //! moves the client on to the next endpoint, see `failover`). Such a
 //! request never left this process, so sending it again is always safe. Reads (and revision-guarded deletes) are safe to repeat
 //! whatever went wrong.
@@ -75,12 +75,34 @@ pub(crate) fn outcome_unknown(error: &EtcdError) -> bool {
     }
 }
 
+/// The mark this crate's channel puts on a request whose connection could
+/// not be made (see `failover`): it never left this process.
+#[derive(Debug, thiserror::Error)]
+#[error("tcp connect error: {0}")]
+pub(crate) struct NeverSent(#[source] pub(crate) std::io::Error);
+
+/// Whether `status` carries [`NeverSent`] somewhere in its chain of causes.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    while let Some(error) = cause {
+        // The mark travels inside an io::Error, whose `source` skips what
+        // it wraps: look inside it too.
+        let wrapped = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        if error.is::<NeverSent>() || wrapped.is_some_and(|inner| inner.is::<NeverSent>()) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
 fn may_repeat(error: &etcd_client::Error, repeat: Repeat) -> bool {
     let etcd_client::Error::GRpcStatus(status) = error else {
         return matches!(error, etcd_client::Error::TransportError(_));
     };
-    let unsent =
-        status.code() == tonic::Code::Unavailable && status.message().contains("connect error");
+    let unsent = status.code() == tonic::Code::Unavailable && never_sent(status);
     let unavailable = matches!(
         status.code(),
         tonic::Code::Unavailable
@@ -91,5 +113,42 @@ fn may_repeat(error: &etcd_client::Error, repeat: Repeat) -> bool {
     match repeat {
         Repeat::IfUnsent => unsent,
         Repeat::Idempotent => unavailable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::etcd::client::failover;
+
+    /// The mark must survive the layers between the TCP connect and the
+    /// gRPC status (hyper, tonic): without it, a write to a dead member
+    /// would not be sent again to a live one.
+    #[tokio::test]
+    async fn a_request_to_a_dead_endpoint_is_known_never_sent() {
+        let dead = format!("127.0.0.1:{}", testkit::free_port().unwrap());
+        let second = Duration::from_secs(1);
+        let channel = failover::channel(&[dead], second, second).unwrap();
+        let mut client = etcd_client::Client::from_channel(channel, None)
+            .await
+            .unwrap();
+        let error = client.get("k", None).await.unwrap_err();
+        assert!(may_repeat(&error, Repeat::IfUnsent), "{error}");
+        assert!(!outcome_unknown(&EtcdError::Client(error)));
+    }
+
+    /// A request that did reach a server is not marked, whatever it says.
+    #[tokio::test]
+    async fn a_request_answered_by_a_server_is_not_marked() {
+        let redis = testkit::shared_redis().unwrap();
+        let second = Duration::from_secs(1);
+        let channel = failover::channel(&[redis.addr().to_string()], second, second).unwrap();
+        let mut client = etcd_client::Client::from_channel(channel, None)
+            .await
+            .unwrap();
+        let error = client.get("k", None).await.unwrap_err();
+        assert!(!may_repeat(&error, Repeat::IfUnsent), "{error}");
     }
 }
