@@ -186,7 +186,7 @@ impl Session {
     pub(crate) async fn claim(&self, key: &str) -> Option<Claim> {
         loop {
             let released = {
-                let mut claims = self.inner.claims.lock().unwrap_or_else(|p| p.into_inner());
+                let mut claims = self.claims();
                 match claims.get(key) {
                     None => {
                         claims.insert(key.to_string(), ClaimState::InUse);
@@ -203,6 +203,15 @@ impl Session {
             // starting to wait; the bounded wait covers that rare miss.
             let _ = tokio::time::timeout(Duration::from_millis(200), released.notified()).await;
         }
+    }
+
+    /// The keys claimed on this session. A panic while the lock was held
+    /// leaves the map as it was between two whole updates: used as is.
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, ClaimState>> {
+        self.inner
+            .claims
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn lost_error(&self) -> EtcdError {
@@ -256,12 +265,7 @@ impl Claim {
     /// The key's delete has been handed to a background task: a new claim
     /// on it waits for this one instead of failing.
     pub(crate) fn mark_releasing(&self) {
-        let mut claims = self
-            .session
-            .inner
-            .claims
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut claims = self.session.claims();
         claims.insert(
             self.key.clone(),
             ClaimState::Releasing(Arc::new(Notify::new())),
@@ -271,15 +275,7 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let removed = {
-            let mut claims = self
-                .session
-                .inner
-                .claims
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            claims.remove(&self.key)
-        };
+        let removed = self.session.claims().remove(&self.key);
         if let Some(ClaimState::Releasing(done)) = removed {
             done.notify_waiters();
         }

@@ -3,13 +3,13 @@
 //! `DoubleBarrier`).
 
 use crate::etcd::Client;
-use etcd_client::{EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
+use etcd_client::{GetOptions, SortOrder, SortTarget};
 use tracing::{debug, instrument, warn};
 
 use crate::etcd::keys::guarded_delete::delete_if_created_at;
 use crate::etcd::keys::name::{RecipeName, is_direct_child_of};
 use crate::etcd::keys::unique::{create_if_absent, create_unique};
-use crate::etcd::keys::wait::wait_for_delete;
+use crate::etcd::keys::wait::{wait_for_delete, wait_for_put};
 use crate::etcd::{EtcdError, Session};
 
 /// A barrier for a fixed number of participants, each on its own session.
@@ -199,30 +199,4 @@ fn is_waiter(waiters: &str, kv: &etcd_client::KeyValue) -> bool {
         );
     }
     number
-}
-
-/// Waits for a PUT of `key` at or after `from_revision`; returns the key's
-/// create revision.
-async fn wait_for_put(client: &Client, key: &str, from_revision: i64) -> Result<i64, EtcdError> {
-    let options = WatchOptions::new().with_start_revision(from_revision);
-    let mut watch = client.retried_watch(key, Some(options)).await?;
-    while let Some(response) = watch.message().await? {
-        if response.canceled() {
-            return Err(EtcdError::WatchEnded {
-                key: key.to_string(),
-                reason: response.cancel_reason().to_string(),
-            });
-        }
-        let put = response
-            .events()
-            .iter()
-            .find(|e| e.event_type() == EventType::Put);
-        if let Some(kv) = put.and_then(|e| e.kv()) {
-            return Ok(kv.create_revision());
-        }
-    }
-    Err(EtcdError::WatchEnded {
-        key: key.to_string(),
-        reason: "the server closed the stream".into(),
-    })
 }

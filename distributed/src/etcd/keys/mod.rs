@@ -4,6 +4,7 @@
 //! and deletes guarded by the key's create revision.
 
 pub(crate) mod guarded_delete;
+pub(crate) mod held_key;
 pub(crate) mod name;
 pub(crate) mod unique;
 pub(crate) mod wait;

@@ -1,12 +1,12 @@
 //! Waiting building blocks shared by the recipes: wait for one key to be
-//! deleted, and wait for every predecessor in a queue of keys.
+//! deleted or put, and wait for every predecessor in a queue of keys.
 //!
 //! Both watch *from a known revision*, so a delete that happens between our
 //! read and the start of the watch is still seen (the Go Barrier once missed
 //! releases by watching from the wrong revision).
 
 use crate::etcd::Client;
-use etcd_client::{EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
+use etcd_client::{EventType, GetOptions, SortOrder, SortTarget, WatchOptions, WatchStream};
 
 use tracing::warn;
 
@@ -34,6 +34,27 @@ pub(crate) async fn wait_for_delete(
     if now.kvs().first().map(|kv| kv.create_revision()) != Some(create_revision) {
         return Ok(());
     }
+    next_event(&mut watch, key, EventType::Delete).await?;
+    Ok(())
+}
+
+/// Waits for a put of `key` at or after `from_revision`; returns the key's
+/// create revision.
+///
+/// Cancel safety: safe; dropping the future cancels the watch.
+pub(crate) async fn wait_for_put(
+    client: &Client,
+    key: &str,
+    from_revision: i64,
+) -> Result<i64, EtcdError> {
+    let options = WatchOptions::new().with_start_revision(from_revision);
+    let mut watch = client.retried_watch(key, Some(options)).await?;
+    next_event(&mut watch, key, EventType::Put).await
+}
+
+/// The first event of `kind` that `watch` (on `key`) reports; returns the
+/// create revision of the key it carries.
+async fn next_event(watch: &mut WatchStream, key: &str, kind: EventType) -> Result<i64, EtcdError> {
     loop {
         let Some(response) = watch.message().await? else {
             return Err(EtcdError::WatchEnded {
@@ -47,12 +68,8 @@ pub(crate) async fn wait_for_delete(
                 reason: response.cancel_reason().to_string(),
             });
         }
-        if response
-            .events()
-            .iter()
-            .any(|event| event.event_type() == EventType::Delete)
-        {
-            return Ok(());
+        if let Some(event) = response.events().iter().find(|e| e.event_type() == kind) {
+            return Ok(event.kv().map_or(0, |kv| kv.create_revision()));
         }
     }
 }

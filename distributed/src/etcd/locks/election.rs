@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument, warn};
 
 use crate::etcd::client::retry::Repeat;
-use crate::etcd::keys::guarded_delete::{DeleteOnDrop, delete_if_created_at};
+use crate::etcd::keys::guarded_delete::DeleteOnDrop;
+use crate::etcd::keys::held_key::{HeldKey, OnDrop};
 use crate::etcd::keys::name::RecipeName;
 use crate::etcd::keys::wait::{wait_for_delete, wait_turn};
 use crate::etcd::{EtcdError, Session};
@@ -102,8 +103,14 @@ impl Election {
         cleanup.disarm();
         debug!(revision, "elected");
         Ok(Leadership {
+            held: HeldKey::new(
+                &self.session,
+                self.key.clone(),
+                revision,
+                OnDrop::Keep,
+                None,
+            ),
             election: self.clone(),
-            revision,
         })
     }
 
@@ -196,38 +203,32 @@ impl Election {
 /// stays until the session ends (as in Go).
 #[derive(Debug)]
 pub struct Leadership {
+    held: HeldKey,
     election: Election,
-    revision: i64,
 }
 
 impl Leadership {
     /// Changes the value others see, only while still the leader.
     pub async fn proclaim(&self, value: impl Into<String>) -> Result<(), EtcdError> {
         self.election
-            .put_if_ours(self.revision, &value.into())
+            .put_if_ours(self.held.revision(), &value.into())
             .await
     }
 
     /// Steps down: deletes our key only if it is still ours.
     pub async fn resign(self) -> Result<(), EtcdError> {
-        delete_if_created_at(
-            &self.election.session.client(),
-            &self.election.key,
-            self.revision,
-        )
-        .await?;
-        Ok(())
+        self.held.release().await
     }
 
     /// A compare that is true only while we lead: for the leader's own
     /// transactions.
     pub fn is_leader(&self) -> Compare {
-        Compare::create_revision(self.election.key.as_str(), CompareOp::Equal, self.revision)
+        self.held.is_held()
     }
 
     /// The create revision of our key: a fencing token for leader-only writes.
     pub fn fencing_token(&self) -> i64 {
-        self.revision
+        self.held.revision()
     }
 
     /// Waits until leadership is lost: the session is lost or our key is
@@ -236,7 +237,7 @@ impl Leadership {
         let client = self.election.session.client();
         tokio::select! {
             lost = self.election.session.lost() => lost,
-            _ = wait_for_delete(&client, &self.election.key, self.revision, self.revision) => EtcdError::NotLeader {
+            _ = wait_for_delete(&client, self.held.key(), self.held.revision(), self.held.revision()) => EtcdError::NotLeader {
                 name: self.election.name.as_str().to_string(),
             },
         }

@@ -7,7 +7,8 @@ use etcd_client::{
 use tracing::{debug, instrument};
 
 use crate::etcd::client::retry::Repeat;
-use crate::etcd::keys::guarded_delete::{DeleteOnDrop, delete_if_created_at, spawn_guarded_delete};
+use crate::etcd::keys::guarded_delete::{DeleteOnDrop, delete_if_created_at};
+use crate::etcd::keys::held_key::{HeldKey, OnDrop};
 use crate::etcd::keys::name::RecipeName;
 use crate::etcd::keys::wait::{closest_predecessor, wait_turn};
 use crate::etcd::session::Claim;
@@ -174,11 +175,13 @@ impl Mutex {
 
     fn guard(&self, revision: i64, claim: Option<Claim>) -> MutexGuard {
         MutexGuard {
-            session: self.session.clone(),
-            key: self.key.clone(),
-            revision,
-            released: false,
-            claim,
+            held: HeldKey::new(
+                &self.session,
+                self.key.clone(),
+                revision,
+                OnDrop::Release,
+                claim,
+            ),
         }
     }
 
@@ -203,13 +206,7 @@ struct Place {
 /// one, the session's lease frees it when it expires.
 #[derive(Debug)]
 pub struct MutexGuard {
-    session: Session,
-    key: String,
-    revision: i64,
-    released: bool,
-    // Released only once our key is deleted: a new `lock()` on this session
-    // must not adopt a key that is about to disappear.
-    claim: Option<Claim>,
+    held: HeldKey,
 }
 
 impl MutexGuard {
@@ -217,30 +214,30 @@ impl MutexGuard {
     /// every new holder, so a resource that remembers the highest token it
     /// has seen can refuse a stale holder's late write.
     pub fn fencing_token(&self) -> i64 {
-        self.revision
+        self.held.revision()
     }
 
     /// The lock key.
     pub fn key(&self) -> &str {
-        &self.key
+        self.held.key()
     }
 
     /// A compare that is true only while this guard's lock is held: put it in
     /// the `when` of your own transaction to make a write conditional on
     /// still holding the lock.
     pub fn is_held(&self) -> Compare {
-        Compare::create_revision(self.key.as_str(), CompareOp::Equal, self.revision)
+        self.held.is_held()
     }
 
     /// True if the session was lost: the lock is then no longer held.
     pub fn is_lost(&self) -> bool {
-        self.session.is_lost()
+        self.held.session().is_lost()
     }
 
     /// Waits until the lock is lost through the session (it never returns
     /// while the session lives).
     pub async fn lost(&self) -> EtcdError {
-        self.session.lost().await
+        self.held.session().lost().await
     }
 
     /// Releases the lock: deletes our key only if it is still the one we
@@ -248,24 +245,7 @@ impl MutexGuard {
     ///
     /// Cancel safety: if the future is dropped before the delete completes,
     /// the guard's drop finishes it in the background.
-    pub async fn unlock(mut self) -> Result<(), EtcdError> {
-        let client = self.session.client();
-        delete_if_created_at(&client, &self.key, self.revision).await?;
-        self.released = true;
-        Ok(())
-    }
-}
-
-impl Drop for MutexGuard {
-    fn drop(&mut self) {
-        if !self.released {
-            let claim = self.claim.take();
-            spawn_guarded_delete(
-                self.session.client(),
-                std::mem::take(&mut self.key),
-                self.revision,
-                claim,
-            );
-        }
+    pub async fn unlock(self) -> Result<(), EtcdError> {
+        self.held.release().await
     }
 }

@@ -1,10 +1,11 @@
 //! A distributed readers-writer lock on etcd, with the key layout of etcd's
 //! Go `recipes.RWMutex`.
 
-use etcd_client::{Compare, CompareOp};
+use etcd_client::Compare;
 use tracing::{debug, instrument};
 
-use crate::etcd::keys::guarded_delete::{DeleteOnDrop, delete_if_created_at, spawn_guarded_delete};
+use crate::etcd::keys::guarded_delete::DeleteOnDrop;
+use crate::etcd::keys::held_key::{HeldKey, OnDrop};
 use crate::etcd::keys::name::{RecipeName, is_direct_child_of};
 use crate::etcd::keys::unique::create_unique;
 use crate::etcd::keys::wait::wait_turn;
@@ -85,11 +86,8 @@ impl RwMutex {
         cleanup.disarm();
         debug!(%key, ?side, "acquired");
         Ok(RwMutexGuard {
-            session: self.session.clone(),
-            key,
-            revision,
+            held: HeldKey::new(&self.session, key, revision, OnDrop::Release, None),
             side,
-            released: false,
         })
     }
 }
@@ -99,11 +97,8 @@ impl RwMutex {
 /// runtime is running; otherwise the lease frees it.
 #[derive(Debug)]
 pub struct RwMutexGuard {
-    session: Session,
-    key: String,
-    revision: i64,
+    held: HeldKey,
     side: Side,
-    released: bool,
 }
 
 impl RwMutexGuard {
@@ -114,36 +109,24 @@ impl RwMutexGuard {
 
     /// The create revision of our key: a fencing token, as for [`crate::etcd::Mutex`].
     pub fn fencing_token(&self) -> i64 {
-        self.revision
+        self.held.revision()
     }
 
     /// A compare that is true only while this guard's lock is held.
     pub fn is_held(&self) -> Compare {
-        Compare::create_revision(self.key.as_str(), CompareOp::Equal, self.revision)
+        self.held.is_held()
     }
 
     /// True if the session was lost: the lock is then no longer held.
     pub fn is_lost(&self) -> bool {
-        self.session.is_lost()
+        self.held.session().is_lost()
     }
 
     /// Releases the lock (revision-guarded delete of our key).
-    pub async fn unlock(mut self) -> Result<(), EtcdError> {
-        delete_if_created_at(&self.session.client(), &self.key, self.revision).await?;
-        self.released = true;
-        Ok(())
-    }
-}
-
-impl Drop for RwMutexGuard {
-    fn drop(&mut self) {
-        if !self.released {
-            spawn_guarded_delete(
-                self.session.client(),
-                std::mem::take(&mut self.key),
-                self.revision,
-                None,
-            );
-        }
+    ///
+    /// Cancel safety: if the future is dropped before the delete completes,
+    /// the guard's drop finishes it in the background.
+    pub async fn unlock(self) -> Result<(), EtcdError> {
+        self.held.release().await
     }
 }

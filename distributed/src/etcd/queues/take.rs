@@ -82,22 +82,7 @@ impl Taker {
     /// is put back, never lost.
     // ANCHOR: take
     pub(crate) async fn take(&self) -> Result<Vec<u8>, EtcdError> {
-        let mut waiting = None;
-        loop {
-            // Register interest before looking, so that an item arriving
-            // between the look and the wait still wakes us.
-            let arrival = self.wakeups.arrival();
-            tokio::pin!(arrival);
-            arrival.as_mut().enable();
-            if let Some(value) = self.take_first().await? {
-                return Ok(value);
-            }
-            // Counted as waiting (until we return or are dropped), so that
-            // this process keeps its place in the queue's idle line.
-            waiting.get_or_insert_with(|| self.wakeups.waiting());
-            self.wakeups.start();
-            arrival.await;
-        }
+        self.wakeups.wait_for(|| self.take_first()).await
     }
     // ANCHOR_END: take
 

@@ -24,7 +24,6 @@ use std::time::Duration;
 use crate::etcd::Client;
 use etcd_client::{Event, WatchOptions};
 use tokio::sync::Notify;
-use tokio::sync::futures::Notified;
 use tracing::debug;
 
 use crate::etcd::keys::guarded_delete::delete_if_created_at;
@@ -75,16 +74,31 @@ impl Wakeups {
         }
     }
 
-    /// A wake-up to wait for; `enable` it before looking for work, so that
-    /// an arrival between the look and the wait is not missed.
-    pub(crate) fn arrival(&self) -> Notified<'_> {
-        self.signals.arrivals.notified()
-    }
-
-    /// Counts a consumer as waiting (keeping the process in the idle line)
-    /// until the guard is dropped.
-    pub(crate) fn waiting(&self) -> WaitingGuard {
-        self.signals.waiting()
+    /// Runs `look` until it finds something, waiting for a wake-up between
+    /// looks: the wait loop of every consumer.
+    ///
+    /// Cancel safety: as `look`'s; the wait itself holds nothing.
+    pub(crate) async fn wait_for<T, F, Fut>(&self, mut look: F) -> Result<T, EtcdError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>, EtcdError>>,
+    {
+        let mut waiting = None;
+        loop {
+            // Register interest before looking, so that an item arriving
+            // between the look and the wait still wakes us.
+            let arrival = self.signals.arrivals.notified();
+            tokio::pin!(arrival);
+            arrival.as_mut().enable();
+            if let Some(found) = look().await? {
+                return Ok(found);
+            }
+            // Counted as waiting (until we return or are dropped), so that
+            // this process keeps its place in the queue's idle line.
+            waiting.get_or_insert_with(|| self.signals.waiting());
+            self.start();
+            arrival.await;
+        }
     }
 
     /// Passes a wake-up on to another waiting consumer: one wake-up may

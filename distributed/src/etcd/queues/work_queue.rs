@@ -134,21 +134,9 @@ impl WorkQueue {
     #[instrument(level = "debug", skip(self), fields(queue = self.name.as_str()))]
     pub async fn dequeue(&self) -> Result<WorkItem, EtcdError> {
         self.session.ensure_alive()?;
-        let mut waiting = None;
-        loop {
-            // Register interest before looking (see `Taker::take`).
-            let arrival = self.wakeups.arrival();
-            tokio::pin!(arrival);
-            arrival.as_mut().enable();
-            if let Some(item) = self.try_claim().await? {
-                return Ok(item);
-            }
-            waiting.get_or_insert_with(|| self.wakeups.waiting());
-            self.wakeups.start();
-            tokio::select! {
-                lost = self.session.lost() => return Err(lost),
-                () = arrival => {}
-            }
+        tokio::select! {
+            lost = self.session.lost() => Err(lost),
+            claimed = self.wakeups.wait_for(|| self.try_claim()) => claimed,
         }
     }
 
