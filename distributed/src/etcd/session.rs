@@ -28,6 +28,18 @@ use crate::etcd::EtcdError;
 ///   expires after its TTL.
 ///
 /// Clones share one lease.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// use std::time::Duration;
+/// use distributed::etcd::{EtcdConfig, Session};
+///
+/// let client = EtcdConfig::from_env()?.connect().await?;
+/// let session = Session::new(client, Duration::from_secs(10)).await?;
+/// // ... build locks, elections and work queues on &session ...
+/// session.close().await?; // releases everything held through it
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<Inner>,
@@ -82,7 +94,9 @@ impl Session {
     /// Fails with [`EtcdError::TimedOut`] if etcd does not answer within
     /// the client's [operation bound](Client::operation_bound).
     ///
-    /// Cancel safety: if the future is dropped after the lease was granted,
+    /// # Cancel safety
+    ///
+    /// If the future is dropped after the lease was granted,
     /// the lease is not renewed and expires after `ttl`.
     #[instrument(level = "debug", skip(client))]
     pub async fn new(client: Client, ttl: Duration) -> Result<Self, EtcdError> {
@@ -166,7 +180,9 @@ impl Session {
 
     /// Waits until the session is lost. Never returns while it is alive.
     ///
-    /// Cancel safety: safe; dropping the future has no effect.
+    /// # Cancel safety
+    ///
+    /// Safe; dropping the future has no effect.
     pub async fn lost(&self) -> EtcdError {
         let mut lost = self.inner.lost.clone();
         // An error means the renewal task is gone, which also means lost.

@@ -111,7 +111,9 @@ impl RedisConfig {
     /// Connects and proves the connection with a `PING`, all within the
     /// connect timeout. The returned manager reconnects by itself later.
     ///
-    /// Cancel safety: dropping the future drops the half-made connection.
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the half-made connection.
     #[instrument(level = "debug", skip(self), fields(url = %self.display_url()))]
     pub async fn connect(&self) -> Result<ConnectionManager, RedisError> {
         if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {

@@ -142,7 +142,9 @@ impl RedisLock {
     /// Takes the lock if it is free; `Ok(None)` if someone holds it.
     /// One round trip.
     ///
-    /// Cancel safety: safe, as [`lock`](Self::lock).
+    /// # Cancel safety
+    ///
+    /// Safe, as [`lock`](Self::lock).
     #[instrument(level = "debug", skip(self), fields(name = %self.name))]
     pub async fn try_lock(&self) -> Result<Option<RedisLockGuard>, RedisError> {
         let token = new_token();
@@ -154,7 +156,9 @@ impl RedisLock {
 
     /// Waits until the lock is ours.
     ///
-    /// Cancel safety: safe. Each attempt runs in a task of its own; if this
+    /// # Cancel safety
+    ///
+    /// Safe. Each attempt runs in a task of its own; if this
     /// future is dropped while an attempt is in flight and the attempt then
     /// succeeds, the task releases the lock with our token at once (not
     /// after the lease). An attempt whose reply is lost is undone the same
@@ -199,7 +203,9 @@ impl RedisLock {
 
     /// Waits at most `limit` for the lock.
     ///
-    /// Cancel safety: safe, as [`lock`](Self::lock); an attempt cut short by
+    /// # Cancel safety
+    ///
+    /// Safe, as [`lock`](Self::lock); an attempt cut short by
     /// the limit releases what it took.
     pub async fn lock_timeout(&self, limit: Duration) -> Result<RedisLockGuard, RedisError> {
         tokio::time::timeout(limit, self.lock())

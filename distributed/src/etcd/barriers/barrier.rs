@@ -10,16 +10,32 @@ use crate::etcd::{EtcdError, Session};
 
 /// A barrier: [`hold`](Self::hold) raises it, [`release`](Self::release)
 /// lowers it, and [`wait`](Self::wait) blocks while it is raised (and
-/// returns at once if it is not). The key is `name` itself, as in etcd's Go
-/// recipe.
+/// returns at once if it is not). The key is `name` itself.
 ///
 /// Waiting watches the key from the revision at which it was seen, so a
-/// release between that read and the watch is never missed (the Go recipe
-/// once watched from the wrong revision and could block after a release).
+/// release between that read and the watch is never missed.
 ///
 /// Raised through [`with_session`](Self::with_session), the barrier key
 /// carries the session's lease: a holder that crashes lowers it when its
 /// lease expires, instead of blocking the waiters forever.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// use distributed::etcd::{Barrier, EtcdConfig};
+///
+/// let client = EtcdConfig::from_env()?.connect().await?;
+/// let gate = Barrier::new(client, "deploy-gate")?;
+/// gate.hold().await?; // in the process that decides
+/// // ... elsewhere, workers wait:  gate.wait().await?;
+/// gate.release().await?; // every waiter goes on
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`EtcdError::InvalidConfig`] for an empty name;
+/// [`EtcdError::TimedOut`] when etcd does not answer within the client's
+/// operation bound.
 #[derive(Clone)]
 pub struct Barrier {
     client: Client,
@@ -71,7 +87,9 @@ impl Barrier {
 
     /// Waits while the barrier is raised; returns at once if it is not.
     ///
-    /// Cancel safety: safe; dropping the future cancels the watch.
+    /// # Cancel safety
+    ///
+    /// Safe; dropping the future cancels the watch.
     #[instrument(level = "debug", skip(self), fields(key = %self.key))]
     pub async fn wait(&self) -> Result<(), EtcdError> {
         let now = self.client.retried_get(self.key.as_str(), None).await?;

@@ -19,12 +19,29 @@ use crate::etcd::{EtcdError, Session};
 ///
 /// Keys: `<name>/waiters/<nanos>` (one per participant, on its session's
 /// lease) and `<name>/ready` (also on a lease, so that it cannot outlive
-/// everyone, a leak of the Go recipe).
+/// everyone).
 ///
-/// One participant too many gets [`EtcdError::TooManyParticipants`] at once
-/// (the Go recipe recursed without end). A participant that crashes inside
-/// the barrier holds the others' `leave` until its session's lease expires,
-/// then the others go on.
+/// A participant that crashes inside the barrier holds the others' `leave`
+/// until its session's lease expires, then the others go on.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// use distributed::etcd::{DoubleBarrier, EtcdConfig, Session, DEFAULT_TTL};
+///
+/// let client = EtcdConfig::from_env()?.connect().await?;
+/// let session = Session::new(client, DEFAULT_TTL).await?;
+/// let mut round = DoubleBarrier::new(&session, "round-1", 3)?;
+/// round.enter().await?; // all three are in
+/// // ... compute together ...
+/// round.leave().await?; // all three are out
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`EtcdError::TooManyParticipants`] at once for a participant beyond
+/// `count`; [`EtcdError::SessionLost`] when the session's lease ends;
+/// [`EtcdError::InvalidConfig`] for an empty name or a count of zero.
 #[derive(Debug)]
 pub struct DoubleBarrier {
     session: Session,
@@ -69,7 +86,9 @@ impl DoubleBarrier {
 
     /// Enters, and waits until `count` participants have.
     ///
-    /// Cancel safety: not cancel-safe while waiting: a dropped `enter`
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe while waiting: a dropped `enter`
     /// leaves our waiter key, which counts as a participant until the
     /// session ends. Call [`leave`](Self::leave) or close the session.
     #[instrument(level = "debug", skip(self), fields(name = self.name.as_str(), count = self.count))]

@@ -17,6 +17,19 @@ pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:2379";
 /// (including the first request, so a dead endpoint fails in bounded time),
 /// 10 s per request thereafter, 15 s for each recipe operation with its
 /// retries ([`OPERATION_BOUND`]).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// use std::time::Duration;
+/// use distributed::etcd::EtcdConfig;
+///
+/// // ETCD_ENDPOINTS=10.0.0.1:2379,10.0.0.2:2379 and ETCD_USER/ETCD_PASSWORD
+/// let client = EtcdConfig::from_env()?
+///     .operation_bound(Duration::from_secs(5))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct EtcdConfig {
     endpoints: Vec<String>,
@@ -162,7 +175,9 @@ impl EtcdConfig {
     /// [`EtcdError::InvalidConfig`] for an endpoint that is not
     /// `host:port` or `http://host:port`.
     ///
-    /// Cancel safety: dropping the future drops the half-made connection;
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the half-made connection;
     /// nothing is left behind on the server.
     #[instrument(level = "debug", skip(self), fields(endpoints = ?self.endpoints))]
     pub async fn connect(&self) -> Result<Client, EtcdError> {

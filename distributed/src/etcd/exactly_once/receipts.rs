@@ -97,7 +97,9 @@ impl Receipts {
     /// most the client's operation bound; an error after that means the
     /// outcome is unknown.
     ///
-    /// Cancel safety: not cancel safe — a dropped call may have applied its
+    /// # Cancel safety
+    ///
+    /// Not cancel safe — a dropped call may have applied its
     /// operations. Callers that must know run it in a task of its own.
     pub(crate) async fn apply(
         &self,

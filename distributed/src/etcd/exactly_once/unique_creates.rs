@@ -99,7 +99,9 @@ impl UniqueCreates {
     /// is unavailable it keeps trying, all its steps together for at most
     /// the client's operation bound.
     ///
-    /// Cancel safety: not cancel safe — a dropped call may or may not have
+    /// # Cancel safety
+    ///
+    /// Not cancel safe — a dropped call may or may not have
     /// created its key (as any write whose reply is not awaited).
     pub(crate) async fn create_unique(
         &self,

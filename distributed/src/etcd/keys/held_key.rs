@@ -69,7 +69,9 @@ impl HeldKey {
     /// Deletes the key only if it is still the one we created, so a stale
     /// or repeated release never removes a newer holder's key.
     ///
-    /// Cancel safety: if the future is dropped before the delete completes,
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before the delete completes,
     /// the drop finishes it in the background (for [`OnDrop::Release`]).
     pub(crate) async fn release(mut self) -> Result<(), EtcdError> {
         delete_if_created_at(&self.session.client(), &self.key, self.revision).await?;

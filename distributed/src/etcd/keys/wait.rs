@@ -16,7 +16,9 @@ use crate::etcd::{EtcdError, Session};
 /// deleted, looking at every change from `from_revision` on (pass the
 /// revision of the read that saw the key, plus one).
 ///
-/// Cancel safety: safe; dropping the future cancels the watch.
+/// # Cancel safety
+///
+/// Safe; dropping the future cancels the watch.
 pub(crate) async fn wait_for_delete(
     client: &Client,
     key: &str,
@@ -41,7 +43,9 @@ pub(crate) async fn wait_for_delete(
 /// Waits for a put of `key` at or after `from_revision`; returns the key's
 /// create revision.
 ///
-/// Cancel safety: safe; dropping the future cancels the watch.
+/// # Cancel safety
+///
+/// Safe; dropping the future cancels the watch.
 pub(crate) async fn wait_for_put(
     client: &Client,
     key: &str,
@@ -128,7 +132,9 @@ pub(crate) async fn closest_predecessor(
 /// waiter instead of the whole herd. When it goes, the next closest is
 /// looked up, until there is none.
 ///
-/// Cancel safety: safe; dropping the future cancels the watch.
+/// # Cancel safety
+///
+/// Safe; dropping the future cancels the watch.
 // ANCHOR: predecessors
 pub(crate) async fn wait_for_predecessors(
     client: &Client,

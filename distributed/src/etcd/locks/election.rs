@@ -25,9 +25,28 @@ use crate::etcd::{EtcdError, Session};
 ///
 /// A candidate writes `<name>/<lease id in hex>` = its value with its
 /// session's lease; the key with the lowest create revision is the leader,
-/// and each candidate waits only for the one just before it. The same layout
-/// as Go's Election, so `etcdctl elect <name>` candidates and observers take
-/// part in the same election.
+/// and each candidate waits only for the one just before it. `etcdctl
+/// elect <name>` candidates and observers take part in the same election.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// use distributed::etcd::{Election, EtcdConfig, Session, DEFAULT_TTL};
+///
+/// let client = EtcdConfig::from_env()?.connect().await?;
+/// let session = Session::new(client, DEFAULT_TTL).await?;
+/// let election = Election::new(&session, "scheduler")?;
+/// let leadership = election.campaign("node-a").await?; // waits its turn
+/// // ... lead; guard writes with leadership.is_leader() ...
+/// leadership.resign().await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`EtcdError::SessionLost`] (or `SessionClosed`) when the session ends
+/// while campaigning or leading; [`EtcdError::NotLeader`] for a proclaim
+/// after leadership was lost; [`EtcdError::TimedOut`] when etcd does not
+/// answer within the client's operation bound.
 #[derive(Debug, Clone)]
 pub struct Election {
     session: Session,
@@ -64,7 +83,9 @@ impl Election {
     /// name, its value is replaced and the campaign resumes in its place.
     /// Fails with [`EtcdError::SessionLost`] if the session is lost first.
     ///
-    /// Cancel safety: safe; a dropped campaign withdraws its key in the
+    /// # Cancel safety
+    ///
+    /// Safe; a dropped campaign withdraws its key in the
     /// background.
     #[instrument(level = "debug", skip(self, value), fields(key = %self.key))]
     pub async fn campaign(&self, value: impl Into<String>) -> Result<Leadership, EtcdError> {
@@ -200,7 +221,7 @@ impl Election {
 ///
 /// Leadership ends with [`resign`](Self::resign), when the session is lost,
 /// or if someone deletes our key. Dropping it does *not* resign: the key
-/// stays until the session ends (as in Go).
+/// stays until the session ends.
 #[derive(Debug)]
 pub struct Leadership {
     held: HeldKey,

@@ -19,14 +19,32 @@ use crate::etcd::{EtcdError, Session};
 /// Each contender writes `<name>/<lease id in hex>` with its session's lease;
 /// the key with the lowest create revision holds the lock, and every other
 /// contender watches only the key just before its own (no thundering herd).
-/// This is exactly the layout of etcd's Go Mutex, so `etcdctl lock <name>`
-/// and Go programs exclude each other with this one.
+/// `etcdctl lock <name>` and Go programs exclude each other with this one.
 ///
 /// What holding it means: while the session lives, no other client holds it.
 /// A lease is not mutual exclusion on its own, though: a holder paused longer
 /// than the TTL loses the lock without noticing. Guard every write the lock
 /// protects with [`MutexGuard::is_held`] in the same transaction (or check
 /// [`MutexGuard::fencing_token`] at the resource).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// use distributed::etcd::{EtcdConfig, Mutex, Session, DEFAULT_TTL};
+///
+/// let client = EtcdConfig::from_env()?.connect().await?;
+/// let session = Session::new(client, DEFAULT_TTL).await?;
+/// let guard = Mutex::new(&session, "invoices")?.lock().await?;
+/// // ... one holder at a time; pass guard.fencing_token() to the store ...
+/// guard.unlock().await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`EtcdError::AlreadyHeldBySession`] when this session already holds or
+/// waits for the lock; [`EtcdError::SessionLost`] (or `SessionClosed`) when
+/// the session ends while waiting; [`EtcdError::TimedOut`] when etcd does
+/// not answer within the client's operation bound.
 #[derive(Debug, Clone)]
 pub struct Mutex {
     session: Session,
@@ -53,7 +71,9 @@ impl Mutex {
     /// [`EtcdError::AlreadyHeldBySession`] if another `Mutex` on the same
     /// session and name already holds or waits (they would share one key).
     ///
-    /// Cancel safety: safe. Dropping the future while it waits deletes the
+    /// # Cancel safety
+    ///
+    /// Safe. Dropping the future while it waits deletes the
     /// waiter key in the background, so a cancelled waiter never blocks the
     /// line (or becomes a holder nobody knows about).
     #[instrument(level = "debug", skip(self), fields(key = %self.key))]
@@ -243,7 +263,9 @@ impl MutexGuard {
     /// Releases the lock: deletes our key only if it is still the one we
     /// created, so a stale or repeated unlock never releases a newer holder.
     ///
-    /// Cancel safety: if the future is dropped before the delete completes,
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before the delete completes,
     /// the guard's drop finishes it in the background.
     pub async fn unlock(self) -> Result<(), EtcdError> {
         self.held.release().await

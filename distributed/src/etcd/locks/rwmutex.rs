@@ -17,11 +17,30 @@ use crate::etcd::{EtcdError, Session};
 /// arrived before it; a writer writes `<name>/write/<nanos>` and waits for
 /// everyone that arrived before it. Each waits on its closest predecessor
 /// only, and re-checks its own key after waiting: a waiter whose session
-/// expired meanwhile gets [`EtcdError::SessionLost`], never the lock (the Go
-/// recipe once handed the lock to such a waiter, making two holders).
+/// expired meanwhile gets [`EtcdError::SessionLost`], never the lock.
 ///
 /// Arrival order means a waiting writer blocks readers that come after it,
 /// so writers do not starve.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// use distributed::etcd::{EtcdConfig, RwMutex, Session, DEFAULT_TTL};
+///
+/// let client = EtcdConfig::from_env()?.connect().await?;
+/// let session = Session::new(client, DEFAULT_TTL).await?;
+/// let config = RwMutex::new(&session, "settings")?;
+/// let reading = config.read_lock().await?; // shared with other readers
+/// reading.unlock().await?;
+/// let writing = config.write_lock().await?; // alone
+/// writing.unlock().await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`EtcdError::SessionLost`] (or `SessionClosed`) when the session ends
+/// while waiting; [`EtcdError::TimedOut`] when etcd does not answer within
+/// the client's operation bound.
 #[derive(Debug, Clone)]
 pub struct RwMutex {
     session: Session,
@@ -47,7 +66,9 @@ impl RwMutex {
     /// Waits until no writer that arrived earlier holds or waits, then holds
     /// a read lock (shared with other readers).
     ///
-    /// Cancel safety: safe; a dropped waiter's key is deleted in the background.
+    /// # Cancel safety
+    ///
+    /// Safe; a dropped waiter's key is deleted in the background.
     #[instrument(level = "debug", skip(self), fields(name = self.name.as_str()))]
     pub async fn read_lock(&self) -> Result<RwMutexGuard, EtcdError> {
         // Readers only mind writers.
@@ -58,7 +79,9 @@ impl RwMutex {
     /// Waits until everyone who arrived earlier has left, then holds the
     /// write lock (exclusive).
     ///
-    /// Cancel safety: safe; a dropped waiter's key is deleted in the background.
+    /// # Cancel safety
+    ///
+    /// Safe; a dropped waiter's key is deleted in the background.
     #[instrument(level = "debug", skip(self), fields(name = self.name.as_str()))]
     pub async fn write_lock(&self) -> Result<RwMutexGuard, EtcdError> {
         // Writers mind both readers and writers: the whole prefix.
@@ -124,7 +147,9 @@ impl RwMutexGuard {
 
     /// Releases the lock (revision-guarded delete of our key).
     ///
-    /// Cancel safety: if the future is dropped before the delete completes,
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before the delete completes,
     /// the guard's drop finishes it in the background.
     pub async fn unlock(self) -> Result<(), EtcdError> {
         self.held.release().await

@@ -14,20 +14,36 @@ use crate::etcd::queues::take::{TakeOrder, Taker};
 
 /// A queue that hands out the item with the **lowest** priority number
 /// first (0 before 1 before 65535), and within one priority, the oldest
-/// first. This is what etcd's Go recipe does; note that the lesson's prose
-/// says "higher first": it is not.
+/// first. (The lesson's prose says "higher first"; etcd's recipe, and this
+/// one, take the lowest number first.)
 ///
 /// Keys are `<name>/<priority, 5 digits>/<sequence, 16 digits>`, so the
 /// natural key order is the delivery order, and Go's recipe can read and
 /// write the same queue. Enqueue reads the last sequence number of its
-/// priority and creates the next one if absent (two round trips, as in Go;
-/// a collision retries).
+/// priority and creates the next one if absent (two round trips; a
+/// collision retries).
 ///
 /// Same delivery, isolation, waiting and cancel-safety guarantees as
 /// [`Queue`](crate::etcd::Queue). Each dequeue reads the current first item, so a
 /// more urgent item that arrives is never passed over; when a faster
 /// consumer takes it first, the dequeue reads again, and waits only after
 /// a read found the queue empty.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// use distributed::etcd::{EtcdConfig, PriorityQueue};
+///
+/// let client = EtcdConfig::from_env()?.connect().await?;
+/// let tickets = PriorityQueue::new(client, "tickets")?;
+/// tickets.enqueue("printer jammed", 5).await?;
+/// tickets.enqueue("site down", 0).await?;
+/// assert_eq!(tickets.dequeue().await?, b"site down"); // 0 before 5
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// As [`Queue`](crate::etcd::Queue)'s.
 #[derive(Clone)]
 pub struct PriorityQueue {
     client: Client,
@@ -84,7 +100,9 @@ impl PriorityQueue {
 
     /// Takes the most urgent item, waiting while the queue is empty.
     ///
-    /// Cancel safety: safe; an item taken for a dropped future is put back
+    /// # Cancel safety
+    ///
+    /// Safe; an item taken for a dropped future is put back
     /// under its own key, so it keeps its place — unless a newer item of the
     /// same priority took that key meanwhile (a level that empties numbers
     /// its keys from 0 again), in which case it goes to the end of its

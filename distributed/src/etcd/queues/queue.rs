@@ -16,28 +16,38 @@ use crate::etcd::queues::take::{TakeOrder, Taker};
 /// consumer reads the queue once per batch rather than once per item.
 const BATCH: i64 = 16;
 
-/// A multi-producer, multi-consumer FIFO queue: `<name>/<unix nanos>` keys,
-/// no lease, taken in the order of the revisions that created them.
+/// A multi-producer, multi-consumer FIFO queue: each item a key
+/// `<name>/<unix nanos>`, taken in the order the items were created.
 ///
-/// Guarantees:
-/// - Each item is delivered to at most one consumer (a revision-checked
-///   delete decides), and none is lost by a cancelled `dequeue`.
-/// - A lost reply (a member dying mid-request) neither duplicates an
-///   enqueue nor loses a take. An enqueue writes its item alone, as Go's
-///   does; only when its reply is lost does it raise a *fence* (a key just
-///   below `<name>`, on a one-minute lease) and read etcd's history to learn
-///   whether it applied. A take carries a *receipt* (a small key under
-///   `cpr-receipts/`, expiring a minute after the queue object stops
-///   writing) that makes repeating it safe.
-/// - Queue `a` never sees the items of queue `ab` (keys are read under
-///   `a/`; Go's recipe reads the bare prefix).
-/// - No thundering herd: consumers that share a `Queue` (clone it) share
-///   one watch, and each new item wakes one of them; across processes,
-///   only the first process of an idle line (leased keys under
-///   `cpr-idle/q/<name>/`) watches, the others wait their turn.
+/// - Each item goes to one consumer, and none is lost by a cancelled
+///   `dequeue`.
+/// - A lost reply (a member dying mid-request) neither doubles an enqueue
+///   nor loses a take (see the book's "Exactly once when a reply is lost").
+/// - Queue `a` never sees the items of queue `a/b` or `ab`.
+/// - One new item wakes one waiting consumer, across processes too.
 ///
-/// Delivery is at most once: an item is gone from etcd when `dequeue`
-/// returns it, so a consumer that crashes while processing loses it.
+/// Delivery is **at most once**: an item is gone from etcd when `dequeue`
+/// returns it, so a consumer that crashes while processing loses it. Use a
+/// [`WorkQueue`](crate::etcd::WorkQueue) for at least once.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// use distributed::etcd::{EtcdConfig, Queue};
+///
+/// let client = EtcdConfig::from_env()?.connect().await?;
+/// let jobs = Queue::new(client, "jobs")?;
+/// jobs.enqueue("resize photo 17").await?;
+/// let job = jobs.dequeue().await?; // waits while the queue is empty
+/// assert_eq!(job, b"resize photo 17");
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`EtcdError::InvalidConfig`] for an empty name;
+/// [`EtcdError::TimedOut`] when etcd does not answer within the client's
+/// operation bound; [`EtcdError::OutcomeUnknown`] in the rare case where a
+/// lost enqueue could not be settled.
 #[derive(Clone)]
 pub struct Queue {
     client: Client,
@@ -82,7 +92,9 @@ impl Queue {
     /// [`EtcdError::OutcomeUnknown`] only if etcd compacted that history in
     /// the seconds between; the item is then there at most once.
     ///
-    /// Cancel safety: if dropped before the reply, the item may or may not
+    /// # Cancel safety
+    ///
+    /// If dropped before the reply, the item may or may not
     /// have been added (as with any write whose reply is not awaited).
     #[instrument(level = "debug", skip(self, value), fields(queue = self.name.as_str()))]
     pub async fn enqueue(&self, value: impl Into<Vec<u8>>) -> Result<String, EtcdError> {
@@ -101,7 +113,9 @@ impl Queue {
 
     /// Takes the oldest item, waiting while the queue is empty.
     ///
-    /// Cancel safety: safe. An item is only removed by a transaction that
+    /// # Cancel safety
+    ///
+    /// Safe. An item is only removed by a transaction that
     /// runs in its own task; if this future was dropped meanwhile, the item
     /// is put back (at the end of the queue), never lost.
     #[instrument(level = "debug", skip(self), fields(queue = self.name.as_str()))]

@@ -77,7 +77,9 @@ impl Taker {
 
     /// Takes the first item, waiting while there is none.
     ///
-    /// Cancel safety: safe. An item is only removed by a transaction that
+    /// # Cancel safety
+    ///
+    /// Safe. An item is only removed by a transaction that
     /// runs in its own task; if this future was dropped meanwhile, the item
     /// is put back, never lost.
     // ANCHOR: take

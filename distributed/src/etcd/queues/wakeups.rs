@@ -77,7 +77,9 @@ impl Wakeups {
     /// Runs `look` until it finds something, waiting for a wake-up between
     /// looks: the wait loop of every consumer.
     ///
-    /// Cancel safety: as `look`'s; the wait itself holds nothing.
+    /// # Cancel safety
+    ///
+    /// As `look`'s; the wait itself holds nothing.
     pub(crate) async fn wait_for<T, F, Fut>(&self, mut look: F) -> Result<T, EtcdError>
     where
         F: FnMut() -> Fut,

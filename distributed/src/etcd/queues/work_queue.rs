@@ -28,16 +28,34 @@ const BATCH: i64 = 16;
 /// [`dead_letter_after`](Self::dead_letter_after), an item delivered that
 /// many times without an ack is moved aside instead of poisoning the queue.
 ///
-/// Under faults: an enqueue whose reply is lost is settled, never doubled
-/// (a fence, as [`Queue::enqueue`](crate::etcd::Queue::enqueue)), and so is a claim whose reply is lost
-/// (is the claim on our lease?), so no item stays claimed by nobody.
-/// Waiting consumers are woken as the [`Queue`](crate::etcd::Queue)'s are: one
-/// per new item or vanished claim, in the first process of an idle line
-/// under `cpr-idle/w/<name>/`.
+/// An enqueue or a claim whose reply is lost is settled, never doubled, so
+/// no item is added twice or stays claimed by nobody. One new item (or a
+/// claim that vanished) wakes one waiting consumer, across processes too.
 ///
 /// Keys: `<name>/items/<nanos>` (the items), `<name>/claims/<nanos>` (on the
 /// consumer's lease), `<name>/deliveries/<nanos>` (its version counts the
 /// deliveries), `<name>/dead/<nanos>`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// use distributed::etcd::{EtcdConfig, Session, WorkQueue};
+///
+/// let client = EtcdConfig::from_env()?.connect().await?;
+/// let session = Session::new(client, distributed::etcd::DEFAULT_TTL).await?;
+/// let work = WorkQueue::new(&session, "thumbnails")?.dead_letter_after(5);
+/// work.enqueue("photo 17").await?;
+/// let item = work.dequeue().await?;
+/// // ... do the work; if this process dies here, the item comes back ...
+/// work.ack(&item).await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`EtcdError::SessionLost`] (or `SessionClosed`) once the session is
+/// gone: its claims are gone too, and their items are delivered again;
+/// [`EtcdError::TimedOut`] when etcd does not answer within the client's
+/// operation bound.
 #[derive(Clone)]
 pub struct WorkQueue {
     session: Session,
@@ -112,7 +130,9 @@ impl WorkQueue {
     /// Adds an item; returns its id. Exactly once, as
     /// [`Queue::enqueue`](crate::etcd::Queue::enqueue).
     ///
-    /// Cancel safety: if dropped before the reply, the item may or may not
+    /// # Cancel safety
+    ///
+    /// If dropped before the reply, the item may or may not
     /// have been added.
     pub async fn enqueue(&self, value: impl Into<Vec<u8>>) -> Result<String, EtcdError> {
         let value: Vec<u8> = value.into();
@@ -129,7 +149,9 @@ impl WorkQueue {
 
     /// Claims the oldest unclaimed item, waiting while there is none.
     ///
-    /// Cancel safety: safe. A claim made for a dropped future stays until
+    /// # Cancel safety
+    ///
+    /// Safe. A claim made for a dropped future stays until
     /// the session ends (then the item is delivered again): never lost.
     #[instrument(level = "debug", skip(self), fields(queue = self.name.as_str()))]
     pub async fn dequeue(&self) -> Result<WorkItem, EtcdError> {

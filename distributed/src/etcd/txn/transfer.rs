@@ -24,6 +24,16 @@ pub const DEFAULT_TRANSFER_ATTEMPTS: usize = 32;
 /// [`EtcdError::BalanceOverflow`] if `to` would exceed `u64::MAX`,
 /// [`EtcdError::InvalidValue`] if either holds something other than a
 /// whole number; in each case nothing is written.
+/// [`EtcdError::TooManyConflicts`] after `max_attempts` lost races.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// use distributed::etcd::{EtcdConfig, transfer, DEFAULT_TRANSFER_ATTEMPTS};
+///
+/// let client = EtcdConfig::from_env()?.connect().await?;
+/// transfer(&client, "bank/alice", "bank/bob", 30, DEFAULT_TRANSFER_ATTEMPTS).await?;
+/// # Ok(()) }
+/// ```
 ///
 /// Each balance is read from its own response — the lesson's version took
 /// the second balance from the wrong index.
