@@ -16,14 +16,13 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{Commands, say};
+use common::say;
 use concurrency_patterns::distributed::etcd::Barrier;
 
 #[derive(Parser)]
 struct Args {
-    /// Comma-separated etcd endpoints (default: ETCD_ENDPOINTS, else 127.0.0.1:2379).
-    #[arg(long, env = "ETCD_ENDPOINTS")]
-    addr: Option<String>,
+    #[command(flatten)]
+    etcd: common::EtcdFlags,
     /// The barrier's name (its key).
     #[arg(long, default_value = "demo-barrier")]
     name: String,
@@ -38,7 +37,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let session = common::session(args.addr.as_deref(), args.ttl).await?;
+    let session = args.etcd.session(args.ttl).await?;
     if args.scripted {
         let barrier =
             Barrier::with_session(&session, &format!("{}-{}", args.name, std::process::id()))?;
@@ -63,15 +62,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let barrier = Barrier::with_session(&session, &args.name)?;
-    let mut commands = Commands::from_stdin();
-    say("ready; commands: hold, release, wait, quit");
-    while let Some(words) = commands.next().await {
-        match words
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
+    common::repl("hold, release, wait", async |words| {
+        match words {
             ["hold"] => match barrier.hold().await {
                 Ok(true) => say("holding the barrier"),
                 Ok(false) => say("the barrier is already held"),
@@ -88,12 +80,10 @@ async fn main() -> anyhow::Result<()> {
                     Err(error) => say(format!("wait failed: {error}")),
                 }
             }
-            ["quit"] => break,
-            other => say(format!(
-                "unknown command {:?}; try hold, release, wait, quit",
-                other.join(" ")
-            )),
+            _ => return false,
         }
-    }
+        true
+    })
+    .await;
     Ok(())
 }

@@ -8,6 +8,8 @@
 //!
 //! Commands, one per line: `enter`, `leave`, `quit`. `--scripted` runs three
 //! participants in one process. Flags: `--addr`, `--name`, `--count`, `--ttl`.
+//! The command loop mirrors `etcd-barrier`'s on purpose: one barrier beside
+//! the other.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -15,14 +17,13 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{Commands, say};
+use common::say;
 use concurrency_patterns::distributed::etcd::DoubleBarrier;
 
 #[derive(Parser)]
 struct Args {
-    /// Comma-separated etcd endpoints (default: ETCD_ENDPOINTS, else 127.0.0.1:2379).
-    #[arg(long, env = "ETCD_ENDPOINTS")]
-    addr: Option<String>,
+    #[command(flatten)]
+    etcd: common::EtcdFlags,
     /// The barrier's name (a key prefix).
     #[arg(long, default_value = "demo-double-barrier")]
     name: String,
@@ -44,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         let name = format!("{}-{}", args.name, std::process::id());
         let mut participants = Vec::new();
         for id in 1..=3 {
-            let session = common::session(args.addr.as_deref(), args.ttl).await?;
+            let session = args.etcd.session(args.ttl).await?;
             let name = name.clone();
             participants.push(tokio::spawn(async move {
                 let mut barrier = DoubleBarrier::new(&session, &name, 3)?;
@@ -65,20 +66,11 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let session = common::session(args.addr.as_deref(), args.ttl).await?;
+    let session = args.etcd.session(args.ttl).await?;
     let mut barrier = DoubleBarrier::new(&session, &args.name, args.count)?;
-    let mut commands = Commands::from_stdin();
-    say(format!(
-        "ready for {} participants; commands: enter, leave, quit",
-        args.count
-    ));
-    while let Some(words) = commands.next().await {
-        match words
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
+    say(format!("a barrier for {} participants", args.count));
+    common::repl("enter, leave", async |words| {
+        match words {
             ["enter"] => {
                 say("waiting for everyone to enter...");
                 match barrier.enter().await {
@@ -93,12 +85,10 @@ async fn main() -> anyhow::Result<()> {
                     Err(error) => say(format!("leave failed: {error}")),
                 }
             }
-            ["quit"] => break,
-            other => say(format!(
-                "unknown command {:?}; try enter, leave, quit",
-                other.join(" ")
-            )),
+            _ => return false,
         }
-    }
+        true
+    })
+    .await;
     Ok(())
 }

@@ -20,15 +20,14 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{Commands, say};
+use common::say;
 use concurrency_patterns::distributed::etcd::{Election, LeaderChanges, Leadership, Session};
 use futures::StreamExt;
 
 #[derive(Parser)]
 struct Args {
-    /// Comma-separated etcd endpoints (default: ETCD_ENDPOINTS, else 127.0.0.1:2379).
-    #[arg(long, env = "ETCD_ENDPOINTS")]
-    addr: Option<String>,
+    #[command(flatten)]
+    etcd: common::EtcdFlags,
     /// The election's name (a key prefix).
     #[arg(long, default_value = "demo-election")]
     name: String,
@@ -43,7 +42,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let session = common::session(args.addr.as_deref(), args.ttl).await?;
+    let session = args.etcd.session(args.ttl).await?;
     if args.scripted {
         return scripted(&args, &session).await;
     }
@@ -53,69 +52,63 @@ async fn main() -> anyhow::Result<()> {
 async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
     let election = Election::new(session, &args.name)?;
     let mut leadership: Option<Leadership> = None;
-    let mut commands = Commands::from_stdin();
-    say(format!(
-        "session {:x} ready; commands: campaign <v>, proclaim <v>, resign, leader, observe, quit",
-        session.lease_id()
-    ));
-    while let Some(words) = commands.next().await {
-        match words
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
-            ["campaign", value] => {
-                say("campaigning...");
-                match election.campaign(*value).await {
-                    Ok(won) => {
-                        say(format!(
-                            "elected as {value} (revision {})",
-                            won.fencing_token()
-                        ));
-                        leadership = Some(won);
-                    }
-                    Err(error) => say(format!("campaign failed: {error}")),
-                }
-            }
-            ["proclaim", value] => match &leadership {
-                Some(won) => match won.proclaim(*value).await {
-                    Ok(()) => say(format!("proclaimed {value}")),
-                    Err(error) => say(format!("proclaim failed: {error}")),
-                },
-                None => say("not the leader: campaign first"),
-            },
-            ["resign"] => match leadership.take() {
-                Some(won) => match won.resign().await {
-                    Ok(()) => say("resigned"),
-                    Err(error) => say(format!("resign failed: {error}")),
-                },
-                None => say("not the leader"),
-            },
-            ["leader"] => match election.leader().await {
-                Ok(Some(leader)) => say(format!("leader: {} ({})", leader.value, leader.key)),
-                Ok(None) => say("no leader"),
-                Err(error) => say(format!("leader failed: {error}")),
-            },
-            ["observe"] => {
-                let mut changes = election.observe();
-                tokio::spawn(async move {
-                    while let Some(change) = changes.next().await {
-                        match change {
-                            Ok(Some(leader)) => say(format!("observed leader: {}", leader.value)),
-                            Ok(None) => say("observed: no leader"),
-                            Err(error) => say(format!("observe ended: {error}")),
+    say(format!("session {:x}", session.lease_id()));
+    common::repl(
+        "campaign <v>, proclaim <v>, resign, leader, observe",
+        async |words| {
+            match words {
+                ["campaign", value] => {
+                    say("campaigning...");
+                    match election.campaign(*value).await {
+                        Ok(won) => {
+                            say(format!(
+                                "elected as {value} (revision {})",
+                                won.fencing_token()
+                            ));
+                            leadership = Some(won);
                         }
+                        Err(error) => say(format!("campaign failed: {error}")),
                     }
-                });
+                }
+                ["proclaim", value] => match &leadership {
+                    Some(won) => match won.proclaim(*value).await {
+                        Ok(()) => say(format!("proclaimed {value}")),
+                        Err(error) => say(format!("proclaim failed: {error}")),
+                    },
+                    None => say("not the leader: campaign first"),
+                },
+                ["resign"] => match leadership.take() {
+                    Some(won) => match won.resign().await {
+                        Ok(()) => say("resigned"),
+                        Err(error) => say(format!("resign failed: {error}")),
+                    },
+                    None => say("not the leader"),
+                },
+                ["leader"] => match election.leader().await {
+                    Ok(Some(leader)) => say(format!("leader: {} ({})", leader.value, leader.key)),
+                    Ok(None) => say("no leader"),
+                    Err(error) => say(format!("leader failed: {error}")),
+                },
+                ["observe"] => {
+                    let mut changes = election.observe();
+                    tokio::spawn(async move {
+                        while let Some(change) = changes.next().await {
+                            match change {
+                                Ok(Some(leader)) => {
+                                    say(format!("observed leader: {}", leader.value))
+                                }
+                                Ok(None) => say("observed: no leader"),
+                                Err(error) => say(format!("observe ended: {error}")),
+                            }
+                        }
+                    });
+                }
+                _ => return false,
             }
-            ["quit"] => break,
-            other => say(format!(
-                "unknown command {:?}; try campaign <v>, proclaim <v>, resign, leader, observe, quit",
-                other.join(" ")
-            )),
-        }
-    }
+            true
+        },
+    )
+    .await;
     if let Some(won) = leadership {
         won.resign().await?;
     }
@@ -125,7 +118,7 @@ async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
 /// Alice leads, Bob waits; an observer sees alice, then bob, then no leader.
 async fn scripted(args: &Args, first: &Session) -> anyhow::Result<()> {
     let name = format!("{}-scripted-{}", args.name, std::process::id());
-    let second = common::session(args.addr.as_deref(), args.ttl).await?;
+    let second = args.etcd.session(args.ttl).await?;
     let (alice, bob) = (Election::new(first, &name)?, Election::new(&second, &name)?);
     let mut observed = alice.observe();
     anyhow::ensure!(

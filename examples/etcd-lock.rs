@@ -19,15 +19,14 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{Commands, say};
+use common::say;
 use concurrency_patterns::distributed::etcd::etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use concurrency_patterns::distributed::etcd::{Mutex, MutexGuard, Session};
 
 #[derive(Parser)]
 struct Args {
-    /// Comma-separated etcd endpoints (default: ETCD_ENDPOINTS, else 127.0.0.1:2379).
-    #[arg(long, env = "ETCD_ENDPOINTS")]
-    addr: Option<String>,
+    #[command(flatten)]
+    etcd: common::EtcdFlags,
     /// The lock's name (a key prefix).
     #[arg(long, default_value = "demo-lock")]
     name: String,
@@ -42,7 +41,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let session = common::session(args.addr.as_deref(), args.ttl).await?;
+    let session = args.etcd.session(args.ttl).await?;
     if args.scripted {
         return scripted(&args, &session).await;
     }
@@ -52,18 +51,9 @@ async fn main() -> anyhow::Result<()> {
 async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
     let mutex = Mutex::new(session, &args.name)?;
     let mut held: Option<MutexGuard> = None;
-    let mut commands = Commands::from_stdin();
-    say(format!(
-        "session {:x} ready; commands: lock, trylock, unlock, write <value>, quit",
-        session.lease_id()
-    ));
-    while let Some(words) = commands.next().await {
-        match words
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
+    say(format!("session {:x}", session.lease_id()));
+    common::repl("lock, trylock, unlock, write <value>", async |words| {
+        match words {
             ["lock"] if held.is_some() => say("already locked"),
             ["lock"] => {
                 say("waiting...");
@@ -104,13 +94,11 @@ async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
                 }
                 None => say("not locked: lock first"),
             },
-            ["quit"] => break,
-            other => say(format!(
-                "unknown command {:?}; try lock, trylock, unlock, write <value>, quit",
-                other.join(" ")
-            )),
+            _ => return false,
         }
-    }
+        true
+    })
+    .await;
     if let Some(guard) = held {
         guard.unlock().await?;
     }
@@ -138,7 +126,7 @@ async fn fenced_write(
 /// fenced by the first's lock is refused once the second holds it.
 async fn scripted(args: &Args, first: &Session) -> anyhow::Result<()> {
     let name = format!("{}-scripted-{}", args.name, std::process::id());
-    let second = common::session(args.addr.as_deref(), args.ttl).await?;
+    let second = args.etcd.session(args.ttl).await?;
     let (a, b) = (Mutex::new(first, &name)?, Mutex::new(&second, &name)?);
 
     let guard_a = a.lock().await?;

@@ -7,20 +7,20 @@
 //!
 //! Commands, one per line: `push <value> <priority 0-65535>`, `pop` (waits
 //! while empty), `quit`. `--scripted` runs a demonstration. Flags: `--addr`,
-//! `--name`.
+//! `--name`. The `push`/`pop` handling repeats `etcd-queue`'s on purpose, so
+//! that the two read side by side.
 
 #[path = "common/mod.rs"]
 mod common;
 
 use clap::Parser;
-use common::{Commands, say};
+use common::say;
 use concurrency_patterns::distributed::etcd::PriorityQueue;
 
 #[derive(Parser)]
 struct Args {
-    /// Comma-separated etcd endpoints (default: ETCD_ENDPOINTS, else 127.0.0.1:2379).
-    #[arg(long, env = "ETCD_ENDPOINTS")]
-    addr: Option<String>,
+    #[command(flatten)]
+    etcd: common::EtcdFlags,
     /// The queue's name (a key prefix).
     #[arg(long, default_value = "demo-priority-queue")]
     name: String,
@@ -32,7 +32,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = common::connect(args.addr.as_deref()).await?;
+    let client = args.etcd.connect().await?;
     if args.scripted {
         let queue = PriorityQueue::new(client, &format!("{}-{}", args.name, std::process::id()))?;
         for (task, priority) in [
@@ -56,17 +56,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let queue = PriorityQueue::new(client, &args.name)?;
-    let mut commands = Commands::from_stdin();
-    say(
-        "ready; commands: push <value> <priority>, pop, quit (lower priority numbers come out first)",
-    );
-    while let Some(words) = commands.next().await {
-        match words
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
+    say("lower priority numbers come out first");
+    common::repl("push <value> <priority>, pop", async |words| {
+        match words {
             ["push", value @ .., priority] if !value.is_empty() => match priority.parse::<u16>() {
                 Ok(priority) => match queue.enqueue(value.join(" "), priority).await {
                     Ok(key) => say(format!("pushed ({key})")),
@@ -83,12 +75,10 @@ async fn main() -> anyhow::Result<()> {
                     Err(error) => say(format!("pop failed: {error}")),
                 }
             }
-            ["quit"] => break,
-            other => say(format!(
-                "unknown command {:?}; try push <value> <priority>, pop, quit",
-                other.join(" ")
-            )),
+            _ => return false,
         }
-    }
+        true
+    })
+    .await;
     Ok(())
 }

@@ -14,14 +14,13 @@
 mod common;
 
 use clap::Parser;
-use common::{Commands, say};
+use common::say;
 use concurrency_patterns::distributed::etcd::Queue;
 
 #[derive(Parser)]
 struct Args {
-    /// Comma-separated etcd endpoints (default: ETCD_ENDPOINTS, else 127.0.0.1:2379).
-    #[arg(long, env = "ETCD_ENDPOINTS")]
-    addr: Option<String>,
+    #[command(flatten)]
+    etcd: common::EtcdFlags,
     /// The queue's name (a key prefix).
     #[arg(long, default_value = "demo-queue")]
     name: String,
@@ -33,7 +32,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = common::connect(args.addr.as_deref()).await?;
+    let client = args.etcd.connect().await?;
     if args.scripted {
         // ANCHOR: scripted
         let name = format!("{}-{}", args.name, std::process::id());
@@ -57,15 +56,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let queue = Queue::new(client, &args.name)?;
-    let mut commands = Commands::from_stdin();
-    say("ready; commands: push <value>, pop, quit");
-    while let Some(words) = commands.next().await {
-        match words
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
+    common::repl("push <value>, pop", async |words| {
+        match words {
             ["push", value @ ..] if !value.is_empty() => match queue.enqueue(value.join(" ")).await
             {
                 Ok(key) => say(format!("pushed ({key})")),
@@ -78,12 +70,10 @@ async fn main() -> anyhow::Result<()> {
                     Err(error) => say(format!("pop failed: {error}")),
                 }
             }
-            ["quit"] => break,
-            other => say(format!(
-                "unknown command {:?}; try push <value>, pop, quit",
-                other.join(" ")
-            )),
+            _ => return false,
         }
-    }
+        true
+    })
+    .await;
     Ok(())
 }

@@ -18,9 +18,8 @@ use concurrency_patterns::distributed::etcd::{EtcdError, StmOptions, parse_balan
 
 #[derive(Parser)]
 struct Args {
-    /// Comma-separated etcd endpoints (default: ETCD_ENDPOINTS, else 127.0.0.1:2379).
-    #[arg(long, env = "ETCD_ENDPOINTS")]
-    addr: Option<String>,
+    #[command(flatten)]
+    etcd: common::EtcdFlags,
     /// The bank's prefix.
     #[arg(long, default_value = "demo-bank")]
     name: String,
@@ -40,7 +39,7 @@ const ACCOUNTS: usize = 5;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = common::connect(args.addr.as_deref()).await?;
+    let client = args.etcd.connect().await?;
     let bank = format!("{}-{}", args.name, std::process::id());
     for i in 0..ACCOUNTS {
         client

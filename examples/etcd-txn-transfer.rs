@@ -16,9 +16,8 @@ use concurrency_patterns::distributed::etcd::{DEFAULT_TRANSFER_ATTEMPTS, EtcdErr
 
 #[derive(Parser)]
 struct Args {
-    /// Comma-separated etcd endpoints (default: ETCD_ENDPOINTS, else 127.0.0.1:2379).
-    #[arg(long, env = "ETCD_ENDPOINTS")]
-    addr: Option<String>,
+    #[command(flatten)]
+    etcd: common::EtcdFlags,
     /// The accounts' prefix.
     #[arg(long, default_value = "demo-transfer")]
     name: String,
@@ -30,7 +29,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = common::connect(args.addr.as_deref()).await?;
+    let client = args.etcd.connect().await?;
     let (alice, bob) = (
         format!("{}-{}/alice", args.name, std::process::id()),
         format!("{}-{}/bob", args.name, std::process::id()),

@@ -16,14 +16,13 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{Commands, say};
+use common::say;
 use concurrency_patterns::distributed::etcd::{WorkItem, WorkQueue};
 
 #[derive(Parser)]
 struct Args {
-    /// Comma-separated etcd endpoints (default: ETCD_ENDPOINTS, else 127.0.0.1:2379).
-    #[arg(long, env = "ETCD_ENDPOINTS")]
-    addr: Option<String>,
+    #[command(flatten)]
+    etcd: common::EtcdFlags,
     /// The queue's name (a key prefix).
     #[arg(long, default_value = "demo-work-queue")]
     name: String,
@@ -38,14 +37,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let session = common::session(args.addr.as_deref(), args.ttl).await?;
+    let session = args.etcd.session(args.ttl).await?;
     if args.scripted {
         let name = format!("{}-{}", args.name, std::process::id());
         let queue = WorkQueue::new(&session, &name)?;
         queue.enqueue("resize image 42").await?;
         // ANCHOR: redelivery
         // A consumer on its own session takes the item, then dies.
-        let doomed = common::session(args.addr.as_deref(), 1).await?;
+        let doomed = args.etcd.session(1).await?;
         let item = WorkQueue::new(&doomed, &name)?.dequeue().await?;
         say(format!(
             "consumer A took {:?} (delivery {})",
@@ -70,15 +69,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let queue = WorkQueue::new(&session, &args.name)?;
     let mut current: Option<WorkItem> = None;
-    let mut commands = Commands::from_stdin();
-    say("ready; commands: push <value>, take, ack, quit");
-    while let Some(words) = commands.next().await {
-        match words
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
+    common::repl("push <value>, take, ack", async |words| {
+        match words {
             ["push", value @ ..] if !value.is_empty() => match queue.enqueue(value.join(" ")).await
             {
                 Ok(id) => say(format!("pushed {id}")),
@@ -107,12 +99,10 @@ async fn main() -> anyhow::Result<()> {
                 },
                 None => say("nothing to ack: take first"),
             },
-            ["quit"] => break,
-            other => say(format!(
-                "unknown command {:?}; try push <value>, take, ack, quit",
-                other.join(" ")
-            )),
+            _ => return false,
         }
-    }
+        true
+    })
+    .await;
     Ok(())
 }

@@ -11,6 +11,9 @@
 //!
 //! Or point it at your own cluster: `ETCD_ENDPOINTS=host1:2379,host2:2379`
 //! (and `ETCD_USER` / `ETCD_PASSWORD` if auth is on).
+//!
+//! The other etcd examples connect through `common::EtcdFlags`; this one
+//! spells the connection out, since showing it is its point.
 
 use std::process::ExitCode;
 

@@ -21,9 +21,8 @@ use concurrency_patterns::distributed::redis::{FencedStore, RedisLock};
 
 #[derive(Parser)]
 struct Args {
-    /// Redis URL (default: REDIS_URL, else redis://127.0.0.1:6379/).
-    #[arg(long)]
-    url: Option<String>,
+    #[command(flatten)]
+    redis: common::RedisFlags,
     /// The lock's name (its key).
     #[arg(long, default_value = "demo-fencing")]
     name: String,
@@ -35,7 +34,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (config, conn) = common::redis(args.url.as_deref()).await?;
+    let (config, conn) = args.redis.connect().await?;
     let name = format!("{}-{}", args.name, std::process::id());
     let lock = RedisLock::connect(&config, &name).await?;
     let store = FencedStore::new(conn, &format!("{name}-store"));

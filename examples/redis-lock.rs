@@ -13,6 +13,9 @@
 //!
 //! Flags: `--url` (default `REDIS_URL`, else redis://127.0.0.1:6379/),
 //! `--name`, `--ttl-ms`, `--watchdog`.
+//!
+//! Its commands and their handling repeat `etcd-lock`'s on purpose: the
+//! same session typed against both shows where the two locks differ.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -20,14 +23,13 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{Commands, say};
+use common::say;
 use concurrency_patterns::distributed::redis::{FencedStore, RedisLock, RedisLockGuard};
 
 #[derive(Parser)]
 struct Args {
-    /// Redis URL (default: REDIS_URL, else redis://127.0.0.1:6379/).
-    #[arg(long)]
-    url: Option<String>,
+    #[command(flatten)]
+    redis: common::RedisFlags,
     /// The lock's name (its key).
     #[arg(long, default_value = "demo-redis-lock")]
     name: String,
@@ -45,7 +47,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (config, conn) = common::redis(args.url.as_deref()).await?;
+    let (config, conn) = args.redis.connect().await?;
     let lock = RedisLock::connect(&config, &args.name)
         .await?
         .ttl(Duration::from_millis(args.ttl_ms))?
@@ -59,15 +61,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn interactive(lock: &RedisLock, store: &FencedStore) -> anyhow::Result<()> {
     let mut held: Option<RedisLockGuard> = None;
-    let mut commands = Commands::from_stdin();
-    say("ready; commands: lock, trylock, unlock, write <value>, quit");
-    while let Some(words) = commands.next().await {
-        match words
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
+    common::repl("lock, trylock, unlock, write <value>", async |words| {
+        match words {
             ["lock" | "trylock"] if held.is_some() => say("already locked"),
             ["lock"] => {
                 say("waiting...");
@@ -109,13 +104,11 @@ async fn interactive(lock: &RedisLock, store: &FencedStore) -> anyhow::Result<()
                 // ANCHOR_END: fenced_write
                 None => say("not locked: lock first"),
             },
-            ["quit"] => break,
-            other => say(format!(
-                "unknown command {:?}; try lock, trylock, unlock, write <value>, quit",
-                other.join(" ")
-            )),
+            _ => return false,
         }
-    }
+        true
+    })
+    .await;
     if let Some(guard) = held {
         guard.unlock().await?;
     }

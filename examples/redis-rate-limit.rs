@@ -9,19 +9,19 @@
 //! prints how many it got; run it from several terminals and the sum stays
 //! within `rate x seconds + burst`. Needs Redis.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use concurrency_patterns::distributed::redis::{
-    DEFAULT_URL, RedisConfig, RedisRateLimiter, RedisWindowLimiter,
-};
+use concurrency_patterns::distributed::redis::{RedisRateLimiter, RedisWindowLimiter};
 use concurrency_patterns::resilience::{Decision, RateLimiter};
 
 #[derive(Parser)]
 struct Args {
-    /// Redis URL (default: REDIS_URL, else redis://127.0.0.1:6379/).
-    #[arg(long)]
-    url: Option<String>,
+    #[command(flatten)]
+    redis: common::RedisFlags,
     /// The limiter's key.
     #[arg(long, default_value = "demo-rate-limit")]
     name: String,
@@ -42,12 +42,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let url = args
-        .url
-        .clone()
-        .or_else(|| std::env::var("REDIS_URL").ok())
-        .unwrap_or_else(|| DEFAULT_URL.into());
-    let conn = RedisConfig::new(url).connect().await?;
+    let (_, conn) = args.redis.connect().await?;
     if let Some(seconds) = args.hammer_seconds {
         let limiter = RedisRateLimiter::new(conn, &args.name, args.rate, args.burst)?;
         let (mut allowed, mut denied) = (0u64, 0u64);

@@ -1,5 +1,5 @@
-//! What the interactive etcd examples share: connecting from `--addr` or
-//! the environment, and reading commands from stdin one line at a time.
+//! What the examples share: the `--addr` / `--url` flags and connecting
+//! through them, and the loop that reads commands from stdin.
 //!
 //! Included by each example with `#[path = "common/mod.rs"] mod common;`.
 
@@ -7,25 +7,82 @@
 
 use std::time::Duration;
 
-use concurrency_patterns::distributed::etcd::{EtcdConfig, Session};
+use concurrency_patterns::distributed::etcd::{Client, EtcdConfig, Session};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 
-/// Connects to `--addr` (comma-separated), else `ETCD_ENDPOINTS`, else the
-/// local services; credentials from `ETCD_USER` / `ETCD_PASSWORD`.
-pub async fn connect(
-    addr: Option<&str>,
-) -> anyhow::Result<concurrency_patterns::distributed::etcd::Client> {
-    let mut config = EtcdConfig::from_env()?;
-    if let Some(addr) = addr {
-        config = config.endpoints_from_list(addr);
-    }
-    Ok(config.connect().await?)
+/// Where etcd is; flatten into an example's arguments with
+/// `#[command(flatten)]`.
+#[derive(clap::Args)]
+pub struct EtcdFlags {
+    /// Comma-separated etcd endpoints (default: ETCD_ENDPOINTS, else 127.0.0.1:2379).
+    #[arg(long, env = "ETCD_ENDPOINTS")]
+    pub addr: Option<String>,
 }
 
-/// Connects and opens a session with a lease of `ttl_secs`.
-pub async fn session(addr: Option<&str>, ttl_secs: u64) -> anyhow::Result<Session> {
-    let client = connect(addr).await?;
-    Ok(Session::new(client, Duration::from_secs(ttl_secs)).await?)
+impl EtcdFlags {
+    /// Connects to `--addr`, else `ETCD_ENDPOINTS`, else the local
+    /// services; credentials from `ETCD_USER` / `ETCD_PASSWORD`.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let mut config = EtcdConfig::from_env()?;
+        if let Some(addr) = &self.addr {
+            config = config.endpoints_from_list(addr);
+        }
+        Ok(config.connect().await?)
+    }
+
+    /// Connects and opens a session with a lease of `ttl_secs`.
+    pub async fn session(&self, ttl_secs: u64) -> anyhow::Result<Session> {
+        let client = self.connect().await?;
+        Ok(Session::new(client, Duration::from_secs(ttl_secs)).await?)
+    }
+}
+
+/// Where Redis is; flatten into an example's arguments.
+#[derive(clap::Args)]
+pub struct RedisFlags {
+    /// Redis URL (default: REDIS_URL, else redis://127.0.0.1:6379/).
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+impl RedisFlags {
+    /// The configuration from `--url`, else `REDIS_URL`, else the local
+    /// services, and a connection made with it.
+    pub async fn connect(
+        &self,
+    ) -> anyhow::Result<(
+        concurrency_patterns::distributed::redis::RedisConfig,
+        concurrency_patterns::distributed::redis::redis::aio::ConnectionManager,
+    )> {
+        use concurrency_patterns::distributed::redis::RedisConfig;
+        let config = match &self.url {
+            Some(url) => RedisConfig::new(url.as_str()),
+            None => RedisConfig::from_env()?,
+        };
+        let conn = config.connect().await?;
+        Ok((config, conn))
+    }
+}
+
+/// Reads commands from stdin until `quit` or the end of input, after
+/// printing `ready; commands: <commands>, quit`. Each line, split into
+/// words, goes to `handle`, which answers false for a command it does not
+/// know (the loop then says so).
+pub async fn repl(commands: &str, mut handle: impl AsyncFnMut(&[&str]) -> bool) {
+    say(format!("ready; commands: {commands}, quit"));
+    let mut lines = Commands::from_stdin();
+    while let Some(words) = lines.next().await {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        if words == ["quit"] {
+            break;
+        }
+        if !handle(&words).await {
+            say(format!(
+                "unknown command {:?}; try {commands}, quit",
+                words.join(" ")
+            ));
+        }
+    }
 }
 
 /// Commands typed on stdin, one per line, trimmed; blank lines skipped.
@@ -61,20 +118,4 @@ pub fn say(line: impl std::fmt::Display) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
-}
-
-/// Connects to `--url`, else `REDIS_URL`, else the local services.
-pub async fn redis(
-    url: Option<&str>,
-) -> anyhow::Result<(
-    concurrency_patterns::distributed::redis::RedisConfig,
-    concurrency_patterns::distributed::redis::redis::aio::ConnectionManager,
-)> {
-    use concurrency_patterns::distributed::redis::RedisConfig;
-    let config = match url {
-        Some(url) => RedisConfig::new(url),
-        None => RedisConfig::from_env()?,
-    };
-    let conn = config.connect().await?;
-    Ok((config, conn))
 }
