@@ -21,41 +21,16 @@
 pub mod adaptive;
 pub mod circuit_breaker;
 mod clock;
-mod gcra;
-mod rate_limiter;
+mod rate_limit;
 mod retry;
-mod sliding_log;
-mod sliding_window;
 #[cfg(feature = "tower")]
 pub mod tower;
 
 pub use adaptive::{AdaptiveLimiter, AdaptivePermit, Aimd, LimitAlgorithm, LimitBounds, Vegas};
 pub use circuit_breaker::{BreakerError, CallNotPermitted, CircuitBreaker, CircuitBreakerConfig};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use gcra::{Gcra, KeyedGcra};
-pub use rate_limiter::{Decision, RateLimiter};
+pub use rate_limit::gcra::{Gcra, KeyedGcra};
+pub use rate_limit::sliding_log::{MAX_LOG_LIMIT, SlidingLog};
+pub use rate_limit::sliding_window::{MAX_WINDOW_LIMIT, SlidingWindow};
+pub use rate_limit::{Decision, LimiterConfigError, MAX_LIMITER_WINDOW, RateLimiter};
 pub use retry::{BudgetConfigError, GaveUp, MAX_BUDGET_WINDOW, Retry, RetryBudget, RetryError};
-pub use sliding_log::{MAX_LOG_LIMIT, SlidingLog};
-pub use sliding_window::{MAX_WINDOW_LIMIT, SlidingWindow};
-
-/// A limiter configuration that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LimiterConfigError {
-    /// A limit of zero would refuse everything.
-    #[error("a rate limit must allow at least one permit")]
-    ZeroLimit,
-    /// A window of zero length has no rate.
-    #[error("the window must be longer than zero (at least 1 µs)")]
-    ZeroWindow,
-    /// The limit does not fit the limiter's counters.
-    #[error("this limiter counts at most {0} permits per window")]
-    LimitTooLarge(u32),
-    /// A window longer than [`MAX_LIMITER_WINDOW`] (a year).
-    #[error("the window can be at most a year, not {0:?}")]
-    WindowTooLong(std::time::Duration),
-}
-
-/// The longest window a rate limiter takes: a year. Longer windows are not
-/// rates any more, and overflow the clocks' arithmetic (governor's counts
-/// nanoseconds in 64 bits: 584 years).
-pub const MAX_LIMITER_WINDOW: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);

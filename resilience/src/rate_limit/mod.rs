@@ -1,5 +1,10 @@
-//! The interface every rate limiter in this project implements: local ones
-//! in this crate, and the distributed one on Redis.
+//! Rate limiters: the interface every one in this project implements
+//! (local ones here, the distributed ones on Redis), and three local
+//! algorithms — GCRA, an exact sliding log, an approximate sliding window.
+
+pub(crate) mod gcra;
+pub(crate) mod sliding_log;
+pub(crate) mod sliding_window;
 
 use std::future::Future;
 use std::time::Duration;
@@ -79,3 +84,25 @@ pub trait RateLimiter: Send + Sync {
         self.acquire_with_jitter(Duration::ZERO, |_| Duration::ZERO)
     }
 }
+
+/// A limiter configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimiterConfigError {
+    /// A limit of zero would refuse everything.
+    #[error("a rate limit must allow at least one permit")]
+    ZeroLimit,
+    /// A window of zero length has no rate.
+    #[error("the window must be longer than zero (at least 1 µs)")]
+    ZeroWindow,
+    /// The limit does not fit the limiter's counters.
+    #[error("this limiter counts at most {0} permits per window")]
+    LimitTooLarge(u32),
+    /// A window longer than [`MAX_LIMITER_WINDOW`] (a year).
+    #[error("the window can be at most a year, not {0:?}")]
+    WindowTooLong(std::time::Duration),
+}
+
+/// The longest window a rate limiter takes: a year. Longer windows are not
+/// rates any more, and overflow the clocks' arithmetic (governor's counts
+/// nanoseconds in 64 bits: 584 years).
+pub const MAX_LIMITER_WINDOW: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
