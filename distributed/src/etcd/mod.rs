@@ -18,10 +18,14 @@
 //! | [`run_stm`] | transactions over etcd keys, four isolation levels | user keys |
 //! | [`PriorityQueue`] | lowest number first, FIFO within a priority | `<name>/<%05d>/<%016d>` (as Go's `PriorityQueue`) |
 //!
-//! The recipes share a few building blocks: unique keys, waiting for the
-//! closest predecessor only, deletes guarded by the key's create revision,
-//! and writes that stay exactly once when a reply is lost (fences for new
-//! items, receipts for the rest).
+//! The recipes share a few building blocks (the `keys` folder, as Go's
+//! `key.go` and `watch.go`): unique keys, waiting for the closest
+//! predecessor only, deletes guarded by the key's create revision. Two
+//! folders hold machinery a reader of a recipe may skip: `exactly_once`
+//! (writes that stay exactly once when a reply is lost) and `client`
+//! (connecting, retrying within [`Client::operation_bound`], failing over).
+//!
+//! Every comparison with etcd's Go recipes is in the list below.
 //!
 #![doc = include_str!("differences_from_go.md")]
 

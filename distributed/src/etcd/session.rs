@@ -196,7 +196,7 @@ impl Session {
     /// that first.
     ///
     /// Two `Mutex`es on one session and name would share one key (and both
-    /// "hold" the lock, a bug of the Go Mutex); the claim makes the second
+    /// "hold" the lock); the claim makes the second
     /// one fail instead. It also means that a key with our lease that we did
     /// not claim is a leftover of our own failed attempt, safe to adopt.
     pub(crate) async fn claim(&self, key: &str) -> Option<Claim> {

@@ -1,9 +1,9 @@
 //! Revision-guarded deletes: remove a key only while it is still the one we
 //! created.
 //!
-//! Deleting by name alone is a bug of the Go Mutex: a stale or retried unlock
-//! can delete a newer lock that reuses the same key. Comparing the key's
-//! create revision makes the delete apply to our incarnation of the key only.
+//! Deleting by name alone is not enough: a stale or retried unlock would
+//! delete a newer lock that reuses the same key. Comparing the key's create
+//! revision makes the delete apply to our incarnation of the key only.
 
 use crate::etcd::Client;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
@@ -132,7 +132,7 @@ mod tests {
     use super::*;
 
     /// A stale unlock (the revision of an earlier incarnation of the key)
-    /// must not delete the current one: the Go Mutex's unlock-by-name bug.
+    /// must not delete the current one.
     #[tokio::test]
     async fn a_stale_delete_leaves_a_newer_key_alone() {
         let etcd = testkit::shared_etcd().unwrap();

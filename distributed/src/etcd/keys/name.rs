@@ -2,7 +2,7 @@
 //!
 //! A recipe's name is a key prefix, and every key under it is written
 //! `<name>/<rest>`: the `/` is what keeps the queue `a` from seeing the items
-//! of the queue `ab` (a bug of the Go recipes, which read with a bare prefix).
+//! of the queue `ab`.
 
 use crate::etcd::EtcdError;
 

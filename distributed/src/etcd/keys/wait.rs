@@ -2,8 +2,7 @@
 //! deleted or put, and wait for every predecessor in a queue of keys.
 //!
 //! Both watch *from a known revision*, so a delete that happens between our
-//! read and the start of the watch is still seen (the Go Barrier once missed
-//! releases by watching from the wrong revision).
+//! read and the start of the watch is still seen.
 
 use crate::etcd::Client;
 use etcd_client::{EventType, GetOptions, SortOrder, SortTarget, WatchOptions, WatchStream};
@@ -157,7 +156,7 @@ pub(crate) async fn wait_for_predecessors(
 ///
 /// Fails with [`EtcdError::SessionLost`] if the session is lost while
 /// waiting, or if our key vanished meanwhile (its lease expired): a waiter
-/// whose session died never "acquires" (a bug of the Go Mutex).
+/// whose session died never "acquires".
 pub(crate) async fn wait_turn(
     session: &Session,
     prefix: &str,

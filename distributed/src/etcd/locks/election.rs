@@ -66,7 +66,7 @@ pub struct LeaderInfo {
 }
 
 impl Election {
-    /// An election called `name` (not empty; keys are `<name>/…`, as in Go).
+    /// An election called `name` (not empty; its keys are `<name>/…`).
     pub fn new(session: &Session, name: &str) -> Result<Self, EtcdError> {
         let name = RecipeName::new(name)?;
         let key = name.lease_key(session.lease_id());
@@ -169,7 +169,7 @@ impl Election {
 
     /// Every change of leader, starting with the current one: `Some(leader)`
     /// when someone leads (again, or with a new value), `None` when nobody
-    /// does (Go's `Observe` never reports that).
+    /// does.
     ///
     /// Nothing is coalesced: the changes are replayed from etcd's watch in
     /// revision order, so each value a leader proclaims is delivered, in

@@ -53,7 +53,7 @@ pub struct Mutex {
 }
 
 impl Mutex {
-    /// A mutex called `name` (a key prefix, not empty; keys are `<name>/…`, as in Go).
+    /// A mutex called `name` (a key prefix, not empty; its keys are `<name>/…`).
     pub fn new(session: &Session, name: &str) -> Result<Self, EtcdError> {
         let name = RecipeName::new(name)?;
         let key = name.lease_key(session.lease_id());

@@ -55,7 +55,7 @@ enum Side {
 }
 
 impl RwMutex {
-    /// A readers-writer lock called `name` (not empty; keys are `<name>/…`, as in Go).
+    /// A readers-writer lock called `name` (not empty; its keys are `<name>/…`).
     pub fn new(session: &Session, name: &str) -> Result<Self, EtcdError> {
         Ok(RwMutex {
             session: session.clone(),

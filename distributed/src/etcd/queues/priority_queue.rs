@@ -62,7 +62,7 @@ impl std::fmt::Debug for PriorityQueue {
 }
 
 impl PriorityQueue {
-    /// The priority queue called `name` (not empty; keys are `<name>/…`, as in Go).
+    /// The priority queue called `name` (not empty; its keys are `<name>/…`).
     pub fn new(client: Client, name: &str) -> Result<Self, EtcdError> {
         let name = RecipeName::new(name)?;
         let receipts = Arc::new(Receipts::new());

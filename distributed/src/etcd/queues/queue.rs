@@ -66,7 +66,7 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    /// The queue called `name` (not empty; keys are `<name>/…`, as in Go).
+    /// The queue called `name` (not empty; its keys are `<name>/…`).
     pub fn new(client: Client, name: &str) -> Result<Self, EtcdError> {
         let name = RecipeName::new(name)?;
         Ok(Queue {

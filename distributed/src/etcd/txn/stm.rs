@@ -15,11 +15,12 @@ use crate::etcd::EtcdError;
 use crate::etcd::client::retry::Repeat;
 
 /// What a transaction is protected against, from weakest to strongest.
-/// The same four levels as etcd's Go `concurrency.STM`.
+/// How much an STM transaction is isolated from concurrent writers: the
+/// four levels of etcd's `concurrency.STM`, weakest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolation {
-    /// Each key is read once per attempt, at the latest committed value
-    /// (as in Go); nothing is checked at commit, so a concurrent write to
+    /// Each key is read once per attempt, at the latest committed value;
+    /// nothing is checked at commit, so a concurrent write to
     /// a key read is overwritten (a lost update is possible).
     ReadCommitted,
     /// Each key reads the same value for the whole attempt, and commit
@@ -31,7 +32,7 @@ pub enum Isolation {
     /// As `Serializable`, and commit also fails if any key *written* changed
     /// after the snapshot: no lost updates through blind writes. The
     /// default. A transaction that reads nothing has no snapshot, and its
-    /// writes commit as they are (as in Go).
+    /// writes commit as they are.
     #[default]
     SerializableSnapshot,
 }
