@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use distributed::etcd::{EtcdConfig, Queue, Session, WorkQueue};
+use concurrency_patterns::distributed::etcd::{EtcdConfig, Queue, Session, WorkQueue};
 use support::Proc;
 use testkit::EtcdCluster;
 
@@ -246,7 +246,7 @@ fn key_names(etcd: &EtcdCluster, prefix: &str) -> Vec<String> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
-        let options = distributed::etcd::etcd_client::GetOptions::new()
+        let options = concurrency_patterns::distributed::etcd::etcd_client::GetOptions::new()
             .with_prefix()
             .with_keys_only();
         let response = client.get(prefix, Some(options)).await.unwrap();
@@ -264,7 +264,7 @@ fn keys_under(etcd: &EtcdCluster, prefix: &str) -> usize {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
-        let options = distributed::etcd::etcd_client::GetOptions::new()
+        let options = concurrency_patterns::distributed::etcd::etcd_client::GetOptions::new()
             .with_prefix()
             .with_count_only();
         client.get(prefix, Some(options)).await.unwrap().count() as usize

@@ -5,12 +5,12 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use distributed::etcd::{
+use cpr_distributed::etcd::{
     Barrier, Client, DoubleBarrier, Election, EtcdConfig, Mutex, PriorityQueue, Queue, RwMutex,
     Session, StmOptions, WorkQueue,
 };
-use distributed::redis::redis::aio::ConnectionManager;
-use distributed::redis::{RedisConfig, RedisLock, RedisRateLimiter, RedisWindowLimiter};
+use cpr_distributed::redis::redis::aio::ConnectionManager;
+use cpr_distributed::redis::{RedisConfig, RedisLock, RedisRateLimiter, RedisWindowLimiter};
 use proptest::prelude::*;
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -117,7 +117,7 @@ proptest! {
         let (_, _, conn, lock) = &*SERVERS;
         let _ = lock.clone().ttl(ttl);
         RUNTIME.block_on(async {
-            use resilience::RateLimiter;
+            use cpr_resilience::RateLimiter;
             if let Ok(limiter) = RedisRateLimiter::new(conn.clone(), &name, rate, burst) {
                 let _ = limiter.try_acquire_n(n).await;
             }

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use distributed::etcd::{EtcdConfig, EtcdError};
-use distributed::redis::{RedisConfig, RedisError};
+use cpr_distributed::etcd::{EtcdConfig, EtcdError};
+use cpr_distributed::redis::{RedisConfig, RedisError};
 use testkit::{EtcdCluster, RedisServer};
 
 #[tokio::test]
@@ -192,7 +192,7 @@ async fn a_client_whose_member_dies_or_hangs_moves_to_another() {
 /// here) is named as not etcd.
 #[tokio::test]
 async fn connect_errors_say_what_happened() {
-    use distributed::etcd::EtcdError;
+    use cpr_distributed::etcd::EtcdError;
     let connect = |endpoint: String| async move {
         match EtcdConfig::new(vec![endpoint]).connect().await {
             Ok(_) => panic!("connected"),
@@ -227,7 +227,7 @@ async fn connect_errors_say_what_happened() {
 
 #[tokio::test]
 async fn the_operation_bound_is_set_in_the_config_and_checked() {
-    use distributed::etcd::{Client, EtcdError, MAX_OPERATION_BOUND, OPERATION_BOUND};
+    use cpr_distributed::etcd::{Client, EtcdError, MAX_OPERATION_BOUND, OPERATION_BOUND};
     let etcd = testkit::shared_etcd().unwrap();
     let config = EtcdConfig::new(etcd.endpoints());
     let client: Client = config.connect().await.unwrap();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Duration;
 
-use distributed::etcd::{Client, Election, EtcdConfig, EtcdError, LeaderChanges, Session};
+use cpr_distributed::etcd::{Client, Election, EtcdConfig, EtcdError, LeaderChanges, Session};
 use futures::StreamExt;
 
 async fn client() -> Client {

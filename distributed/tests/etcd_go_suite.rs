@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use distributed::etcd::etcd_client::{EventType, WatchOptions};
-use distributed::etcd::{
+use cpr_distributed::etcd::etcd_client::{EventType, WatchOptions};
+use cpr_distributed::etcd::{
     Barrier, Client, DoubleBarrier, Election, EtcdConfig, EtcdError, Isolation, Mutex,
     PriorityQueue, Queue, RwMutex, Session, StmOptions, run_stm,
 };
@@ -815,7 +815,7 @@ async fn stm_conflict(clients: &Clients) {
 /// a Serializable transaction started after each batch reads five equal
 /// values.
 async fn stm_serialize(clients: &Clients) {
-    use distributed::etcd::etcd_client::{Txn, TxnOp};
+    use cpr_distributed::etcd::etcd_client::{Txn, TxnOp};
     let keys: Vec<String> = (0..5).map(|i| format!("go-mn-serialize/foo-{i}")).collect();
     let writer = clients.next().await;
     let mut readers = tokio::task::JoinSet::new();

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use distributed::etcd::{
+use cpr_distributed::etcd::{
     Barrier, Client, DoubleBarrier, Election, EtcdConfig, EtcdError, Mutex, PriorityQueue, Queue,
     RwMutex, Session, StmOptions, WorkQueue, run_stm, transfer,
 };
@@ -147,8 +147,8 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
                     })
                     .await
                     .map_err(|error| match error {
-                        distributed::etcd::StmError::Etcd(error) => error,
-                        distributed::etcd::StmError::Aborted(error) => error,
+                        cpr_distributed::etcd::StmError::Etcd(error) => error,
+                        cpr_distributed::etcd::StmError::Aborted(error) => error,
                     })
                 }
             }),

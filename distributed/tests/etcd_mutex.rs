@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use distributed::etcd::etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
-use distributed::etcd::{Client, EtcdConfig, EtcdError, Mutex, RwMutex, Session};
+use cpr_distributed::etcd::etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+use cpr_distributed::etcd::{Client, EtcdConfig, EtcdError, Mutex, RwMutex, Session};
 
 async fn client() -> Client {
     let etcd = testkit::shared_etcd().unwrap();

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use distributed::etcd::{
+use cpr_distributed::etcd::{
     Client, DoubleBarrier, EtcdConfig, Mutex, PriorityQueue, Queue, RwMutex, Session, WorkQueue,
 };
 use tokio::time::timeout;

@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use distributed::etcd::etcd_client::{GetOptions, WatchOptions};
-use distributed::etcd::{Client, EtcdConfig, PriorityQueue, Queue};
+use cpr_distributed::etcd::etcd_client::{GetOptions, WatchOptions};
+use cpr_distributed::etcd::{Client, EtcdConfig, PriorityQueue, Queue};
 use testkit::EtcdCluster;
 
 async fn client() -> Client {
@@ -460,13 +460,13 @@ async fn fifo_readers_never_wait_beside_queued_items() {
 async fn an_item_is_taken_while_a_hung_process_is_first_in_the_idle_line() {
     let mut etcd = client().await;
     // The hung process: a place in each queue's line, on a live lease.
-    let hung = distributed::etcd::Session::new(etcd.clone(), Duration::from_secs(30))
+    let hung = cpr_distributed::etcd::Session::new(etcd.clone(), Duration::from_secs(30))
         .await
         .unwrap();
     for kind in ["fifo", "pq"] {
         let name = format!("q-hung-first-{kind}");
         let on_hung_lease =
-            distributed::etcd::etcd_client::PutOptions::new().with_lease(hung.lease_id());
+            cpr_distributed::etcd::etcd_client::PutOptions::new().with_lease(hung.lease_id());
         let place = format!("cpr-idle/q/{name}/1");
         etcd.put(place, "", Some(on_hung_lease)).await.unwrap();
         let consumer = AnyQueue::new(kind, &name).await;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use distributed::etcd::etcd_client::PutOptions;
-use distributed::etcd::{Client, EtcdConfig, EtcdError, Session};
+use cpr_distributed::etcd::etcd_client::PutOptions;
+use cpr_distributed::etcd::{Client, EtcdConfig, EtcdError, Session};
 
 async fn client() -> Client {
     let etcd = testkit::shared_etcd().unwrap();
@@ -91,7 +91,7 @@ async fn close_revokes_at_once_and_loss_is_reported() {
 /// "requested lease not found", while `is_lost()` stayed false).
 #[tokio::test]
 async fn close_marks_the_session_and_its_guards_lost_and_recipes_say_closed() {
-    use distributed::etcd::{DoubleBarrier, Election, Mutex, RwMutex, WorkQueue};
+    use cpr_distributed::etcd::{DoubleBarrier, Election, Mutex, RwMutex, WorkQueue};
     let session = Session::new(client().await, Duration::from_secs(60))
         .await
         .unwrap();

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use distributed::etcd::{Client, EtcdConfig, EtcdError, Isolation, Session, StmOptions, run_stm};
+use cpr_distributed::etcd::{
+    Client, EtcdConfig, EtcdError, Isolation, Session, StmOptions, run_stm,
+};
 use tokio::sync::oneshot;
 
 const LEVELS: [Isolation; 4] = [

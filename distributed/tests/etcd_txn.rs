@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use distributed::etcd::{
+use cpr_distributed::etcd::{
     Client, EtcdConfig, EtcdError, Isolation, StmError, StmOptions, run_stm, transfer,
 };
 use testkit::EtcdCluster;

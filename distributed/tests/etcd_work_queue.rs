@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use distributed::etcd::etcd_client::GetOptions;
-use distributed::etcd::{Client, EtcdConfig, EtcdError, Session, WorkQueue};
+use cpr_distributed::etcd::etcd_client::GetOptions;
+use cpr_distributed::etcd::{Client, EtcdConfig, EtcdError, Session, WorkQueue};
 
 async fn client() -> Client {
     let etcd = testkit::shared_etcd().unwrap();

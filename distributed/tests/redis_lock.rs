@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use distributed::redis::redis::aio::ConnectionManager;
-use distributed::redis::{
+use cpr_distributed::redis::redis::aio::ConnectionManager;
+use cpr_distributed::redis::{
     FencedStore, RedisConfig, RedisError, RedisLock, RedisRateLimiter, RedisWindowLimiter, Redlock,
 };
-use resilience::{Decision, RateLimiter};
+use cpr_resilience::{Decision, RateLimiter};
 use support::cut_after;
 use testkit::RedisServer;
 
@@ -163,7 +163,7 @@ async fn the_watchdog_keeps_the_lock_and_reports_its_loss() {
 
     // The lock vanishes behind our back (a failover to a replica that missed it).
     let mut conn = shared_conn().await;
-    let _: () = distributed::redis::redis::cmd("DEL")
+    let _: () = cpr_distributed::redis::redis::cmd("DEL")
         .arg("redis-watchdog")
         .query_async(&mut conn)
         .await
@@ -289,7 +289,7 @@ async fn a_timed_out_acquire_that_lands_later_is_undone() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut conn = RedisConfig::new(server.url()).connect().await.unwrap();
     loop {
-        let exists: i64 = distributed::redis::redis::cmd("EXISTS")
+        let exists: i64 = cpr_distributed::redis::redis::cmd("EXISTS")
             .arg("ambiguous-lock")
             .query_async(&mut conn)
             .await
@@ -347,7 +347,7 @@ async fn redlock_survives_one_dead_server_of_three_and_fails_cleanly_with_two() 
     );
     // Nothing is left locked on the surviving server.
     let mut conn = RedisConfig::new(servers[2].url()).connect().await.unwrap();
-    let exists: i64 = distributed::redis::redis::cmd("EXISTS")
+    let exists: i64 = cpr_distributed::redis::redis::cmd("EXISTS")
         .arg("redlock-test")
         .query_async(&mut conn)
         .await
@@ -466,7 +466,7 @@ async fn is_locked_and_the_remaining_lease_follow_the_holder() {
     // Someone else's lock (the same name, taken after ours expired) is not
     // ours: the guard sees no lease of its own.
     let mut conn = shared_conn().await;
-    let _: () = distributed::redis::redis::cmd("SET")
+    let _: () = cpr_distributed::redis::redis::cmd("SET")
         .arg("redis-is-locked")
         .arg("someone else")
         .query_async(&mut conn)
@@ -478,7 +478,7 @@ async fn is_locked_and_the_remaining_lease_follow_the_holder() {
         !guard.unlock().await.unwrap(),
         "released someone else's lock"
     );
-    let _: () = distributed::redis::redis::cmd("DEL")
+    let _: () = cpr_distributed::redis::redis::cmd("DEL")
         .arg("redis-is-locked")
         .query_async(&mut conn)
         .await
@@ -505,7 +505,7 @@ async fn the_lock_is_not_reentrant() {
 /// answer from every implementation, local or on Redis: `Duration::MAX`.
 #[tokio::test]
 async fn more_than_a_limiter_can_ever_grant_is_never_in_every_implementation() {
-    use resilience::{Gcra, SlidingLog, SlidingWindow};
+    use cpr_resilience::{Gcra, SlidingLog, SlidingWindow};
     let never = Decision::Denied {
         retry_after: Duration::MAX,
     };

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use distributed::redis::{RedisConfig, RedisError, RedisLock, RedisWindowLimiter};
-use resilience::{Decision, RateLimiter};
+use cpr_distributed::redis::{RedisConfig, RedisError, RedisLock, RedisWindowLimiter};
+use cpr_resilience::{Decision, RateLimiter};
 use support::cut_after;
 use testkit::RedisServer;
 
@@ -101,7 +101,7 @@ async fn test_remain_time_to_live() {
     let lock = shared("redisson-remain-ttl").await;
     let held = lock.lock().await.unwrap();
     let left = lock.remaining_lease().await.unwrap().unwrap();
-    let default = distributed::redis::DEFAULT_TTL;
+    let default = cpr_distributed::redis::DEFAULT_TTL;
     assert!(
         left > default - Duration::from_secs(1) && left <= default,
         "{left:?}"
@@ -256,7 +256,7 @@ async fn test_no_subscription_left_after_contention() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let channels: Vec<String> = distributed::redis::redis::cmd("PUBSUB")
+        let channels: Vec<String> = cpr_distributed::redis::redis::cmd("PUBSUB")
             .arg("CHANNELS")
             .arg("redisson-subs-*")
             .query_async(&mut conn)

@@ -32,7 +32,7 @@ use dashmap::mapref::entry::Entry;
 /// and exactly one of them is told it stored it.
 ///
 /// ```
-/// use patterns::map::ConcurrentMap;
+/// use cpr_patterns::map::ConcurrentMap;
 ///
 /// let map = ConcurrentMap::new();
 /// map.store("a", 1);

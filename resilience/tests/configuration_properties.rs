@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use proptest::prelude::*;
-use resilience::circuit_breaker::CircuitBreakerConfig;
-use resilience::{
+use cpr_resilience::circuit_breaker::CircuitBreakerConfig;
+use cpr_resilience::{
     AdaptiveLimiter, Aimd, CircuitBreaker, Gcra, KeyedGcra, LimitBounds, Retry, RetryBudget,
     SlidingLog, SlidingWindow, Vegas,
 };
+use proptest::prelude::*;
 
 /// Any duration, with the edges (zero, a nanosecond, `Duration::MAX`) often.
 fn any_duration() -> impl Strategy<Value = Duration> {

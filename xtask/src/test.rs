@@ -6,7 +6,7 @@ use crate::run::{cargo, step};
 use crate::{Result, book, ensure, leftovers};
 
 /// Crates with loom models (`#[cfg(loom)]` tests), checked with `--cfg loom`.
-const LOOM_CRATES: &[&str] = &["patterns"];
+const LOOM_CRATES: &[&str] = &["cpr-patterns"];
 /// Loom explores every interleaving up to this many preemptions per thread;
 /// 3 finds the classic ordering bugs and keeps the run to seconds.
 const LOOM_MAX_PREEMPTIONS: &str = "3";

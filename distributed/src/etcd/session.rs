@@ -30,9 +30,9 @@ use crate::etcd::EtcdError;
 /// Clones share one lease.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// # async fn demo() -> Result<(), cpr_distributed::etcd::EtcdError> {
 /// use std::time::Duration;
-/// use distributed::etcd::{EtcdConfig, Session};
+/// use cpr_distributed::etcd::{EtcdConfig, Session};
 ///
 /// let client = EtcdConfig::from_env()?.connect().await?;
 /// let session = Session::new(client, Duration::from_secs(10)).await?;

@@ -9,7 +9,7 @@
 //! | [`RedisLock`] | a lock on one server: token-checked release, pub/sub waiting, watchdog, fencing token |
 //! | [`FencedStore`] | a value that refuses writes with stale fencing tokens |
 //! | [`Redlock`] | a lock held by a majority of independent servers |
-//! | [`RedisRateLimiter`] | GCRA shared by many processes, as a `resilience::RateLimiter`: at most `burst + rate × t` in any span `t` |
+//! | [`RedisRateLimiter`] | GCRA shared by many processes, as a `cpr_resilience::RateLimiter`: at most `burst + rate × t` in any span `t` |
 //! | [`RedisWindowLimiter`] | a sliding log shared by many processes: at most `limit` in any window (Redisson's `RRateLimiter`) |
 
 mod config;

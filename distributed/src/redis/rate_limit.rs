@@ -3,9 +3,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use cpr_resilience::{Decision, RateLimiter};
 use redis::Script;
 use redis::aio::ConnectionManager;
-use resilience::{Decision, RateLimiter};
 
 use super::RedisError;
 

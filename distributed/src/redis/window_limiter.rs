@@ -5,9 +5,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use cpr_resilience::{Decision, RateLimiter};
 use redis::Script;
 use redis::aio::ConnectionManager;
-use resilience::{Decision, RateLimiter};
 
 use super::RedisError;
 use super::rate_limit::{NEVER, decision};

@@ -1,10 +1,10 @@
 //! The pipeline on tokio tasks and bounded mpsc channels, with an async stage.
 //!
 //! ```
-//! use patterns::pipeline::{Options, Order, tasks};
+//! use cpr_patterns::pipeline::{Options, Order, tasks};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), patterns::pipeline::ConfigError> {
+//! # async fn main() -> Result<(), cpr_patterns::pipeline::ConfigError> {
 //! let mut squares = tasks::run(
 //!     Options::default().workers(3).order(Order::Preserved),
 //!     1..=10u64,

@@ -1,7 +1,7 @@
 //! The pipeline on OS threads and bounded crossbeam channels.
 //!
 //! ```
-//! use patterns::pipeline::{Options, Order, threads};
+//! use cpr_patterns::pipeline::{Options, Order, threads};
 //!
 //! // Go's example: emit 1..=10, square in three workers, merge.
 //! let squares = threads::run(
@@ -11,7 +11,7 @@
 //! )?;
 //! let squares: Vec<u64> = squares.map(Result::unwrap).collect();
 //! assert_eq!(squares, [1, 4, 9, 16, 25, 36, 49, 64, 81, 100]);
-//! # Ok::<(), patterns::pipeline::ConfigError>(())
+//! # Ok::<(), cpr_patterns::pipeline::ConfigError>(())
 //! ```
 
 use std::sync::Arc;

@@ -13,7 +13,7 @@ type Job<T> = Box<dyn FnOnce() -> T + Send>;
 /// it is full, so a fast producer is throttled to the pool's pace.
 ///
 /// ```
-/// use patterns::pool::WorkerPool;
+/// use cpr_patterns::pool::WorkerPool;
 ///
 /// let pool = WorkerPool::new(5)?;
 /// let sum: u64 = std::thread::scope(|s| {
@@ -22,7 +22,7 @@ type Job<T> = Box<dyn FnOnce() -> T + Send>;
 ///     pool.results().take(100).sum()
 /// });
 /// assert_eq!(sum, (1..=100u64).map(|n| n * n).sum());
-/// # Ok::<(), patterns::pool::PoolError>(())
+/// # Ok::<(), cpr_patterns::pool::PoolError>(())
 /// ```
 pub struct WorkerPool<T> {
     jobs: Option<Sender<Job<T>>>,

@@ -27,7 +27,7 @@ const SPINS_BEFORE_SLEEPING: usize = 100;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use patterns::publish::Publication;
+/// use cpr_patterns::publish::Publication;
 ///
 /// let cell = Arc::new(Publication::new());
 /// let reader = {

@@ -20,8 +20,8 @@ use crate::etcd::{EtcdError, Session};
 /// lease expires, instead of blocking the waiters forever.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
-/// use distributed::etcd::{Barrier, EtcdConfig};
+/// # async fn demo() -> Result<(), cpr_distributed::etcd::EtcdError> {
+/// use cpr_distributed::etcd::{Barrier, EtcdConfig};
 ///
 /// let client = EtcdConfig::from_env()?.connect().await?;
 /// let gate = Barrier::new(client, "deploy-gate")?;

@@ -25,8 +25,8 @@ use crate::etcd::{EtcdError, Session};
 /// until its session's lease expires, then the others go on.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
-/// use distributed::etcd::{DoubleBarrier, EtcdConfig, Session, DEFAULT_TTL};
+/// # async fn demo() -> Result<(), cpr_distributed::etcd::EtcdError> {
+/// use cpr_distributed::etcd::{DoubleBarrier, EtcdConfig, Session, DEFAULT_TTL};
 ///
 /// let client = EtcdConfig::from_env()?.connect().await?;
 /// let session = Session::new(client, DEFAULT_TTL).await?;

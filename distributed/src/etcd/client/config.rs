@@ -19,9 +19,9 @@ pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:2379";
 /// retries ([`OPERATION_BOUND`]).
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// # async fn demo() -> Result<(), cpr_distributed::etcd::EtcdError> {
 /// use std::time::Duration;
-/// use distributed::etcd::EtcdConfig;
+/// use cpr_distributed::etcd::EtcdConfig;
 ///
 /// // ETCD_ENDPOINTS=10.0.0.1:2379,10.0.0.2:2379 and ETCD_USER/ETCD_PASSWORD
 /// let client = EtcdConfig::from_env()?

@@ -43,9 +43,9 @@ pub const MAX_OPERATION_BOUND: Duration = Duration::from_secs(24 * 60 * 60);
 /// Cloning is cheap; clones share the connection.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
+/// # async fn demo() -> Result<(), cpr_distributed::etcd::EtcdError> {
 /// use std::time::Duration;
-/// use distributed::etcd::{Client, EtcdConfig};
+/// use cpr_distributed::etcd::{Client, EtcdConfig};
 ///
 /// let mut client: Client = EtcdConfig::from_env()?
 ///     .operation_bound(Duration::from_secs(5))

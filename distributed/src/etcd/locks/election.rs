@@ -29,8 +29,8 @@ use crate::etcd::{EtcdError, Session};
 /// elect <name>` candidates and observers take part in the same election.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
-/// use distributed::etcd::{Election, EtcdConfig, Session, DEFAULT_TTL};
+/// # async fn demo() -> Result<(), cpr_distributed::etcd::EtcdError> {
+/// use cpr_distributed::etcd::{Election, EtcdConfig, Session, DEFAULT_TTL};
 ///
 /// let client = EtcdConfig::from_env()?.connect().await?;
 /// let session = Session::new(client, DEFAULT_TTL).await?;

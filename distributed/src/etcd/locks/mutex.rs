@@ -28,8 +28,8 @@ use crate::etcd::{EtcdError, Session};
 /// [`MutexGuard::fencing_token`] at the resource).
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
-/// use distributed::etcd::{EtcdConfig, Mutex, Session, DEFAULT_TTL};
+/// # async fn demo() -> Result<(), cpr_distributed::etcd::EtcdError> {
+/// use cpr_distributed::etcd::{EtcdConfig, Mutex, Session, DEFAULT_TTL};
 ///
 /// let client = EtcdConfig::from_env()?.connect().await?;
 /// let session = Session::new(client, DEFAULT_TTL).await?;

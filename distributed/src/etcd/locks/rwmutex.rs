@@ -23,8 +23,8 @@ use crate::etcd::{EtcdError, Session};
 /// so writers do not starve.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
-/// use distributed::etcd::{EtcdConfig, RwMutex, Session, DEFAULT_TTL};
+/// # async fn demo() -> Result<(), cpr_distributed::etcd::EtcdError> {
+/// use cpr_distributed::etcd::{EtcdConfig, RwMutex, Session, DEFAULT_TTL};
 ///
 /// let client = EtcdConfig::from_env()?.connect().await?;
 /// let session = Session::new(client, DEFAULT_TTL).await?;

@@ -30,8 +30,8 @@ use crate::etcd::queues::take::{TakeOrder, Taker};
 /// a read found the queue empty.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
-/// use distributed::etcd::{EtcdConfig, PriorityQueue};
+/// # async fn demo() -> Result<(), cpr_distributed::etcd::EtcdError> {
+/// use cpr_distributed::etcd::{EtcdConfig, PriorityQueue};
 ///
 /// let client = EtcdConfig::from_env()?.connect().await?;
 /// let tickets = PriorityQueue::new(client, "tickets")?;

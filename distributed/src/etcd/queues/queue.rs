@@ -31,8 +31,8 @@ const BATCH: i64 = 16;
 /// [`WorkQueue`](crate::etcd::WorkQueue) for at least once.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
-/// use distributed::etcd::{EtcdConfig, Queue};
+/// # async fn demo() -> Result<(), cpr_distributed::etcd::EtcdError> {
+/// use cpr_distributed::etcd::{EtcdConfig, Queue};
 ///
 /// let client = EtcdConfig::from_env()?.connect().await?;
 /// let jobs = Queue::new(client, "jobs")?;

@@ -37,11 +37,11 @@ const BATCH: i64 = 16;
 /// deliveries), `<name>/dead/<nanos>`.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
-/// use distributed::etcd::{EtcdConfig, Session, WorkQueue};
+/// # async fn demo() -> Result<(), cpr_distributed::etcd::EtcdError> {
+/// use cpr_distributed::etcd::{EtcdConfig, Session, WorkQueue};
 ///
 /// let client = EtcdConfig::from_env()?.connect().await?;
-/// let session = Session::new(client, distributed::etcd::DEFAULT_TTL).await?;
+/// let session = Session::new(client, cpr_distributed::etcd::DEFAULT_TTL).await?;
 /// let work = WorkQueue::new(&session, "thumbnails")?.dead_letter_after(5);
 /// work.enqueue("photo 17").await?;
 /// let item = work.dequeue().await?;

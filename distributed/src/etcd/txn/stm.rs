@@ -351,8 +351,8 @@ pub enum StmError<E> {
 /// Runs `apply` in a transaction until it commits without conflict.
 ///
 /// ```no_run
-/// # async fn demo(client: &distributed::etcd::Client) -> Result<(), Box<dyn std::error::Error>> {
-/// use distributed::etcd::{EtcdError, StmOptions, run_stm};
+/// # async fn demo(client: &cpr_distributed::etcd::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use cpr_distributed::etcd::{EtcdError, StmOptions, run_stm};
 ///
 /// let outcome = run_stm(client, StmOptions::default(), |stm| async move {
 ///     let n: u64 = stm.get_string("counter").await?.unwrap_or_default().parse().unwrap_or(0);

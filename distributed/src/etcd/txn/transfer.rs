@@ -27,8 +27,8 @@ pub const DEFAULT_TRANSFER_ATTEMPTS: usize = 32;
 /// [`EtcdError::TooManyConflicts`] after `max_attempts` lost races.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), distributed::etcd::EtcdError> {
-/// use distributed::etcd::{EtcdConfig, transfer, DEFAULT_TRANSFER_ATTEMPTS};
+/// # async fn demo() -> Result<(), cpr_distributed::etcd::EtcdError> {
+/// use cpr_distributed::etcd::{EtcdConfig, transfer, DEFAULT_TRANSFER_ATTEMPTS};
 ///
 /// let client = EtcdConfig::from_env()?.connect().await?;
 /// transfer(&client, "bank/alice", "bank/bob", 30, DEFAULT_TRANSFER_ATTEMPTS).await?;
