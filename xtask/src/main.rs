@@ -10,6 +10,7 @@
 
 mod bench;
 mod book;
+mod crates;
 mod ensure;
 mod leftovers;
 mod run;
@@ -24,7 +25,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   tour                     install what is missing, run every example in book order, build the book
-  test                     everything CI checks: fmt, clippy, tests against real servers, loom, book
+  test                     everything CI checks: fmt, clippy, tests against real servers, crates, loom, book
+  test crates              only the checks of the crates as others use them: docs, packaging, an outside crate
   bench [FILTER]           macro benchmarks whose name contains FILTER, as JSON lines on stdout
   services up|down|status  a long-lived etcd on 127.0.0.1:2379 and Redis on 127.0.0.1:6379
   ensure                   only install what is missing (etcd, etcdctl, redis-server, protoc, mdbook)";
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["tour"] => tour::run(),
         ["test"] => test::run(),
+        ["test", "crates"] => ensure::everything().and_then(|()| crates::check()),
         ["bench"] => bench::run(""),
         ["bench", filter] => bench::run(filter),
         ["services", "up"] => services::up(),

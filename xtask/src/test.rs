@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use crate::run::{cargo, step};
-use crate::{Result, book, ensure, leftovers};
+use crate::{Result, book, crates, ensure, leftovers};
 
 /// Crates with loom models (`#[cfg(loom)]` tests), checked with `--cfg loom`.
 const LOOM_CRATES: &[&str] = &["cpr-patterns"];
@@ -55,6 +55,7 @@ pub fn run() -> Result {
         ));
     }
     eprintln!("    no test server left running");
+    crates::check()?;
     for krate in LOOM_CRATES {
         // A separate target dir: `--cfg loom` changes RUSTFLAGS, which would
         // otherwise throw away the normal build cache.
