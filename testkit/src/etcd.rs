@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::binaries::{Binary, find_binary};
+use crate::certs::{Certificates, make_certificates};
 use crate::ports::free_port;
 use crate::probe::{etcd_is_healthy, etcd_is_leader};
 use crate::process::{kill_and_wait, signal, spawn_child, wait_until_ready};
@@ -25,6 +26,14 @@ const START_ATTEMPTS: usize = 3;
 pub struct EtcdBuilder {
     members: usize,
     root_password: Option<String>,
+    tls: Option<ClientCertificates>,
+}
+
+/// Whether a TLS cluster asks its clients for certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientCertificates {
+    NotAsked,
+    Required,
 }
 
 impl EtcdBuilder {
@@ -38,6 +47,20 @@ impl EtcdBuilder {
     /// Clients must then log in as `root`; see [`EtcdCluster::credentials`].
     pub fn root_password(mut self, password: impl Into<String>) -> Self {
         self.root_password = Some(password.into());
+        self
+    }
+
+    /// Serves clients over TLS only (`https://` endpoints), with a server
+    /// certificate from a throwaway CA; see [`EtcdCluster::certificates`].
+    pub fn tls(mut self) -> Self {
+        self.tls = Some(ClientCertificates::NotAsked);
+        self
+    }
+
+    /// As [`tls`](Self::tls), and clients must show a certificate signed by
+    /// the same CA (mutual TLS).
+    pub fn mutual_tls(mut self) -> Self {
+        self.tls = Some(ClientCertificates::Required);
         self
     }
 
@@ -64,6 +87,8 @@ struct Member {
     name: String,
     client: SocketAddr,
     peer: SocketAddr,
+    /// Plain HTTP `/health` and `/metrics`, for the probes, TLS or not.
+    metrics: SocketAddr,
     data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -79,6 +104,7 @@ pub struct EtcdCluster {
     members: Vec<Mutex<Member>>,
     initial_cluster: String,
     root_password: Option<String>,
+    tls: Option<(Certificates, ClientCertificates)>,
     // Dropped after the members (fields drop in order), so data dirs outlive
     // the processes that use them.
     _dir: TempDir,
@@ -90,6 +116,7 @@ impl EtcdCluster {
         EtcdBuilder {
             members: 1,
             root_password: None,
+            tls: None,
         }
     }
 
@@ -114,6 +141,7 @@ impl EtcdCluster {
             members.push(Member {
                 client: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
                 peer: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+                metrics: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
                 data_dir: dir.path().join(format!("{name}.etcd")),
                 log: dir.path().join(format!("{name}.log")),
                 name,
@@ -126,10 +154,15 @@ impl EtcdCluster {
             .map(|m| format!("{}=http://{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
+        let tls = match options.tls {
+            Some(asked) => Some((make_certificates(dir.path())?, asked)),
+            None => None,
+        };
         let cluster = EtcdCluster {
             members: members.into_iter().map(Mutex::new).collect(),
             initial_cluster,
             root_password: options.root_password.clone(),
+            tls,
             _dir: dir,
         };
         // Members of a new cluster wait for each other, so start them all
@@ -165,8 +198,17 @@ impl EtcdCluster {
             .arg(&member.name)
             .arg("--data-dir")
             .arg(&member.data_dir)
-            .arg(format!("--listen-client-urls=http://{}", member.client))
-            .arg(format!("--advertise-client-urls=http://{}", member.client))
+            .arg(format!(
+                "--listen-client-urls={}://{}",
+                self.scheme(),
+                member.client
+            ))
+            .arg(format!(
+                "--advertise-client-urls={}://{}",
+                self.scheme(),
+                member.client
+            ))
+            .arg(format!("--listen-metrics-urls=http://{}", member.metrics))
             .arg(format!("--listen-peer-urls=http://{}", member.peer))
             .arg(format!(
                 "--initial-advertise-peer-urls=http://{}",
@@ -181,18 +223,33 @@ impl EtcdCluster {
             .arg("--election-timeout=500")
             .arg("--logger=zap")
             .arg("--log-level=warn");
+        if let Some((certs, asked)) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&certs.server_cert)
+                .arg("--key-file")
+                .arg(&certs.server_key);
+            // etcd asks for client certificates whenever it has a CA to
+            // check them with.
+            if *asked == ClientCertificates::Required {
+                command
+                    .arg("--trusted-ca-file")
+                    .arg(&certs.ca_cert)
+                    .arg("--client-cert-auth");
+            }
+        }
         spawn_child(command, &member.log)
     }
 
     fn wait_healthy(&self, index: usize) -> Result<(), TestkitError> {
         let mut member = self.lock(index)?;
-        let client = member.client;
+        let (client, metrics) = (member.client, member.metrics);
         let log = member.log.clone();
         let what = format!("etcd member {index} ({client})");
         let Some(child) = member.child.as_mut() else {
             return Ok(());
         };
-        wait_until_ready(&what, child, &log, READY_LIMIT, || etcd_is_healthy(client))
+        wait_until_ready(&what, child, &log, READY_LIMIT, || etcd_is_healthy(metrics))
     }
 
     fn enable_auth(&self, password: &str) -> Result<(), TestkitError> {
@@ -203,7 +260,17 @@ impl EtcdCluster {
     }
 
     fn etcdctl(&self, args: &[&str]) -> Result<(), TestkitError> {
-        let output = Command::new(find_binary(Binary::Etcdctl)?)
+        let mut command = Command::new(find_binary(Binary::Etcdctl)?);
+        if let Some((certs, _)) = &self.tls {
+            command
+                .arg("--cacert")
+                .arg(&certs.ca_cert)
+                .arg("--cert")
+                .arg(&certs.client_cert)
+                .arg("--key")
+                .arg(&certs.client_key);
+        }
+        let output = command
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoints_env()))
             .arg("--dial-timeout=5s")
@@ -231,9 +298,25 @@ impl EtcdCluster {
         self.members.is_empty()
     }
 
-    /// Client endpoints as `127.0.0.1:PORT`, one per member, in member order.
+    /// Client endpoints as `127.0.0.1:PORT` (`https://127.0.0.1:PORT` for a
+    /// TLS cluster), one per member, in member order.
     pub fn endpoints(&self) -> Vec<String> {
-        self.client_addrs().iter().map(|a| a.to_string()).collect()
+        let prefix = if self.tls.is_some() { "https://" } else { "" };
+        self.client_addrs()
+            .iter()
+            .map(|a| format!("{prefix}{a}"))
+            .collect()
+    }
+
+    /// The TLS files of a cluster started with [`EtcdBuilder::tls`] or
+    /// [`EtcdBuilder::mutual_tls`]: the CA to trust, and a client
+    /// certificate and key.
+    pub fn certificates(&self) -> Option<&Certificates> {
+        self.tls.as_ref().map(|(certs, _)| certs)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The endpoints joined by commas: the format of `ETCD_ENDPOINTS`.
@@ -324,11 +407,11 @@ impl EtcdCluster {
         let deadline = Instant::now() + LIMIT;
         loop {
             for index in 0..self.members.len() {
-                let (client, running) = {
+                let (metrics, running) = {
                     let member = self.lock(index)?;
-                    (member.client, member.child.is_some() && !member.paused)
+                    (member.metrics, member.child.is_some() && !member.paused)
                 };
-                if running && etcd_is_leader(client) {
+                if running && etcd_is_leader(metrics) {
                     return Ok(index);
                 }
             }

@@ -30,6 +30,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod binaries;
+mod certs;
 mod error;
 mod etcd;
 mod ports;
@@ -40,6 +41,7 @@ mod redis;
 mod shared;
 
 pub use binaries::{Binary, find_binary};
+pub use certs::{Certificates, make_certificates};
 pub use error::TestkitError;
 pub use etcd::{EtcdBuilder, EtcdCluster};
 pub use ports::free_port;

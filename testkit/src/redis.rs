@@ -48,7 +48,7 @@ impl RedisBuilder {
                 .tempdir()
                 .map_err(|e| TestkitError::io("creating a temporary directory for redis", e))?;
             if self.tls {
-                make_certificates(dir.path())?;
+                crate::certs::make_certificates(dir.path())?;
             }
             let server = RedisServer {
                 addr: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
@@ -244,76 +244,6 @@ impl RedisServer {
             None => Ok(()),
         }
     }
-}
-
-/// A CA and a server certificate for 127.0.0.1, with the `openssl` command.
-fn make_certificates(dir: &std::path::Path) -> Result<(), TestkitError> {
-    find_binary(Binary::Openssl)?;
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .map_err(|e| TestkitError::io("writing ext.cnf", e))?;
-    let steps: [&[&str]; 3] = [
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=testkit-ca",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-        ],
-    ];
-    for args in steps {
-        let output = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .map_err(|e| TestkitError::io("running openssl", e))?;
-        if !output.status.success() {
-            return Err(TestkitError::io(
-                format!("openssl {}", args.join(" ")),
-                std::io::Error::other(String::from_utf8_lossy(&output.stderr).to_string()),
-            ));
-        }
-    }
-    Ok(())
 }
 
 impl RedisServer {

@@ -32,12 +32,23 @@ pub enum EtcdError {
     /// at that address.
     #[error(
         "the server at {endpoints} is not etcd (it does not speak etcd's gRPC: {reason}): \
-         check ETCD_ENDPOINTS — is that another service's port, such as Redis's?"
+         check ETCD_ENDPOINTS — is that another service's port, such as Redis's, or an etcd \
+         that serves TLS (then write https://)?"
     )]
     NotEtcd {
         /// The endpoints tried, comma-separated.
         endpoints: String,
         /// What the client saw.
+        reason: String,
+    },
+
+    /// The TLS handshake with etcd failed: the reason says which setting to
+    /// fix (`ETCD_CA_CERT`, or `ETCD_CERT` and `ETCD_KEY`).
+    #[error("TLS with etcd at {endpoints}: {reason}")]
+    Tls {
+        /// The endpoints tried, comma-separated.
+        endpoints: String,
+        /// What failed, and what to set.
         reason: String,
     },
 

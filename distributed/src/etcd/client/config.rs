@@ -1,3 +1,4 @@
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::etcd::client::{Client, OPERATION_BOUND, check_operation_bound};
@@ -6,6 +7,8 @@ use tracing::{debug, instrument};
 
 use crate::etcd::EtcdError;
 use crate::etcd::client::failover;
+use crate::etcd::client::retry::find_cause;
+use crate::etcd::client::tls::{self, TlsFiles};
 
 /// The endpoint used when `ETCD_ENDPOINTS` is not set: the long-lived etcd of
 /// `cargo xtask services up`.
@@ -37,6 +40,7 @@ pub struct EtcdConfig {
     connect_timeout: Duration,
     request_timeout: Duration,
     operation_bound: Duration,
+    tls: TlsFiles,
 }
 
 impl std::fmt::Debug for EtcdConfig {
@@ -48,6 +52,11 @@ impl std::fmt::Debug for EtcdConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("operation_bound", &self.operation_bound)
+            .field("ca_cert", &self.tls.ca_cert)
+            .field(
+                "client_cert",
+                &self.tls.client.as_ref().map(|(cert, _)| cert),
+            )
             .finish()
     }
 }
@@ -60,6 +69,7 @@ impl Default for EtcdConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             operation_bound: OPERATION_BOUND,
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -74,8 +84,10 @@ impl EtcdConfig {
         }
     }
 
-    /// Reads `ETCD_ENDPOINTS` (comma-separated; default [`DEFAULT_ENDPOINT`])
-    /// and `ETCD_USER` / `ETCD_PASSWORD` (both or neither).
+    /// Reads `ETCD_ENDPOINTS` (comma-separated; default [`DEFAULT_ENDPOINT`]),
+    /// `ETCD_USER` / `ETCD_PASSWORD` (both or neither), and for `https://`
+    /// endpoints `ETCD_CA_CERT` (the CA to trust; default the system's) and
+    /// `ETCD_CERT` / `ETCD_KEY` (a client certificate; both or neither).
     pub fn from_env() -> Result<Self, EtcdError> {
         let mut config = match std::env::var("ETCD_ENDPOINTS") {
             Ok(list) => EtcdConfig::new(split_endpoints(&list)),
@@ -87,6 +99,20 @@ impl EtcdConfig {
             _ => {
                 return Err(EtcdError::InvalidConfig(
                     "set both ETCD_USER and ETCD_PASSWORD, or neither".into(),
+                ));
+            }
+        }
+        if let Some(ca) = std::env::var_os("ETCD_CA_CERT") {
+            config = config.ca_cert(ca);
+        }
+        match (std::env::var_os("ETCD_CERT"), std::env::var_os("ETCD_KEY")) {
+            (Some(cert), Some(key)) => config = config.client_cert(cert, key),
+            (None, None) => {}
+            _ => {
+                return Err(EtcdError::InvalidConfig(
+                    "set both ETCD_CERT and ETCD_KEY (a client certificate and its key), or \
+                     neither"
+                        .into(),
                 ));
             }
         }
@@ -133,6 +159,20 @@ impl EtcdConfig {
         self
     }
 
+    /// Trusts the CA certificate(s) in this PEM file for `https://`
+    /// endpoints, instead of the system's roots (`ETCD_CA_CERT`).
+    pub fn ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.ca_cert = Some(path.into());
+        self
+    }
+
+    /// Shows this client certificate (PEM chain) and key (PEM) to servers
+    /// that ask for one: mutual TLS (`ETCD_CERT`, `ETCD_KEY`).
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls.client = Some((cert.into(), key.into()));
+        self
+    }
+
     /// The endpoints, as given.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
@@ -172,8 +212,10 @@ impl EtcdConfig {
     /// listens there), [`EtcdError::NotEtcd`] when the server there does not
     /// speak etcd's gRPC,
     /// [`EtcdError::AuthenticationFailed`] for wrong credentials,
-    /// [`EtcdError::InvalidConfig`] for an endpoint that is not
-    /// `host:port` or `http://host:port`.
+    /// [`EtcdError::Tls`] when the TLS handshake fails (its reason names the
+    /// setting to fix), [`EtcdError::InvalidConfig`] for an endpoint that is
+    /// not `host:port`, `http://host:port` or `https://host:port`, or a TLS
+    /// file that cannot be read.
     ///
     /// # Cancel safety
     ///
@@ -182,8 +224,12 @@ impl EtcdConfig {
     #[instrument(level = "debug", skip(self), fields(endpoints = ?self.endpoints))]
     pub async fn connect(&self) -> Result<Client, EtcdError> {
         self.validate()?;
-        let channel =
-            failover::channel(&self.endpoints, self.connect_timeout, self.request_timeout)?;
+        let channel = failover::channel(
+            &self.endpoints,
+            self.connect_timeout,
+            self.request_timeout,
+            &self.tls,
+        )?;
         let mut options = ConnectOptions::new();
         if let Some((user, password)) = &self.credentials {
             options = options.with_user(user.clone(), password.clone());
@@ -214,12 +260,27 @@ impl EtcdConfig {
             }
         };
         let endpoints = self.endpoints.join(",");
-        match tokio::time::timeout(self.connect_timeout, attempt).await {
+        let outcome = tokio::time::timeout(self.connect_timeout, attempt).await;
+        if let Ok(Err(error)) = &outcome
+            && broke_at_once(error)
+            && let Some(reason) = self.tls_mismatch().await
+        {
+            return Err(EtcdError::Tls { endpoints, reason });
+        }
+        match outcome {
             Ok(Ok(client)) => {
                 debug!("connected to etcd");
                 Client::from(client).with_operation_bound(self.operation_bound)
             }
             // Failed before the timeout: say why, and claim no waiting.
+            Ok(Err(error)) if find_cause::<rustls::Error>(&error).is_some() => {
+                Err(EtcdError::Tls {
+                    endpoints,
+                    reason: find_cause::<rustls::Error>(&error)
+                        .map(tls::explain)
+                        .unwrap_or_default(),
+                })
+            }
             Ok(Err(error)) if is_unreachable(&error) => Err(EtcdError::Refused {
                 endpoints,
                 reason: short_reason(&error),
@@ -235,6 +296,50 @@ impl EtcdConfig {
             }),
         }
     }
+}
+
+impl EtcdConfig {
+    /// After a connection that broke at once: whether TLS is why — a
+    /// plain `http://` endpoint whose server speaks TLS, or a TLS server
+    /// that wants a client certificate we did not show. Asks the first
+    /// endpoint's server with a TLS handshake of its own.
+    async fn tls_mismatch(&self) -> Option<String> {
+        let first = self.endpoints.first()?;
+        let (https, authority) = match first.split_once("://") {
+            Some((scheme, rest)) => (scheme == "https", rest),
+            None => (false, first.as_str()),
+        };
+        let (host, port) = authority.trim_end_matches('/').rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = port.parse().ok()?;
+        let limit = self.connect_timeout.min(Duration::from_secs(1));
+        if https {
+            let config = self.tls.client_config().ok()?;
+            let error = tls::probe(host, port, config, limit).await?;
+            Some(tls::explain(&error))
+        } else {
+            let error = tls::probe(host, port, tls::trusting_nobody().ok()?, limit).await?;
+            tls::speaks_tls(&error).then(|| {
+                "the server speaks TLS: write its endpoints as https:// (and set ETCD_CA_CERT \
+                 to the CA that signed its certificate)"
+                    .to_string()
+            })
+        }
+    }
+}
+
+/// Whether the connection broke under the first request (reset, broken
+/// pipe, closed), rather than being refused or timing out.
+fn broke_at_once(error: &etcd_client::Error) -> bool {
+    find_cause::<std::io::Error>(error).is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionAborted
+        )
+    })
 }
 
 /// What went wrong, in the words a person needs, such as "tcp connect
@@ -308,14 +413,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_endpoint_that_is_not_plain_http_is_rejected_before_any_io() {
-        for (endpoint, says) in [
-            ("https://127.0.0.1:2379", "no TLS"),
-            ("127.0.0.1:2379 extra", "not a host:port"),
+    async fn a_bad_endpoint_or_tls_setting_is_rejected_before_any_io() {
+        let missing = std::env::temp_dir().join("cpr-no-such-ca.pem");
+        for (config, says) in [
+            (
+                EtcdConfig::new(["ftp://127.0.0.1:2379"]),
+                "http:// or https://",
+            ),
+            (EtcdConfig::new(["127.0.0.1:2379 extra"]), "not a host:port"),
+            (
+                EtcdConfig::new(["https://127.0.0.1:2379", "127.0.0.1:2380"]),
+                "some endpoints are https://",
+            ),
+            (
+                EtcdConfig::new(["127.0.0.1:2379"]).ca_cert(&missing),
+                "no endpoint is https://",
+            ),
+            (
+                EtcdConfig::new(["https://127.0.0.1:2379"]).ca_cert(&missing),
+                "ETCD_CA_CERT",
+            ),
         ] {
-            let error = EtcdConfig::new([endpoint]).connect().await.err().unwrap();
+            let error = config.connect().await.err().unwrap();
             assert!(matches!(error, EtcdError::InvalidConfig(_)), "{error}");
-            assert!(error.to_string().contains(says), "{endpoint}: {error}");
+            assert!(error.to_string().contains(says), "{config:?}: {error}");
         }
     }
 

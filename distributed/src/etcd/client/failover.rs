@@ -19,7 +19,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tower::Service;
@@ -28,6 +31,7 @@ use tracing::debug;
 use crate::etcd::EtcdError;
 use crate::etcd::client::frame_coalescing::CoalescingStream;
 use crate::etcd::client::retry::NeverSent;
+use crate::etcd::client::tls::TlsFiles;
 
 /// gRPC's status code for "unavailable": what a member without a leader,
 /// or one that cannot serve for now, answers.
@@ -52,7 +56,8 @@ fn check_host_port(given: &str, authority: &str) -> Result<(), EtcdError> {
     }
 }
 
-/// A channel over `endpoints` (`host:port` or `http://host:port`) for
+/// A channel over `endpoints` (`host:port`, `http://host:port` or, all of
+/// them, `https://host:port`) for
 /// `etcd_client::Client::from_channel`, starting at a random one so that
 /// clients spread over the members. Nothing connects until the first
 /// request; each connection attempt may take `connect_timeout`, each
@@ -61,8 +66,9 @@ pub(crate) fn channel(
     endpoints: &[String],
     connect_timeout: Duration,
     request_timeout: Duration,
+    tls: &TlsFiles,
 ) -> Result<etcd_client::Channel, EtcdError> {
-    let channels = endpoints
+    let uris = endpoints
         .iter()
         .map(|given| {
             let uri = if given.contains("://") {
@@ -70,19 +76,52 @@ pub(crate) fn channel(
             } else {
                 format!("http://{given}")
             };
-            if !uri.starts_with("http://") {
+            let Some((scheme, authority)) = uri.split_once("://") else {
+                return Err(EtcdError::InvalidConfig(format!("{given} is not a URL")));
+            };
+            if scheme != "http" && scheme != "https" {
                 return Err(EtcdError::InvalidConfig(format!(
-                    "{given}: only plain http:// endpoints are supported (no TLS)"
+                    "{given}: use http:// or https:// (or host:port for http)"
                 )));
             }
-            check_host_port(given, &uri["http://".len()..])?;
+            check_host_port(given, authority)?;
+            let https = scheme == "https";
+            Ok((given, uri, https))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let secure = uris.iter().filter(|(_, _, https)| *https).count();
+    if secure != 0 && secure != uris.len() {
+        return Err(EtcdError::InvalidConfig(
+            "some endpoints are https:// and some are not: a cluster serves one or the other"
+                .into(),
+        ));
+    }
+    let tls = if secure > 0 {
+        Some(TlsConnector::from(tls.client_config()?))
+    } else if !tls.is_empty() {
+        return Err(EtcdError::InvalidConfig(
+            "a CA or client certificate is set (ETCD_CA_CERT, ETCD_CERT), but no endpoint \
+             is https://"
+                .into(),
+        ));
+    } else {
+        None
+    };
+    let channels = uris
+        .into_iter()
+        .map(|(given, uri, _)| {
             let endpoint = Endpoint::from_shared(uri).map_err(|error| {
                 EtcdError::InvalidConfig(format!("{given} is not a host:port: {error}"))
             })?;
-            Ok(endpoint
-                .connect_timeout(connect_timeout)
-                .timeout(request_timeout)
-                .connect_with_connector_lazy(tower::service_fn(connect_tcp)))
+            let tls = tls.clone();
+            Ok::<_, EtcdError>(
+                endpoint
+                    .connect_timeout(connect_timeout)
+                    .timeout(request_timeout)
+                    .connect_with_connector_lazy(tower::service_fn(move |uri| {
+                        connect(uri, tls.clone())
+                    })),
+            )
         })
         .collect::<Result<Vec<_>, _>>()?;
     if channels.is_empty() {
@@ -101,8 +140,15 @@ pub(crate) fn channel(
     ))
 }
 
-/// Opens the TCP stream of one connection.
-async fn connect_tcp(uri: Uri) -> io::Result<TokioIo<CoalescingStream<TcpStream>>> {
+/// What a connection runs on: TCP, or TLS over TCP.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+/// Opens the stream of one connection: TCP, then TLS for `https://`.
+async fn connect(
+    uri: Uri,
+    tls: Option<TlsConnector>,
+) -> io::Result<TokioIo<CoalescingStream<Box<dyn Transport>>>> {
     let host = uri
         .host()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?
@@ -116,7 +162,15 @@ async fn connect_tcp(uri: Uri) -> io::Result<TokioIo<CoalescingStream<TcpStream>
     })?;
     // A request must not wait for the ACK of the previous one.
     stream.set_nodelay(true)?;
-    Ok(TokioIo::new(CoalescingStream::new(stream)))
+    let transport: Box<dyn Transport> = match tls {
+        Some(tls) => {
+            let name = ServerName::try_from(host.to_string())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            Box::new(tls.connect(name, stream).await?)
+        }
+        None => Box::new(stream),
+    };
+    Ok(TokioIo::new(CoalescingStream::new(transport)))
 }
 
 /// Requests go to `channels[current % len]`; a request that fails there

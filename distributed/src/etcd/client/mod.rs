@@ -12,6 +12,7 @@ pub(crate) mod config;
 pub(crate) mod failover;
 pub(crate) mod frame_coalescing;
 pub(crate) mod retry;
+pub(crate) mod tls;
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;

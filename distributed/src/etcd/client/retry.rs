@@ -81,28 +81,37 @@ pub(crate) fn outcome_unknown(error: &EtcdError) -> bool {
 #[error("tcp connect error: {0}")]
 pub(crate) struct NeverSent(#[source] pub(crate) std::io::Error);
 
-/// Whether `status` carries [`NeverSent`] somewhere in its chain of causes.
-fn never_sent(status: &tonic::Status) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(status);
+/// The first error of type `T` in the chain of causes of `error`: how a
+/// typed mark made deep in the connection (a [`NeverSent`], a TLS error)
+/// is found again above hyper and tonic.
+pub(crate) fn find_cause<T: std::error::Error + 'static>(error: &etcd_client::Error) -> Option<&T> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(match error {
+        etcd_client::Error::GRpcStatus(status) => status,
+        etcd_client::Error::TransportError(transport) => transport,
+        other => other,
+    });
     while let Some(error) = cause {
-        // The mark travels inside an io::Error, whose `source` skips what
-        // it wraps: look inside it too.
-        let wrapped = error
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref());
-        if error.is::<NeverSent>() || wrapped.is_some_and(|inner| inner.is::<NeverSent>()) {
-            return true;
+        if let Some(found) = error.downcast_ref::<T>() {
+            return Some(found);
         }
-        cause = error.source();
+        // An io::Error's `source` skips the error it wraps: go into it.
+        cause = match error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner),
+            None => error.source(),
+        };
     }
-    false
+    None
 }
 
 fn may_repeat(error: &etcd_client::Error, repeat: Repeat) -> bool {
     let etcd_client::Error::GRpcStatus(status) = error else {
         return matches!(error, etcd_client::Error::TransportError(_));
     };
-    let unsent = status.code() == tonic::Code::Unavailable && never_sent(status);
+    let unsent =
+        status.code() == tonic::Code::Unavailable && find_cause::<NeverSent>(error).is_some();
     let unavailable = matches!(
         status.code(),
         tonic::Code::Unavailable
@@ -130,7 +139,7 @@ mod tests {
     async fn a_request_to_a_dead_endpoint_is_known_never_sent() {
         let dead = format!("127.0.0.1:{}", testkit::free_port().unwrap());
         let second = Duration::from_secs(1);
-        let channel = failover::channel(&[dead], second, second).unwrap();
+        let channel = failover::channel(&[dead], second, second, &Default::default()).unwrap();
         let mut client = etcd_client::Client::from_channel(channel, None)
             .await
             .unwrap();
@@ -144,7 +153,13 @@ mod tests {
     async fn a_request_answered_by_a_server_is_not_marked() {
         let redis = testkit::shared_redis().unwrap();
         let second = Duration::from_secs(1);
-        let channel = failover::channel(&[redis.addr().to_string()], second, second).unwrap();
+        let channel = failover::channel(
+            &[redis.addr().to_string()],
+            second,
+            second,
+            &Default::default(),
+        )
+        .unwrap();
         let mut client = etcd_client::Client::from_channel(channel, None)
             .await
             .unwrap();
