@@ -54,6 +54,11 @@ const DEBIAN_TOOLS: &[DebianTool] = &[
         program: "/usr/include/google/protobuf/descriptor.proto",
         package: "libprotobuf-dev",
     },
+    // testkit makes throwaway certificates for the TLS servers with it.
+    DebianTool {
+        program: "openssl",
+        package: "openssl",
+    },
 ];
 
 /// A program installed from crates.io at a pinned version.
