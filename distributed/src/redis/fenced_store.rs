@@ -26,6 +26,19 @@ static FENCED_WRITE: LazyLock<Script> = LazyLock::new(|| {
 ///
 /// A lock holder that was paused past its lease and wakes up with an old
 /// token is refused, because the next holder has written with a higher one.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cpr_distributed::redis::RedisError> {
+/// use cpr_distributed::redis::{FencedStore, RedisConfig, RedisLock};
+///
+/// let config = RedisConfig::from_env()?;
+/// let store = FencedStore::new(config.connect().await?, "report");
+/// let guard = RedisLock::connect(&config, "report-lock").await?.lock().await?;
+/// let accepted = store.write(guard.fencing_token(), "v2").await?;
+/// assert!(accepted, "a newer holder wrote first");
+/// guard.unlock().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct FencedStore {
     conn: ConnectionManager,

@@ -44,6 +44,28 @@ const MAX_QUIET_WAIT: Duration = Duration::from_millis(500);
 /// Keys: the lock is `name` itself, so `redis-cli SET name v NX PX ...` by
 /// another program excludes this lock and vice versa. On Redis Cluster, use
 /// a hash tag (`{name}`) so that `name` and `name:fence` share a slot.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cpr_distributed::redis::RedisError> {
+/// use std::time::Duration;
+/// use cpr_distributed::redis::{RedisConfig, RedisLock};
+///
+/// let config = RedisConfig::from_env()?; // REDIS_URL
+/// let lock = RedisLock::connect(&config, "invoices")
+///     .await?
+///     .ttl(Duration::from_secs(10))?
+///     .watchdog(true);
+/// let guard = lock.lock().await?;
+/// // ... one holder at a time; pass guard.fencing_token() to the store ...
+/// guard.unlock().await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`RedisError::InvalidConfig`] for an empty name or a TTL out of range;
+/// the server's errors as [`RedisError`]; a lease lost while holding shows
+/// on the guard (`is_lost`), not as an error of `lock`.
 #[derive(Clone)]
 pub struct RedisLock {
     client: redis::Client,

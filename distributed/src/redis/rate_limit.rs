@@ -53,6 +53,21 @@ static GCRA: LazyLock<Script> = LazyLock::new(|| {
 /// edges for traffic to bunch at, and tells a refused caller how long to
 /// wait. A request for more than `burst` permits at once can never succeed:
 /// it is denied with `retry_after` of `Duration::MAX`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cpr_distributed::redis::RedisError> {
+/// use cpr_distributed::redis::{RedisConfig, RedisRateLimiter};
+/// use cpr_resilience::{Decision, RateLimiter};
+///
+/// let conn = RedisConfig::from_env()?.connect().await?;
+/// // 100 a second for every process that uses the key, bursts of 20.
+/// let limiter = RedisRateLimiter::new(conn, "api:search", 100.0, 20)?;
+/// match limiter.try_acquire().await? {
+///     Decision::Allowed => { /* serve */ }
+///     Decision::Denied { retry_after } => { /* answer 429, Retry-After */ }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct RedisRateLimiter {
     conn: ConnectionManager,

@@ -22,6 +22,21 @@ use super::{RedisConfig, RedisError};
 /// (Kleppmann's critique). Treat [`RedlockGuard::validity`] as an upper
 /// bound, check it before acting, and prefer a fenced resource for
 /// correctness; see the book's chapter.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cpr_distributed::redis::RedisError> {
+/// use cpr_distributed::redis::Redlock;
+///
+/// let servers = ["redis://10.0.0.1:6379/", "redis://10.0.0.2:6379/", "redis://10.0.0.3:6379/"]
+///     .map(String::from);
+/// let redlock = Redlock::connect(&servers, "nightly-job")?;
+/// let guard = redlock.lock().await?;
+/// if guard.remaining() > std::time::Duration::from_secs(1) {
+///     // ... act, knowing the lock may still be lost (see above) ...
+/// }
+/// guard.unlock().await;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Redlock {
     servers: Vec<ConnectionManager>,

@@ -58,6 +58,19 @@ static WINDOW_LOG: LazyLock<Script> = LazyLock::new(|| {
 /// The clock is the server's (`TIME`): clients' clocks do not matter.
 ///
 /// [`RedisRateLimiter`]: super::RedisRateLimiter
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cpr_distributed::redis::RedisError> {
+/// use std::time::Duration;
+/// use cpr_distributed::redis::{RedisConfig, RedisWindowLimiter};
+/// use cpr_resilience::RateLimiter;
+///
+/// let conn = RedisConfig::from_env()?.connect().await?;
+/// // A partner's quota: 1,000 calls in any hour, across all our processes.
+/// let quota = RedisWindowLimiter::new(conn, "partner-x", 1_000, Duration::from_secs(3600))?;
+/// if quota.try_acquire().await?.is_allowed() { /* call the partner */ }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct RedisWindowLimiter {
     conn: ConnectionManager,
