@@ -7,7 +7,7 @@ use tracing::{debug, instrument};
 
 use crate::etcd::EtcdError;
 use crate::etcd::client::failover;
-use crate::etcd::client::retry::find_cause;
+use crate::etcd::client::retry::{NeverSent, find_cause};
 use crate::etcd::client::tls::{self, TlsFiles};
 
 /// The endpoint used when `ETCD_ENDPOINTS` is not set: the long-lived etcd of
@@ -328,18 +328,12 @@ impl EtcdConfig {
     }
 }
 
-/// Whether the connection broke under the first request (reset, broken
-/// pipe, closed), rather than being refused or timing out.
+/// Whether a connection was made and then broke under the first request
+/// (reset, broken pipe, closed, garbled), rather than never being made.
+/// What breaks it may be TLS on one side only; how it shows (a broken
+/// pipe, or the server's alert as text) depends on timing.
 fn broke_at_once(error: &etcd_client::Error) -> bool {
-    find_cause::<std::io::Error>(error).is_some_and(|io| {
-        matches!(
-            io.kind(),
-            std::io::ErrorKind::BrokenPipe
-                | std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::UnexpectedEof
-                | std::io::ErrorKind::ConnectionAborted
-        )
-    })
+    find_cause::<NeverSent>(error).is_none() && find_cause::<std::io::Error>(error).is_some()
 }
 
 /// What went wrong, in the words a person needs, such as "tcp connect
