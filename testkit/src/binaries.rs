@@ -14,6 +14,8 @@ pub enum Binary {
     RedisServer,
     /// The OpenSSL command, to make test certificates (Debian `openssl`).
     Openssl,
+    /// The browser the book is checked in (Debian `chromium`).
+    Chromium,
 }
 
 impl Binary {
@@ -24,6 +26,7 @@ impl Binary {
             Binary::Etcdctl => "etcdctl",
             Binary::RedisServer => "redis-server",
             Binary::Openssl => "openssl",
+            Binary::Chromium => "chromium",
         }
     }
 
@@ -34,6 +37,7 @@ impl Binary {
             Binary::Etcdctl => "etcd-client",
             Binary::RedisServer => "redis-server",
             Binary::Openssl => "openssl",
+            Binary::Chromium => "chromium",
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use crate::Result;
-use crate::run::{find, path_with_cargo_bin};
+use crate::run::{cargo, find, path_with_cargo_bin, step};
 
 /// Builds `book/` into `book/book/`. mdbook exits 0 after logging some errors
 /// (a failed include, for one), so its log is read too.
@@ -25,6 +25,24 @@ pub fn build() -> Result {
         book.join("book").join("index.html").display()
     );
     Ok(())
+}
+
+/// The browser checks of the built book (bookcheck/), then the proof that
+/// they can fail: a copy of the book with one planted defect of each kind.
+pub fn check() -> Result {
+    let book = crate::workspace_root().join("book").join("book");
+    step(
+        "the book in chromium: diagrams, images, widths at 1280 px, links, search",
+        cargo()
+            .args(["run", "--quiet", "-p", "bookcheck", "--"])
+            .arg(&book),
+    )?;
+    step(
+        "the book checks catch planted defects",
+        cargo()
+            .args(["run", "--quiet", "-p", "bookcheck", "--", "--planted"])
+            .arg(&book),
+    )
 }
 
 fn run_logged(command: &mut Command, what: &str) -> Result {

@@ -59,6 +59,11 @@ const DEBIAN_TOOLS: &[DebianTool] = &[
         program: "openssl",
         package: "openssl",
     },
+    // The book is checked in it (bookcheck/).
+    DebianTool {
+        program: "chromium",
+        package: "chromium",
+    },
 ];
 
 /// A program installed from crates.io at a pinned version.

@@ -11,6 +11,7 @@
 mod bench;
 mod book;
 mod crates;
+mod dedent;
 mod ensure;
 mod leftovers;
 mod run;
@@ -25,11 +26,12 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   tour                     install what is missing, run every example in book order, build the book
-  test                     everything CI checks: fmt, clippy, tests against real servers, crates, loom, book
+  test                     everything CI checks: fmt, clippy, tests against real servers, crates, loom, book (in chromium)
   test crates              only the checks of the crates as others use them: docs, packaging, an outside crate
+  test book                build the book and check it in chromium (and that the checks catch planted defects)
   bench [FILTER]           macro benchmarks whose name contains FILTER, as JSON lines on stdout
   services up|down|status  a long-lived etcd on 127.0.0.1:2379 and Redis on 127.0.0.1:6379
-  ensure                   only install what is missing (etcd, etcdctl, redis-server, protoc, mdbook)";
+  ensure                   only install what is missing (etcd, etcdctl, redis-server, protoc, openssl, chromium, mdbook)";
 
 /// An error for the user: printed as is, then the command exits with 1.
 pub type Result<T = ()> = std::result::Result<T, String>;
@@ -41,12 +43,16 @@ fn main() -> ExitCode {
         ["tour"] => tour::run(),
         ["test"] => test::run(),
         ["test", "crates"] => ensure::everything().and_then(|()| crates::check()),
+        ["test", "book"] => ensure::everything()
+            .and_then(|()| book::build())
+            .and_then(|()| book::check()),
         ["bench"] => bench::run(""),
         ["bench", filter] => bench::run(filter),
         ["services", "up"] => services::up(),
         ["services", "down"] => services::down(),
         ["services", "status"] => services::status(),
         ["ensure"] => ensure::everything(),
+        ["mdbook-dedent", rest @ ..] => dedent::run(rest),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())

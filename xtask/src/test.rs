@@ -71,6 +71,7 @@ pub fn run() -> Result {
         )?;
     }
     book::build()?;
+    book::check()?;
     eprintln!(
         "all checks passed in {:.0} s",
         started.elapsed().as_secs_f64()
