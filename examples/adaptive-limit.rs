@@ -59,7 +59,9 @@ fn main() -> anyhow::Result<()> {
     for (name, points) in &runs {
         let overload: Vec<&Point> = points
             .iter()
-            .filter(|p| p.at > Duration::from_secs(10) && p.at <= Duration::from_secs(40))
+            .filter(|p| {
+                p.at > Duration::from_secs(10) && p.at <= Duration::from_secs(40)
+            })
             .collect();
         let completed: u32 = overload.iter().map(|p| p.completed).sum();
         let dropped: u32 = overload.iter().map(|p| p.dropped).sum();
@@ -126,7 +128,9 @@ fn plot(
         .y_label_area_size(50)
         .build_cartesian_2d(0.0..60.0, 0.0..top)?;
     chart.configure_mesh().x_desc("time (s)").draw()?;
-    for ((name, points), color) in runs.iter().zip(colors.iter().cycle().skip(3 - runs.len())) {
+    for ((name, points), color) in
+        runs.iter().zip(colors.iter().cycle().skip(3 - runs.len()))
+    {
         chart
             .draw_series(LineSeries::new(
                 points.iter().map(|p| (p.at.as_secs_f64(), value(p))),

@@ -30,7 +30,11 @@ async fn main() -> anyhow::Result<()> {
         .minimum_number_of_calls(10) // ...once there are at least 10
         .failure_rate_threshold(50.0) // open at 50 % failures
         .slow_call_duration_threshold(Duration::from_millis(100))
-        .exponential_wait_in_open(Duration::from_millis(100), 2.0, Duration::from_secs(1))
+        .exponential_wait_in_open(
+            Duration::from_millis(100),
+            2.0,
+            Duration::from_secs(1),
+        )
         .permitted_calls_in_half_open(3)
         .build()?;
     let breaker = Arc::new(CircuitBreaker::new(config));

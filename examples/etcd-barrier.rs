@@ -39,8 +39,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let session = args.etcd.session(args.ttl).await?;
     if args.scripted {
-        let barrier =
-            Barrier::with_session(&session, &format!("{}-{}", args.name, std::process::id()))?;
+        let barrier = Barrier::with_session(
+            &session,
+            &format!("{}-{}", args.name, std::process::id()),
+        )?;
         barrier.hold().await?;
         say("the barrier is up; 3 workers wait at it");
         let workers: Vec<_> = (1..=3)

@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::say;
-use concurrency_patterns::distributed::etcd::{Election, LeaderChanges, Leadership, Session};
+use concurrency_patterns::distributed::etcd::{
+    Election, LeaderChanges, Leadership, Session,
+};
 use futures::StreamExt;
 
 #[derive(Parser)]
@@ -85,7 +87,9 @@ async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
                     None => say("not the leader"),
                 },
                 ["leader"] => match election.leader().await {
-                    Ok(Some(leader)) => say(format!("leader: {} ({})", leader.value, leader.key)),
+                    Ok(Some(leader)) => {
+                        say(format!("leader: {} ({})", leader.value, leader.key))
+                    }
                     Ok(None) => say("no leader"),
                     Err(error) => say(format!("leader failed: {error}")),
                 },
@@ -138,7 +142,8 @@ async fn scripted(args: &Args, first: &Session) -> anyhow::Result<()> {
     say("alice proclaimed a new value");
     alice_leads.resign().await?;
     say("alice resigned");
-    let bob_leads = tokio::time::timeout(Duration::from_secs(5), bob_campaign).await???;
+    let bob_leads =
+        tokio::time::timeout(Duration::from_secs(5), bob_campaign).await???;
     say("bob is the leader");
     bob_leads.resign().await?;
 

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::say;
-use concurrency_patterns::distributed::etcd::etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use concurrency_patterns::distributed::etcd::etcd_client::{
+    Compare, CompareOp, Txn, TxnOp,
+};
 use concurrency_patterns::distributed::etcd::{Mutex, MutexGuard, Session};
 
 #[derive(Parser)]
@@ -60,7 +62,10 @@ async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
                 // Waiting can be interrupted by the session ending.
                 match mutex.lock().await {
                     Ok(guard) => {
-                        say(format!("locked (fencing token {})", guard.fencing_token()));
+                        say(format!(
+                            "locked (fencing token {})",
+                            guard.fencing_token()
+                        ));
                         held = Some(guard);
                     }
                     Err(error) => say(format!("lock failed: {error}")),
@@ -84,8 +89,13 @@ async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
             },
             ["write", value] => match &held {
                 Some(guard) => {
-                    match fenced_write(session, guard, &format!("{}-resource", args.name), value)
-                        .await
+                    match fenced_write(
+                        session,
+                        guard,
+                        &format!("{}-resource", args.name),
+                        value,
+                    )
+                    .await
                     {
                         Ok(true) => say(format!("write accepted: {value}")),
                         Ok(false) => say("write rejected: the lock is no longer ours"),

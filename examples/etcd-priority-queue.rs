@@ -34,7 +34,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = args.etcd.connect().await?;
     if args.scripted {
-        let queue = PriorityQueue::new(client, &format!("{}-{}", args.name, std::process::id()))?;
+        let queue = PriorityQueue::new(
+            client,
+            &format!("{}-{}", args.name, std::process::id()),
+        )?;
         for (task, priority) in [
             ("backup", 9),
             ("page the on-call", 0),
@@ -59,7 +62,9 @@ async fn main() -> anyhow::Result<()> {
     say("lower priority numbers come out first");
     common::repl("push <value> <priority>, pop", async |words| {
         match words {
-            ["push", value @ .., priority] if !value.is_empty() => match priority.parse::<u16>() {
+            ["push", value @ .., priority] if !value.is_empty() => match priority
+                .parse::<u16>()
+            {
                 Ok(priority) => match queue.enqueue(value.join(" "), priority).await {
                     Ok(key) => say(format!("pushed ({key})")),
                     Err(error) => say(format!("push failed: {error}")),
@@ -71,7 +76,9 @@ async fn main() -> anyhow::Result<()> {
             ["pop"] => {
                 say("waiting for an item...");
                 match queue.dequeue().await {
-                    Ok(item) => say(format!("popped: {}", String::from_utf8_lossy(&item))),
+                    Ok(item) => {
+                        say(format!("popped: {}", String::from_utf8_lossy(&item)))
+                    }
                     Err(error) => say(format!("pop failed: {error}")),
                 }
             }

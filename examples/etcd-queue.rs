@@ -58,15 +58,18 @@ async fn main() -> anyhow::Result<()> {
     let queue = Queue::new(client, &args.name)?;
     common::repl("push <value>, pop", async |words| {
         match words {
-            ["push", value @ ..] if !value.is_empty() => match queue.enqueue(value.join(" ")).await
-            {
-                Ok(key) => say(format!("pushed ({key})")),
-                Err(error) => say(format!("push failed: {error}")),
-            },
+            ["push", value @ ..] if !value.is_empty() => {
+                match queue.enqueue(value.join(" ")).await {
+                    Ok(key) => say(format!("pushed ({key})")),
+                    Err(error) => say(format!("push failed: {error}")),
+                }
+            }
             ["pop"] => {
                 say("waiting for an item...");
                 match queue.dequeue().await {
-                    Ok(item) => say(format!("popped: {}", String::from_utf8_lossy(&item))),
+                    Ok(item) => {
+                        say(format!("popped: {}", String::from_utf8_lossy(&item)))
+                    }
                     Err(error) => say(format!("pop failed: {error}")),
                 }
             }

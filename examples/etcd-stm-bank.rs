@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use clap::Parser;
 use common::say;
-use concurrency_patterns::distributed::etcd::{EtcdError, StmOptions, parse_balance, run_stm};
+use concurrency_patterns::distributed::etcd::{
+    EtcdError, StmOptions, parse_balance, run_stm,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -74,7 +76,8 @@ async fn main() -> anyhow::Result<()> {
                         let balance = |i: usize, key: &str| {
                             parse_balance(key, balances[i].as_deref().unwrap_or(b"0"))
                         };
-                        let (from_balance, to_balance) = (balance(0, from)?, balance(1, to)?);
+                        let (from_balance, to_balance) =
+                            (balance(0, from)?, balance(1, to)?);
                         let half = from_balance / 2;
                         // Checked: an overflow is an error naming the
                         // account, and aborts with nothing written.

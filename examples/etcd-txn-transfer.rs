@@ -12,7 +12,9 @@ mod common;
 
 use clap::Parser;
 use common::say;
-use concurrency_patterns::distributed::etcd::{DEFAULT_TRANSFER_ATTEMPTS, EtcdError, transfer};
+use concurrency_patterns::distributed::etcd::{
+    DEFAULT_TRANSFER_ATTEMPTS, EtcdError, transfer,
+};
 
 #[derive(Parser)]
 struct Args {

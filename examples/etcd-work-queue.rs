@@ -53,7 +53,8 @@ async fn main() -> anyhow::Result<()> {
         ));
         drop(doomed); // no more renewals: its lease, and its claim, expire
         say("consumer A died without an ack");
-        let again = tokio::time::timeout(Duration::from_secs(10), queue.dequeue()).await??;
+        let again =
+            tokio::time::timeout(Duration::from_secs(10), queue.dequeue()).await??;
         say(format!(
             "consumer B got it again (delivery {})",
             again.deliveries
@@ -71,11 +72,12 @@ async fn main() -> anyhow::Result<()> {
     let mut current: Option<WorkItem> = None;
     common::repl("push <value>, take, ack", async |words| {
         match words {
-            ["push", value @ ..] if !value.is_empty() => match queue.enqueue(value.join(" ")).await
-            {
-                Ok(id) => say(format!("pushed {id}")),
-                Err(error) => say(format!("push failed: {error}")),
-            },
+            ["push", value @ ..] if !value.is_empty() => {
+                match queue.enqueue(value.join(" ")).await {
+                    Ok(id) => say(format!("pushed {id}")),
+                    Err(error) => say(format!("push failed: {error}")),
+                }
+            }
             ["take"] if current.is_some() => say("ack the current item first"),
             ["take"] => {
                 say("waiting for an item...");

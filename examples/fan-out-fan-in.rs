@@ -9,7 +9,9 @@
 
 use std::convert::Infallible;
 
-use concurrency_patterns::patterns::pipeline::{Options, Order, PipelineError, tasks, threads};
+use concurrency_patterns::patterns::pipeline::{
+    Options, Order, PipelineError, tasks, threads,
+};
 
 fn main() -> anyhow::Result<()> {
     // ANCHOR: threads
@@ -55,11 +57,12 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let sum = runtime.block_on(async {
         // ANCHOR: tasks
-        let mut squares = tasks::run(Options::default().workers(3), 1..=10u64, |n| async move {
-            // An async stage: a network call would go here.
-            tokio::task::yield_now().await;
-            Ok::<_, Infallible>(n * n)
-        })?;
+        let mut squares =
+            tasks::run(Options::default().workers(3), 1..=10u64, |n| async move {
+                // An async stage: a network call would go here.
+                tokio::task::yield_now().await;
+                Ok::<_, Infallible>(n * n)
+            })?;
         let mut sum = 0;
         while let Some(square) = squares.next().await {
             sum += square?;

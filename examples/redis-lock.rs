@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::say;
-use concurrency_patterns::distributed::redis::{FencedStore, RedisLock, RedisLockGuard};
+use concurrency_patterns::distributed::redis::{
+    FencedStore, RedisLock, RedisLockGuard,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -144,7 +146,8 @@ async fn scripted(lock: &RedisLock, store: &FencedStore) -> anyhow::Result<()> {
     );
     let released_at = std::time::Instant::now();
     anyhow::ensure!(first.unlock().await?, "A's lock had expired");
-    let (second, acquired_at) = tokio::time::timeout(Duration::from_secs(5), waiter).await???;
+    let (second, acquired_at) =
+        tokio::time::timeout(Duration::from_secs(5), waiter).await???;
     say(format!(
         "A unlocked; B was woken and locked {:.1} ms later (fencing token {})",
         (acquired_at - released_at).as_secs_f64() * 1000.0,

@@ -75,7 +75,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     // The burst comes at once, then one permit per 1/rate seconds.
-    let expected = Duration::from_secs_f64((10 - args.burst.min(10)) as f64 / args.rate);
+    let expected =
+        Duration::from_secs_f64((10 - args.burst.min(10)) as f64 / args.rate);
     let took = granted.last().copied().unwrap_or_default();
     anyhow::ensure!(
         took + Duration::from_millis(50) >= expected,

@@ -39,7 +39,8 @@ async fn main() -> anyhow::Result<()> {
             .map(String::from)
             .collect(),
         None => {
-            let url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_string());
+            let url =
+                std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_string());
             let server = without_database(&url);
             (1..=3).map(|db| format!("{server}/{db}")).collect()
         }
@@ -59,7 +60,9 @@ async fn main() -> anyhow::Result<()> {
         Err(RedisError::NoQuorum {
             acquired, majority, ..
         }) => {
-            println!("a rival got {acquired} of the {majority} servers it needs, and released them")
+            println!(
+                "a rival got {acquired} of the {majority} servers it needs, and released them"
+            )
         }
         other => anyhow::bail!("the rival should have failed, got {other:?}"),
     }
@@ -78,7 +81,11 @@ async fn main() -> anyhow::Result<()> {
 fn without_database(url: &str) -> &str {
     let url = url.trim_end_matches('/');
     match url.rsplit_once('/') {
-        Some((server, db)) if !db.is_empty() && db.chars().all(|c| c.is_ascii_digit()) => server,
+        Some((server, db))
+            if !db.is_empty() && db.chars().all(|c| c.is_ascii_digit()) =>
+        {
+            server
+        }
         _ => url,
     }
 }

@@ -96,9 +96,16 @@ async fn slow_square(in_flight: Arc<InFlight>, n: u64) -> u64 {
     n * n
 }
 
-fn report(how: &str, sum: u64, expected: u64, in_flight: &InFlight) -> anyhow::Result<()> {
+fn report(
+    how: &str,
+    sum: u64,
+    expected: u64,
+    in_flight: &InFlight,
+) -> anyhow::Result<()> {
     let max = in_flight.max.load(SeqCst);
-    println!("{how:>16}: sum of squares {sum}, at most {max} jobs in flight (limit {K})");
+    println!(
+        "{how:>16}: sum of squares {sum}, at most {max} jobs in flight (limit {K})"
+    );
     anyhow::ensure!(sum == expected, "{how}: wrong sum {sum}");
     anyhow::ensure!(max <= K, "{how}: {max} jobs in flight, limit {K}");
     Ok(())

@@ -17,7 +17,11 @@ fn check_book(src: &Path) -> Vec<Problem> {
         for (number, line) in text.lines().enumerate() {
             for directive in include_directives(line) {
                 if let Err(what) = check_include(&chapter, &directive) {
-                    problems.push(format!("{}:{}: {what}", chapter.display(), number + 1));
+                    problems.push(format!(
+                        "{}:{}: {what}",
+                        chapter.display(),
+                        number + 1
+                    ));
                 }
             }
             for image in images(line) {
@@ -114,7 +118,9 @@ fn check_include(chapter: &Path, directive: &str) -> Result<(), String> {
     }
     anchor_body(&code, selector)
         .ok_or_else(|| {
-            format!("`{directive}`: no `ANCHOR: {selector}` … `ANCHOR_END: {selector}` pair")
+            format!(
+                "`{directive}`: no `ANCHOR: {selector}` … `ANCHOR_END: {selector}` pair"
+            )
         })
         .and_then(|body| {
             if body.iter().all(|line| line.trim().is_empty()) {

@@ -27,7 +27,8 @@ fn the_committed_plots_match_the_simulation() {
     );
     for plot in ["adaptive-limit.svg", "adaptive-latency.svg"] {
         let fresh = std::fs::read(dir.path().join(plot)).unwrap();
-        let committed = std::fs::read(root().join("book/src/resilience").join(plot)).unwrap();
+        let committed =
+            std::fs::read(root().join("book/src/resilience").join(plot)).unwrap();
         assert!(
             fresh == committed,
             "book/src/resilience/{plot} is stale; regenerate it with \

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use concurrency_patterns::distributed::etcd::etcd_client::{
     Compare, CompareOp, GetOptions, Txn, TxnOp,
 };
-use concurrency_patterns::distributed::etcd::{Client, EtcdConfig, EtcdError, Mutex, Session};
+use concurrency_patterns::distributed::etcd::{
+    Client, EtcdConfig, EtcdError, Mutex, Session,
+};
 use support::{Proc, example_binary};
 use testkit::EtcdCluster;
 
@@ -122,7 +124,11 @@ async fn a_paused_holders_late_write_is_refused_by_its_fencing_check() {
 /// marker for this (client, step), only if the lock is still ours and the
 /// marker is new. The marker makes a retry after an ambiguous failure (the
 /// write happened but its reply was lost with the leader) a no-op.
-async fn increment(mutex: &Mutex, client: &mut Client, marker: &str) -> Result<(), EtcdError> {
+async fn increment(
+    mutex: &Mutex,
+    client: &mut Client,
+    marker: &str,
+) -> Result<(), EtcdError> {
     let guard = mutex.lock().await?;
     let counter = client.get("faults-counter", None).await?;
     let (value, revision) = match counter.kvs().first() {

@@ -21,7 +21,8 @@ async fn etcdctl_lock_excludes_us_and_we_exclude_it() {
     let mutex = Mutex::new(&ours, "interop-lock").unwrap();
 
     // etcdctl holds (it prints its key, then holds until signalled).
-    let mut go_holder = Proc::spawn(etcdctl(&etcd.endpoints_env()).args(["lock", "interop-lock"]));
+    let mut go_holder =
+        Proc::spawn(etcdctl(&etcd.endpoints_env()).args(["lock", "interop-lock"]));
     let go_key = go_holder.expect_line("interop-lock/", Duration::from_secs(10));
     assert!(
         mutex.try_lock().await.unwrap().is_none(),
@@ -70,7 +71,8 @@ async fn a_go_style_name_with_a_trailing_slash_is_the_same_lock() {
     let etcd = testkit::EtcdCluster::start(1).unwrap();
     let ours = session(&etcd).await;
     let mutex = Mutex::new(&ours, "/my-lock/").unwrap();
-    let mut go_holder = Proc::spawn(etcdctl(&etcd.endpoints_env()).args(["lock", "/my-lock/"]));
+    let mut go_holder =
+        Proc::spawn(etcdctl(&etcd.endpoints_env()).args(["lock", "/my-lock/"]));
     let go_key = go_holder.expect_line("/my-lock//", Duration::from_secs(10));
     assert!(
         mutex.try_lock().await.unwrap().is_none(),
@@ -93,8 +95,11 @@ async fn etcdctl_elect_and_our_election_see_one_leader() {
 
     let leading = election.campaign("rust-leader").await.unwrap();
     // etcdctl's observer sees our leader ...
-    let mut go_observer =
-        Proc::spawn(etcdctl(&etcd.endpoints_env()).args(["elect", "-l", "interop-election"]));
+    let mut go_observer = Proc::spawn(etcdctl(&etcd.endpoints_env()).args([
+        "elect",
+        "-l",
+        "interop-election",
+    ]));
     go_observer.expect_line("rust-leader", Duration::from_secs(10));
     // ... and an etcdctl candidate waits behind us.
     let mut go_candidate = Proc::spawn(etcdctl(&etcd.endpoints_env()).args([

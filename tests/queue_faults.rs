@@ -22,7 +22,13 @@ const CONSUMERS: usize = 3;
 const ITEMS_PER_PRODUCER: usize = 150;
 
 /// Starts this binary as a producer or consumer.
-fn spawn_role(etcd: &EtcdCluster, role: &str, kind: &str, queue: &str, id: usize) -> Proc {
+fn spawn_role(
+    etcd: &EtcdCluster,
+    role: &str,
+    kind: &str,
+    queue: &str,
+    id: usize,
+) -> Proc {
     spawn_role_with(etcd, role, kind, queue, id, &[])
 }
 
@@ -104,7 +110,9 @@ fn role() {
             }
             _ => loop {
                 let got = match kind.as_str() {
-                    "queue" => queue.dequeue().await.map(|v| String::from_utf8(v).unwrap()),
+                    "queue" => {
+                        queue.dequeue().await.map(|v| String::from_utf8(v).unwrap())
+                    }
                     _ => match work.dequeue().await {
                         Ok(item) => {
                             let value = String::from_utf8(item.value.clone()).unwrap();
@@ -144,7 +152,9 @@ fn after(line: &str, marker: &str) -> Option<String> {
 /// Runs producers and consumers of `kind`, kills the etcd leader once the
 /// first items have passed, and returns (sent, received counts per item,
 /// errors).
-fn run_with_leader_kill(kind: &str) -> (Vec<String>, HashMap<String, usize>, Vec<String>) {
+fn run_with_leader_kill(
+    kind: &str,
+) -> (Vec<String>, HashMap<String, usize>, Vec<String>) {
     let etcd = EtcdCluster::start(3).unwrap();
     let name = format!("faults-{kind}");
     let mut consumers: Vec<Proc> = (0..CONSUMERS)
@@ -188,7 +198,9 @@ fn run_with_leader_kill(kind: &str) -> (Vec<String>, HashMap<String, usize>, Vec
                 }
             }
         }
-        if sent.iter().all(|item| received.contains_key(item)) || Instant::now() > deadline {
+        if sent.iter().all(|item| received.contains_key(item))
+            || Instant::now() > deadline
+        {
             break;
         }
     }
@@ -219,9 +231,12 @@ fn queue_items_pass_exactly_once_while_the_leader_is_killed() {
         PRODUCERS * ITEMS_PER_PRODUCER,
         "producer errors: {errors:#?}"
     );
-    let lost: Vec<&String> = sent.iter().filter(|i| !received.contains_key(*i)).collect();
-    let twice: Vec<(&String, &usize)> = received.iter().filter(|(_, n)| **n > 1).collect();
-    let invented: Vec<&String> = received.keys().filter(|i| !sent.contains(i)).collect();
+    let lost: Vec<&String> =
+        sent.iter().filter(|i| !received.contains_key(*i)).collect();
+    let twice: Vec<(&String, &usize)> =
+        received.iter().filter(|(_, n)| **n > 1).collect();
+    let invented: Vec<&String> =
+        received.keys().filter(|i| !sent.contains(i)).collect();
     assert!(lost.is_empty(), "lost {lost:?}; errors {errors:#?}");
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     assert!(invented.is_empty(), "never sent: {invented:?}");
@@ -235,8 +250,10 @@ fn work_queue_items_arrive_at_least_once_while_the_leader_is_killed() {
         PRODUCERS * ITEMS_PER_PRODUCER,
         "producer errors: {errors:#?}"
     );
-    let lost: Vec<&String> = sent.iter().filter(|i| !received.contains_key(*i)).collect();
-    let invented: Vec<&String> = received.keys().filter(|i| !sent.contains(i)).collect();
+    let lost: Vec<&String> =
+        sent.iter().filter(|i| !received.contains_key(*i)).collect();
+    let invented: Vec<&String> =
+        received.keys().filter(|i| !sent.contains(i)).collect();
     assert!(lost.is_empty(), "lost {lost:?}; errors {errors:#?}");
     assert!(invented.is_empty(), "never sent: {invented:?}");
 }
@@ -246,9 +263,10 @@ fn key_names(etcd: &EtcdCluster, prefix: &str) -> Vec<String> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
-        let options = concurrency_patterns::distributed::etcd::etcd_client::GetOptions::new()
-            .with_prefix()
-            .with_keys_only();
+        let options =
+            concurrency_patterns::distributed::etcd::etcd_client::GetOptions::new()
+                .with_prefix()
+                .with_keys_only();
         let response = client.get(prefix, Some(options)).await.unwrap();
         response
             .kvs()
@@ -264,9 +282,10 @@ fn keys_under(etcd: &EtcdCluster, prefix: &str) -> usize {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
-        let options = concurrency_patterns::distributed::etcd::etcd_client::GetOptions::new()
-            .with_prefix()
-            .with_count_only();
+        let options =
+            concurrency_patterns::distributed::etcd::etcd_client::GetOptions::new()
+                .with_prefix()
+                .with_count_only();
         client.get(prefix, Some(options)).await.unwrap().count() as usize
     })
 }

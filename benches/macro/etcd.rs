@@ -116,7 +116,8 @@ pub async fn mutex_cycle(servers: &mut Servers) -> anyhow::Result<String> {
     })
     .await?;
     session.close().await?;
-    Ok(Samples::new(latencies, elapsed).line("etcd.mutex.cycle", &[("rpcs_per_op", rpcs)]))
+    Ok(Samples::new(latencies, elapsed)
+        .line("etcd.mutex.cycle", &[("rpcs_per_op", rpcs)]))
 }
 
 /// `etcd.mutex.handoff`: two contenders on two sessions pass the lock back
@@ -158,7 +159,11 @@ pub async fn mutex_handoff(servers: &mut Servers) -> anyhow::Result<String> {
 }
 
 /// Polls until `count` contenders are in line under `prefix`.
-async fn wait_until_waiting(session: &Session, prefix: &str, count: i64) -> anyhow::Result<()> {
+async fn wait_until_waiting(
+    session: &Session,
+    prefix: &str,
+    count: i64,
+) -> anyhow::Result<()> {
     let options = GetOptions::new().with_prefix().with_count_only();
     let deadline = Instant::now() + Duration::from_secs(10);
     while session
@@ -232,7 +237,8 @@ pub async fn queue_mc8(servers: &mut Servers) -> anyhow::Result<String> {
         }
     };
     let elapsed = produce(QUEUE_ITEMS).await?;
-    let rpcs = rpcs_per_op(&addrs, COUNTED, async { produce(COUNTED).await.map(drop) }).await?;
+    let rpcs = rpcs_per_op(&addrs, COUNTED, async { produce(COUNTED).await.map(drop) })
+        .await?;
     for consumer in consumers {
         consumer.abort();
     }
@@ -303,33 +309,38 @@ async fn bank_transfers(
                 // The lesson's exchange, as the Go peer runs it: each attempt
                 // draws two random accounts (the same one twice does nothing)
                 // and moves half of one balance to the other.
-                let outcome = run_stm(&client, StmOptions::default().max_attempts(1000), |stm| {
-                    let bank = bank.clone();
-                    async move {
-                        let (a, b) = (
-                            rand::random_range(0..accounts),
-                            rand::random_range(0..accounts),
-                        );
-                        if a == b {
-                            return Ok(());
+                let outcome =
+                    run_stm(&client, StmOptions::default().max_attempts(1000), |stm| {
+                        let bank = bank.clone();
+                        async move {
+                            let (a, b) = (
+                                rand::random_range(0..accounts),
+                                rand::random_range(0..accounts),
+                            );
+                            if a == b {
+                                return Ok(());
+                            }
+                            let (from, to) =
+                                (format!("{bank}/{a}"), format!("{bank}/{b}"));
+                            // Both accounts in one read (Go's exchange makes two).
+                            let balances = stm.get_many(&[&from, &to]).await?;
+                            let balance = |i: usize| -> u64 {
+                                balances[i]
+                                    .as_deref()
+                                    .and_then(|b| std::str::from_utf8(b).ok())
+                                    .and_then(|t| t.parse().ok())
+                                    .unwrap_or(0)
+                            };
+                            let (from_balance, to_balance) = (balance(0), balance(1));
+                            stm.put(
+                                &from,
+                                (from_balance - from_balance / 2).to_string(),
+                            );
+                            stm.put(&to, (to_balance + from_balance / 2).to_string());
+                            Ok::<_, EtcdError>(())
                         }
-                        let (from, to) = (format!("{bank}/{a}"), format!("{bank}/{b}"));
-                        // Both accounts in one read (Go's exchange makes two).
-                        let balances = stm.get_many(&[&from, &to]).await?;
-                        let balance = |i: usize| -> u64 {
-                            balances[i]
-                                .as_deref()
-                                .and_then(|b| std::str::from_utf8(b).ok())
-                                .and_then(|t| t.parse().ok())
-                                .unwrap_or(0)
-                        };
-                        let (from_balance, to_balance) = (balance(0), balance(1));
-                        stm.put(&from, (from_balance - from_balance / 2).to_string());
-                        stm.put(&to, (to_balance + from_balance / 2).to_string());
-                        Ok::<_, EtcdError>(())
-                    }
-                })
-                .await?;
+                    })
+                    .await?;
                 attempts += outcome.attempts;
             }
             Ok::<_, anyhow::Error>(attempts)

@@ -51,7 +51,9 @@ impl Servers {
             self.redis = Some(match std::env::var("REDIS_URL") {
                 Ok(url) => (RedisConfig::new(url), None),
                 Err(_) => {
-                    eprintln!("bench: starting a redis-server (set REDIS_URL to use yours)");
+                    eprintln!(
+                        "bench: starting a redis-server (set REDIS_URL to use yours)"
+                    );
                     let server = RedisServer::start()?;
                     (RedisConfig::new(server.url()), Some(server))
                 }
@@ -64,7 +66,9 @@ impl Servers {
     }
 
     /// A connected client, and the member addresses whose metrics count RPCs.
-    pub async fn etcd(&mut self) -> anyhow::Result<(Client, Vec<std::net::SocketAddr>)> {
+    pub async fn etcd(
+        &mut self,
+    ) -> anyhow::Result<(Client, Vec<std::net::SocketAddr>)> {
         if self.etcd.is_none() {
             let started = if std::env::var_os("ETCD_ENDPOINTS").is_some() {
                 (EtcdConfig::from_env()?, None)

@@ -42,8 +42,9 @@ fn fastest(mut check: impl FnMut() -> bool) -> Duration {
 pub fn limiter_checks() -> anyhow::Result<Vec<String>> {
     let window = SlidingWindow::new(1_000_000, Duration::from_secs(1))?;
     let log = SlidingLog::new(1_000_000, Duration::from_secs(1))?;
-    let quota =
-        governor::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap_or(NonZeroU32::MIN));
+    let quota = governor::Quota::per_second(
+        NonZeroU32::new(1_000_000_000).unwrap_or(NonZeroU32::MIN),
+    );
     let governor = governor::RateLimiter::direct(quota);
     let gcra = Gcra::new(1_000_000_000, Duration::from_secs(1))?;
     let w = fastest(|| window.check_n(1).is_allowed());

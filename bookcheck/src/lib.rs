@@ -113,7 +113,11 @@ pub fn check(
 }
 
 /// Saves a screenshot of every chapter at `width`, to look at.
-pub fn screenshots(book: &Path, width: u32, folder: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn screenshots(
+    book: &Path,
+    width: u32,
+    folder: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
     let addr = server::serve(book)?;
     let browser = launch(width)?;
     let tab = browser.new_tab()?;
@@ -122,7 +126,8 @@ pub fn screenshots(book: &Path, width: u32, folder: &Path) -> anyhow::Result<Vec
         tab.navigate_to(&format!("http://{addr}/{page}"))?
             .wait_until_navigated()?;
         wait_for_diagrams(&tab)?;
-        let file = folder.join(format!("{}-{width}.png", page.trim_end_matches(".html")));
+        let file =
+            folder.join(format!("{}-{width}.png", page.trim_end_matches(".html")));
         screenshot(&tab, &file)?;
         saved.push(file);
     }
@@ -130,7 +135,8 @@ pub fn screenshots(book: &Path, width: u32, folder: &Path) -> anyhow::Result<Vec
 }
 
 fn launch(width: u32) -> anyhow::Result<Browser> {
-    let chromium = testkit::find_binary(testkit::Binary::Chromium).map_err(|e| anyhow!("{e}"))?;
+    let chromium =
+        testkit::find_binary(testkit::Binary::Chromium).map_err(|e| anyhow!("{e}"))?;
     let options = LaunchOptions::default_builder()
         .path(Some(chromium))
         .window_size(Some((width, 900)))
@@ -150,7 +156,11 @@ fn pages(book: &Path) -> anyhow::Result<Vec<String>> {
     Ok(pages)
 }
 
-fn collect_pages(root: &Path, dir: &Path, pages: &mut Vec<String>) -> anyhow::Result<()> {
+fn collect_pages(
+    root: &Path,
+    dir: &Path,
+    pages: &mut Vec<String>,
+) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
@@ -308,7 +318,8 @@ fn screenshot(tab: &Arc<Tab>, file: &Path) -> anyhow::Result<()> {
     if let Some(parent) = file.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let png = tab.capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)?;
+    let png =
+        tab.capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)?;
     std::fs::write(file, png)?;
     Ok(())
 }

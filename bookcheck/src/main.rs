@@ -151,7 +151,8 @@ fn look(book: &Path, folder: &Path) -> anyhow::Result<()> {
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("bookcheck-planted-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("bookcheck-planted-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     Ok(dir)

@@ -37,7 +37,9 @@ fn answer(mut stream: TcpStream, root: &Path) -> std::io::Result<()> {
             stream.write_all(header.as_bytes())?;
             stream.write_all(&body)
         }
-        None => stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+        None => {
+            stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        }
     }
 }
 

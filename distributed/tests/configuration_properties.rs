@@ -6,11 +6,13 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use cpr_distributed::etcd::{
-    Barrier, Client, DoubleBarrier, Election, EtcdConfig, Mutex, PriorityQueue, Queue, RwMutex,
-    Session, StmOptions, WorkQueue,
+    Barrier, Client, DoubleBarrier, Election, EtcdConfig, Mutex, PriorityQueue, Queue,
+    RwMutex, Session, StmOptions, WorkQueue,
 };
 use cpr_distributed::redis::redis::aio::ConnectionManager;
-use cpr_distributed::redis::{RedisConfig, RedisLock, RedisRateLimiter, RedisWindowLimiter};
+use cpr_distributed::redis::{
+    RedisConfig, RedisLock, RedisRateLimiter, RedisWindowLimiter,
+};
 use proptest::prelude::*;
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -22,19 +24,20 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 });
 
 /// One etcd client, session, Redis connection and lock for every case.
-static SERVERS: LazyLock<(Client, Session, ConnectionManager, RedisLock)> = LazyLock::new(|| {
-    RUNTIME.block_on(async {
-        let etcd = testkit::shared_etcd().unwrap();
-        let client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
-        let session = Session::new(client.clone(), Duration::from_secs(30))
-            .await
-            .unwrap();
-        let redis = RedisConfig::new(testkit::shared_redis().unwrap().url());
-        let conn = redis.connect().await.unwrap();
-        let lock = RedisLock::connect(&redis, "props-lock").await.unwrap();
-        (client, session, conn, lock)
-    })
-});
+static SERVERS: LazyLock<(Client, Session, ConnectionManager, RedisLock)> =
+    LazyLock::new(|| {
+        RUNTIME.block_on(async {
+            let etcd = testkit::shared_etcd().unwrap();
+            let client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
+            let session = Session::new(client.clone(), Duration::from_secs(30))
+                .await
+                .unwrap();
+            let redis = RedisConfig::new(testkit::shared_redis().unwrap().url());
+            let conn = redis.connect().await.unwrap();
+            let lock = RedisLock::connect(&redis, "props-lock").await.unwrap();
+            (client, session, conn, lock)
+        })
+    });
 
 fn any_duration() -> impl Strategy<Value = Duration> {
     prop_oneof![

@@ -227,7 +227,9 @@ async fn connect_errors_say_what_happened() {
 
 #[tokio::test]
 async fn the_operation_bound_is_set_in_the_config_and_checked() {
-    use cpr_distributed::etcd::{Client, EtcdError, MAX_OPERATION_BOUND, OPERATION_BOUND};
+    use cpr_distributed::etcd::{
+        Client, EtcdError, MAX_OPERATION_BOUND, OPERATION_BOUND,
+    };
     let etcd = testkit::shared_etcd().unwrap();
     let config = EtcdConfig::new(etcd.endpoints());
     let client: Client = config.connect().await.unwrap();

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use cpr_distributed::etcd::etcd_client::GetOptions;
-use cpr_distributed::etcd::{Barrier, Client, DoubleBarrier, EtcdConfig, EtcdError, Session};
+use cpr_distributed::etcd::{
+    Barrier, Client, DoubleBarrier, EtcdConfig, EtcdError, Session,
+};
 
 async fn client() -> Client {
     let etcd = testkit::shared_etcd().unwrap();

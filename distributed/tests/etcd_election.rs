@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Duration;
 
-use cpr_distributed::etcd::{Client, Election, EtcdConfig, EtcdError, LeaderChanges, Session};
+use cpr_distributed::etcd::{
+    Client, Election, EtcdConfig, EtcdError, LeaderChanges, Session,
+};
 use futures::StreamExt;
 
 async fn client() -> Client {

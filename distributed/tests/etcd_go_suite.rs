@@ -72,7 +72,9 @@ impl TestQueue {
     async fn enqueue(&self, value: &str) {
         match self {
             TestQueue::Fifo(q) => drop(q.enqueue(value).await.unwrap()),
-            TestQueue::Flat(q) => drop(q.enqueue(value, rand::random_range(0..2)).await.unwrap()),
+            TestQueue::Flat(q) => {
+                drop(q.enqueue(value, rand::random_range(0..2)).await.unwrap())
+            }
         }
     }
 
@@ -784,7 +786,8 @@ async fn stm_conflict(clients: &Clients) {
                             Ok::<i64, EtcdError>(v.parse().unwrap_or(0))
                         }
                     };
-                    let (from, to) = (read(&keys[source]).await?, read(&keys[target]).await?);
+                    let (from, to) =
+                        (read(&keys[source]).await?, read(&keys[target]).await?);
                     if from == 0 {
                         return Ok(());
                     }
@@ -816,7 +819,8 @@ async fn stm_conflict(clients: &Clients) {
 /// values.
 async fn stm_serialize(clients: &Clients) {
     use cpr_distributed::etcd::etcd_client::{Txn, TxnOp};
-    let keys: Vec<String> = (0..5).map(|i| format!("go-mn-serialize/foo-{i}")).collect();
+    let keys: Vec<String> =
+        (0..5).map(|i| format!("go-mn-serialize/foo-{i}")).collect();
     let writer = clients.next().await;
     let mut readers = tokio::task::JoinSet::new();
     for batch in 0..5 {

@@ -11,8 +11,8 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use cpr_distributed::etcd::{
-    Barrier, Client, DoubleBarrier, Election, EtcdConfig, EtcdError, Mutex, PriorityQueue, Queue,
-    RwMutex, Session, StmOptions, WorkQueue, run_stm, transfer,
+    Barrier, Client, DoubleBarrier, Election, EtcdConfig, EtcdError, Mutex,
+    PriorityQueue, Queue, RwMutex, Session, StmOptions, WorkQueue, run_stm, transfer,
 };
 use testkit::EtcdCluster;
 
@@ -21,7 +21,9 @@ const BOUND: Duration = Duration::from_secs(6);
 
 type Call = Pin<Box<dyn Future<Output = Result<(), EtcdError>> + Send>>;
 
-fn call<T>(future: impl Future<Output = Result<T, EtcdError>> + Send + 'static) -> Call {
+fn call<T>(
+    future: impl Future<Output = Result<T, EtcdError>> + Send + 'static,
+) -> Call {
     Box::pin(async move { future.await.map(drop) })
 }
 
@@ -234,16 +236,19 @@ async fn every_call_fails_in_bounded_time_against_a_hung_member() {
         ),
     ];
     let slack = Duration::from_secs(3);
-    let outcomes =
-        futures::future::join_all(calls.into_iter().map(|(name, bound, call)| async move {
+    let outcomes = futures::future::join_all(calls.into_iter().map(
+        |(name, bound, call)| async move {
             let started = Instant::now();
-            let outcome = tokio::time::timeout(bound + Duration::from_secs(20), call).await;
+            let outcome =
+                tokio::time::timeout(bound + Duration::from_secs(20), call).await;
             (name, bound, started.elapsed(), outcome)
-        }))
-        .await;
+        },
+    ))
+    .await;
     etcd.resume(0).unwrap();
     for (name, bound, took, outcome) in outcomes {
-        let outcome = outcome.unwrap_or_else(|_| panic!("{name} was still going after {took:?}"));
+        let outcome =
+            outcome.unwrap_or_else(|_| panic!("{name} was still going after {took:?}"));
         assert!(outcome.is_err(), "{name} succeeded against a hung member");
         assert!(
             took <= bound + slack,

@@ -61,7 +61,8 @@ async fn one_holder_at_a_time_and_no_lost_increment() {
                 let guard = mutex.lock().await.unwrap();
                 assert_eq!(holders.fetch_add(1, SeqCst), 0, "two holders at once");
                 // Read-modify-write of a counter, guarded by the lock only.
-                let current = client.get("mutex-exclusion-counter", None).await.unwrap();
+                let current =
+                    client.get("mutex-exclusion-counter", None).await.unwrap();
                 let value: u64 = current
                     .kvs()
                     .first()
@@ -167,8 +168,11 @@ async fn a_cancelled_lock_leaves_no_waiter_behind() {
     .await;
     held.unlock().await.unwrap();
     // C is not stuck behind a ghost waiter.
-    let next =
-        tokio::time::timeout(Duration::from_secs(2), Mutex::new(&c, name).unwrap().lock()).await;
+    let next = tokio::time::timeout(
+        Duration::from_secs(2),
+        Mutex::new(&c, name).unwrap().lock(),
+    )
+    .await;
     assert!(next.expect("blocked by a cancelled waiter").is_ok());
 }
 
@@ -286,8 +290,11 @@ async fn dropping_a_guard_releases_the_lock_in_the_background() {
     let name = "mutex-drop";
     let (a, b) = (session(10).await, session(10).await);
     drop(Mutex::new(&a, name).unwrap().lock().await.unwrap());
-    let next =
-        tokio::time::timeout(Duration::from_secs(2), Mutex::new(&b, name).unwrap().lock()).await;
+    let next = tokio::time::timeout(
+        Duration::from_secs(2),
+        Mutex::new(&b, name).unwrap().lock(),
+    )
+    .await;
     assert!(next.expect("the dropped guard kept the lock").is_ok());
 }
 
@@ -298,8 +305,11 @@ async fn closing_the_session_releases_its_lock_at_once() {
     let guard = Mutex::new(&a, name).unwrap().lock().await.unwrap();
     std::mem::forget(guard); // no unlock, no background delete
     a.close().await.unwrap();
-    let next =
-        tokio::time::timeout(Duration::from_secs(2), Mutex::new(&b, name).unwrap().lock()).await;
+    let next = tokio::time::timeout(
+        Duration::from_secs(2),
+        Mutex::new(&b, name).unwrap().lock(),
+    )
+    .await;
     assert!(next.expect("a revoked lease kept the lock").is_ok());
 }
 

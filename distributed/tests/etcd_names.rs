@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use cpr_distributed::etcd::{
-    Client, DoubleBarrier, EtcdConfig, Mutex, PriorityQueue, Queue, RwMutex, Session, WorkQueue,
+    Client, DoubleBarrier, EtcdConfig, Mutex, PriorityQueue, Queue, RwMutex, Session,
+    WorkQueue,
 };
 use tokio::time::timeout;
 

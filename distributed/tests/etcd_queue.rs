@@ -425,7 +425,9 @@ async fn readers_beside_writers(kind: &str, rounds: usize, per_writer: usize) {
         let all = tokio::time::timeout(Duration::from_secs(20), tasks.join_all())
             .await
             .unwrap_or_else(|_| {
-                panic!("round {round}: a reader waited in dequeue while items were queued")
+                panic!(
+                    "round {round}: a reader waited in dequeue while items were queued"
+                )
             });
         let all: Vec<String> = all.into_iter().flatten().collect();
         let unique: HashSet<&String> = all.iter().collect();
@@ -460,13 +462,14 @@ async fn fifo_readers_never_wait_beside_queued_items() {
 async fn an_item_is_taken_while_a_hung_process_is_first_in_the_idle_line() {
     let mut etcd = client().await;
     // The hung process: a place in each queue's line, on a live lease.
-    let hung = cpr_distributed::etcd::Session::new(etcd.clone(), Duration::from_secs(30))
-        .await
-        .unwrap();
+    let hung =
+        cpr_distributed::etcd::Session::new(etcd.clone(), Duration::from_secs(30))
+            .await
+            .unwrap();
     for kind in ["fifo", "pq"] {
         let name = format!("q-hung-first-{kind}");
-        let on_hung_lease =
-            cpr_distributed::etcd::etcd_client::PutOptions::new().with_lease(hung.lease_id());
+        let on_hung_lease = cpr_distributed::etcd::etcd_client::PutOptions::new()
+            .with_lease(hung.lease_id());
         let place = format!("cpr-idle/q/{name}/1");
         etcd.put(place, "", Some(on_hung_lease)).await.unwrap();
         let consumer = AnyQueue::new(kind, &name).await;
@@ -477,7 +480,9 @@ async fn an_item_is_taken_while_a_hung_process_is_first_in_the_idle_line() {
         let enqueued = tokio::time::Instant::now();
         let value = tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
-            .unwrap_or_else(|_| panic!("{kind}: the item waited beside an idle consumer"))
+            .unwrap_or_else(|_| {
+                panic!("{kind}: the item waited beside an idle consumer")
+            })
             .unwrap();
         assert_eq!(value, "hello");
         let waited = enqueued.elapsed();
@@ -597,7 +602,8 @@ async fn consumers_carry_on_when_the_busiest_is_killed_mid_backlog() {
         producer.enqueue(format!("{i}")).await.unwrap();
     }
     let taken = std::sync::Arc::new(AtomicUsize::new(0));
-    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+    let (sender, mut received) =
+        tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
     let mut consumers = Vec::new();
     for id in 0..4 {
         let (queue, taken, sender) = (
@@ -628,9 +634,10 @@ async fn consumers_carry_on_when_the_busiest_is_killed_mid_backlog() {
     let mut per_consumer = [0usize; 4];
     let mut all = Vec::new();
     let mut killed = false;
-    while let Some((id, value)) = tokio::time::timeout(Duration::from_secs(30), received.recv())
-        .await
-        .expect("the survivors stopped taking items")
+    while let Some((id, value)) =
+        tokio::time::timeout(Duration::from_secs(30), received.recv())
+            .await
+            .expect("the survivors stopped taking items")
     {
         per_consumer[id] += 1;
         all.push(value);

@@ -63,7 +63,9 @@ async fn a_wrong_ca_names_etcd_ca_cert() {
     let etcd = EtcdCluster::builder().tls().start().unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
     let stranger = testkit::make_certificates(elsewhere.path()).unwrap();
-    let error = connect_error(EtcdConfig::new(etcd.endpoints()).ca_cert(&stranger.ca_cert)).await;
+    let error =
+        connect_error(EtcdConfig::new(etcd.endpoints()).ca_cert(&stranger.ca_cert))
+            .await;
     assert!(matches!(error, EtcdError::Tls { .. }), "{error}");
     assert!(error.to_string().contains("ETCD_CA_CERT"), "{error}");
     // With the right CA, the same server is fine.
@@ -79,7 +81,8 @@ async fn a_wrong_ca_names_etcd_ca_cert() {
 async fn a_missing_client_certificate_names_etcd_cert_and_etcd_key() {
     let etcd = EtcdCluster::builder().mutual_tls().start().unwrap();
     let certs = etcd.certificates().unwrap();
-    let error = connect_error(EtcdConfig::new(etcd.endpoints()).ca_cert(&certs.ca_cert)).await;
+    let error =
+        connect_error(EtcdConfig::new(etcd.endpoints()).ca_cert(&certs.ca_cert)).await;
     let text = error.to_string();
     assert!(matches!(error, EtcdError::Tls { .. }), "{error}");
     assert!(

@@ -180,7 +180,15 @@ async fn concurrent_cas_transfers_keep_the_sum() {
                 if a == b {
                     continue;
                 }
-                match transfer(&c, &account("cas-bank", a), &account("cas-bank", b), 7, 64).await {
+                match transfer(
+                    &c,
+                    &account("cas-bank", a),
+                    &account("cas-bank", b),
+                    7,
+                    64,
+                )
+                .await
+                {
                     Ok(_) | Err(EtcdError::InsufficientFunds { .. }) => {}
                     Err(other) => panic!("{other}"),
                 }

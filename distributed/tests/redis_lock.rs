@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use cpr_distributed::redis::redis::aio::ConnectionManager;
 use cpr_distributed::redis::{
-    FencedStore, RedisConfig, RedisError, RedisLock, RedisRateLimiter, RedisWindowLimiter, Redlock,
+    FencedStore, RedisConfig, RedisError, RedisLock, RedisRateLimiter,
+    RedisWindowLimiter, Redlock,
 };
 use cpr_resilience::{Decision, RateLimiter};
 use support::cut_after;
@@ -281,7 +282,8 @@ async fn locks_work_again_after_a_redis_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_acquire_that_lands_later_is_undone() {
     let server = RedisServer::start().unwrap();
-    let config = RedisConfig::new(server.url()).response_timeout(Duration::from_millis(200));
+    let config =
+        RedisConfig::new(server.url()).response_timeout(Duration::from_millis(200));
     let lock = RedisLock::connect(&config, "ambiguous-lock").await.unwrap();
     server.pause().unwrap(); // the SET is sent, but the server answers nothing
     assert!(lock.try_lock().await.is_err());
@@ -357,7 +359,8 @@ async fn redlock_survives_one_dead_server_of_three_and_fails_cleanly_with_two() 
 
 #[tokio::test]
 async fn the_rate_limiter_grants_the_burst_then_the_rate() {
-    let limiter = RedisRateLimiter::new(shared_conn().await, "limiter-burst", 10.0, 5).unwrap();
+    let limiter =
+        RedisRateLimiter::new(shared_conn().await, "limiter-burst", 10.0, 5).unwrap();
     for _ in 0..5 {
         assert_eq!(limiter.try_acquire().await.unwrap(), Decision::Allowed);
     }
@@ -379,15 +382,16 @@ async fn rediss_with_the_servers_ca_works_and_without_it_fails_clearly() {
         .start()
         .unwrap();
     assert!(server.url().starts_with("rediss://"));
-    let config =
-        RedisConfig::new(server.url()).ca_certificate_pem(server.ca_certificate().unwrap());
+    let config = RedisConfig::new(server.url())
+        .ca_certificate_pem(server.ca_certificate().unwrap());
     let lock = RedisLock::connect(&config, "tls-lock").await.unwrap();
     let guard = lock.lock().await.unwrap();
     assert!(guard.fencing_token() > 0);
     guard.unlock().await.unwrap();
 
     // Without the CA, the server's certificate is not trusted: an error, not a hang.
-    let untrusted = RedisConfig::new(server.url()).connect_timeout(Duration::from_secs(3));
+    let untrusted =
+        RedisConfig::new(server.url()).connect_timeout(Duration::from_secs(3));
     assert!(RedisLock::connect(&untrusted, "tls-lock").await.is_err());
 }
 
@@ -574,7 +578,8 @@ where
                 match decision {
                     Decision::Allowed => grants.push(Grant { sent, received }),
                     Decision::Denied { retry_after } => {
-                        tokio::time::sleep(retry_after.min(Duration::from_millis(5))).await
+                        tokio::time::sleep(retry_after.min(Duration::from_millis(5)))
+                            .await
                     }
                 }
             }
@@ -610,7 +615,8 @@ async fn gcra_on_redis_grants_at_most_burst_plus_rate_times_t() {
     let mut limiters = Vec::new();
     for _ in 0..4 {
         limiters.push(
-            RedisRateLimiter::new(shared_conn().await, "limit-gcra-bound", RATE, BURST).unwrap(),
+            RedisRateLimiter::new(shared_conn().await, "limit-gcra-bound", RATE, BURST)
+                .unwrap(),
         );
     }
     let grants = hammer(limiters, Duration::from_millis(2_500)).await;
@@ -655,7 +661,9 @@ async fn the_window_log_never_grants_more_than_the_limit_in_any_window() {
     let mut limiters = Vec::new();
     for _ in 0..4 {
         let conn = shared_conn().await;
-        limiters.push(RedisWindowLimiter::new(conn, "limit-window-log", LIMIT, WINDOW).unwrap());
+        limiters.push(
+            RedisWindowLimiter::new(conn, "limit-window-log", LIMIT, WINDOW).unwrap(),
+        );
     }
     let grants = hammer(limiters, Duration::from_millis(2_500)).await;
     let busiest = most_within(&grants, WINDOW);
@@ -681,12 +689,13 @@ async fn the_watchdog_reports_the_loss_before_another_client_can_take_the_lock()
     let redis = testkit::shared_redis().unwrap();
     let proxy = testkit::TcpProxy::start(redis.addr()).unwrap();
     let behind_proxy = format!("redis://{}/", proxy.addr());
-    let holder = RedisLock::connect(&RedisConfig::new(behind_proxy), "redis-watchdog-partition")
-        .await
-        .unwrap()
-        .ttl(ttl)
-        .unwrap()
-        .watchdog(true);
+    let holder =
+        RedisLock::connect(&RedisConfig::new(behind_proxy), "redis-watchdog-partition")
+            .await
+            .unwrap()
+            .ttl(ttl)
+            .unwrap()
+            .watchdog(true);
     let held = holder.lock().await.unwrap();
     // Renewed a few times through the proxy first.
     tokio::time::sleep(ttl * 2).await;

@@ -186,14 +186,17 @@ async fn test_reentrancy() {
 async fn test_concurrency_single_and_multi_instance() {
     for (clients, tasks_per_client) in [(1, 15), (100, 1)] {
         let name = format!("redisson-concurrency-{clients}");
-        let (counter, holders) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (counter, holders) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..clients {
             let lock = shared(&name).await;
             for _ in 0..tasks_per_client {
-                let (lock, counter, holders) = (lock.clone(), counter.clone(), holders.clone());
+                let (lock, counter, holders) =
+                    (lock.clone(), counter.clone(), holders.clone());
                 tasks.spawn(async move {
-                    let held = lock.lock_timeout(Duration::from_secs(30)).await.unwrap();
+                    let held =
+                        lock.lock_timeout(Duration::from_secs(30)).await.unwrap();
                     assert_eq!(holders.fetch_add(1, SeqCst), 0, "two holders at once");
                     counter.fetch_add(1, SeqCst);
                     holders.fetch_sub(1, SeqCst);
@@ -213,7 +216,8 @@ async fn test_concurrency_single_and_multi_instance() {
 async fn test_concurrency_loop_multi_instance() {
     const CLIENTS: usize = 16;
     const ROUNDS: usize = 20;
-    let (counter, holders) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counter, holders) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..CLIENTS {
         let lock = shared("redisson-concurrency-loop").await;
@@ -244,7 +248,8 @@ async fn test_no_subscription_left_after_contention() {
         tasks.spawn(async move {
             for _ in 0..10 {
                 let held = lock.lock_timeout(Duration::from_secs(30)).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(rand::random_range(0..3))).await;
+                tokio::time::sleep(Duration::from_millis(rand::random_range(0..3)))
+                    .await;
                 held.unlock().await.unwrap();
             }
         });
@@ -472,7 +477,8 @@ async fn test_rate_limiter_concurrency() {
                     granted.fetch_add(1, SeqCst);
                     grants.push((sent, Instant::now()));
                 }
-                tokio::time::sleep(Duration::from_millis(rand::random_range(0..10))).await;
+                tokio::time::sleep(Duration::from_millis(rand::random_range(0..10)))
+                    .await;
             }
             grants
         });

@@ -103,7 +103,8 @@ impl Commands {
     pub async fn next(&mut self) -> Option<Vec<String>> {
         loop {
             let line = self.lines.next_line().await.ok()??;
-            let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            let words: Vec<String> =
+                line.split_whitespace().map(str::to_string).collect();
             if !words.is_empty() {
                 return Some(words);
             }

@@ -49,14 +49,20 @@ mod retry;
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 
-pub use adaptive::{AdaptiveLimiter, AdaptivePermit, Aimd, LimitAlgorithm, LimitBounds, Vegas};
-pub use circuit_breaker::{BreakerError, CallNotPermitted, CircuitBreaker, CircuitBreakerConfig};
+pub use adaptive::{
+    AdaptiveLimiter, AdaptivePermit, Aimd, LimitAlgorithm, LimitBounds, Vegas,
+};
+pub use circuit_breaker::{
+    BreakerError, CallNotPermitted, CircuitBreaker, CircuitBreakerConfig,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use rate_limit::gcra::{Gcra, KeyedGcra};
 pub use rate_limit::sliding_log::{MAX_LOG_LIMIT, SlidingLog};
 pub use rate_limit::sliding_window::{MAX_WINDOW_LIMIT, SlidingWindow};
 pub use rate_limit::{Decision, LimiterConfigError, MAX_LIMITER_WINDOW, RateLimiter};
-pub use retry::{BudgetConfigError, GaveUp, MAX_BUDGET_WINDOW, Retry, RetryBudget, RetryError};
+pub use retry::{
+    BudgetConfigError, GaveUp, MAX_BUDGET_WINDOW, Retry, RetryBudget, RetryError,
+};
 
 /// The README's code, compiled (and run, where it needs no server) as doctests.
 #[cfg(doctest)]

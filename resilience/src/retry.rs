@@ -134,9 +134,10 @@ impl<C: Clock> Retry<C> {
                 });
             }
             let cap = self.delay_cap(attempts);
-            let sleep = Duration::from_nanos(
-                rand::rng().random_range(0..=u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX)),
-            );
+            let sleep =
+                Duration::from_nanos(rand::rng().random_range(
+                    0..=u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX),
+                ));
             tracing::debug!(attempts, ?sleep, error = %last, "retrying");
             tokio::time::sleep(sleep).await;
         }
@@ -224,7 +225,8 @@ impl<C: Clock> RetryBudget<C> {
         let mut seconds = self.seconds.lock();
         let (requests, retries) = totals(&seconds, now);
         let window = seconds.len() as f64;
-        let allowed = f64::from(self.min_per_second) * window + self.ratio * requests as f64;
+        let allowed =
+            f64::from(self.min_per_second) * window + self.ratio * requests as f64;
         if (retries + 1) as f64 > allowed {
             return false;
         }
@@ -272,7 +274,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_until_success_with_jittered_backoff_under_the_cap() {
-        let retry = Retry::new(5, Duration::from_millis(100), Duration::from_millis(300));
+        let retry =
+            Retry::new(5, Duration::from_millis(100), Duration::from_millis(300));
         let calls = AtomicU32::new(0);
         let mut at = Vec::new();
         let value = retry
@@ -328,10 +331,11 @@ mod tests {
         // 10 % of requests, no minimum, over 10 s. Everything fails.
         let clock = ManualClock::new();
         let budget = Arc::new(
-            RetryBudget::with_clock(0.1, 0, Duration::from_secs(10), clock.clone()).unwrap(),
+            RetryBudget::with_clock(0.1, 0, Duration::from_secs(10), clock.clone())
+                .unwrap(),
         );
-        let retry =
-            Retry::new(5, Duration::from_millis(1), Duration::from_millis(1)).with_budget(budget);
+        let retry = Retry::new(5, Duration::from_millis(1), Duration::from_millis(1))
+            .with_budget(budget);
         let calls = AtomicU32::new(0);
         for _ in 0..1_000 {
             let _ = retry
@@ -353,7 +357,8 @@ mod tests {
     fn the_budget_forgets_old_seconds_and_keeps_a_minimum() {
         let clock = ManualClock::new();
         let budget =
-            RetryBudget::with_clock(0.5, 1, Duration::from_secs(2), clock.clone()).unwrap();
+            RetryBudget::with_clock(0.5, 1, Duration::from_secs(2), clock.clone())
+                .unwrap();
         // The minimum alone: 1 per second over 2 s.
         assert!(budget.try_withdraw());
         assert!(budget.try_withdraw());

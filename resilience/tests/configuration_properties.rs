@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use cpr_resilience::circuit_breaker::CircuitBreakerConfig;
 use cpr_resilience::{
-    AdaptiveLimiter, Aimd, CircuitBreaker, Gcra, KeyedGcra, LimitBounds, Retry, RetryBudget,
-    SlidingLog, SlidingWindow, Vegas,
+    AdaptiveLimiter, Aimd, CircuitBreaker, Gcra, KeyedGcra, LimitBounds, Retry,
+    RetryBudget, SlidingLog, SlidingWindow, Vegas,
 };
 use proptest::prelude::*;
 

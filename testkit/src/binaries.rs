@@ -70,7 +70,8 @@ mod tests {
 
     #[test]
     fn a_missing_binary_names_its_debian_package() {
-        let error = find_in(Binary::Etcd, std::ffi::OsStr::new("/nonexistent")).unwrap_err();
+        let error =
+            find_in(Binary::Etcd, std::ffi::OsStr::new("/nonexistent")).unwrap_err();
         let message = error.to_string();
         assert!(message.contains("etcd-server"), "{message}");
         assert!(message.contains("apt-get install"), "{message}");

@@ -16,7 +16,9 @@ pub enum TestkitError {
     },
 
     /// The server did not become healthy in time.
-    #[error("{what} did not become ready within {seconds} s; last lines of {log}:\n{tail}")]
+    #[error(
+        "{what} did not become ready within {seconds} s; last lines of {log}:\n{tail}"
+    )]
     NotReady {
         /// Which server, for example `etcd member 1`.
         what: String,
@@ -42,7 +44,9 @@ pub enum TestkitError {
     },
 
     /// A member index outside the cluster.
-    #[error("there is no member {index}: the cluster has {members} (indices start at 0)")]
+    #[error(
+        "there is no member {index}: the cluster has {members} (indices start at 0)"
+    )]
     NoSuchMember {
         /// The index asked for.
         index: usize,

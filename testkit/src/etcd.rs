@@ -134,7 +134,9 @@ impl EtcdCluster {
         let dir = tempfile::Builder::new()
             .prefix(&temp_prefix())
             .tempdir()
-            .map_err(|e| TestkitError::io("creating a temporary directory for etcd", e))?;
+            .map_err(|e| {
+                TestkitError::io("creating a temporary directory for etcd", e)
+            })?;
         let mut members = Vec::with_capacity(options.members);
         for index in 0..options.members {
             let name = format!("m{index}");
@@ -181,7 +183,10 @@ impl EtcdCluster {
         Ok(cluster)
     }
 
-    fn lock(&self, index: usize) -> Result<std::sync::MutexGuard<'_, Member>, TestkitError> {
+    fn lock(
+        &self,
+        index: usize,
+    ) -> Result<std::sync::MutexGuard<'_, Member>, TestkitError> {
         let member = self.members.get(index).ok_or(TestkitError::NoSuchMember {
             index,
             members: self.members.len(),

@@ -15,8 +15,9 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 /// are therefore started again on new ports by the callers.
 pub fn free_port() -> Result<u16, TestkitError> {
     for _ in 0..64 {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .map_err(|e| TestkitError::io("binding 127.0.0.1:0 to find a free port", e))?;
+        let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| {
+            TestkitError::io("binding 127.0.0.1:0 to find a free port", e)
+        })?;
         let port = listener
             .local_addr()
             .map_err(|e| TestkitError::io("reading a bound port", e))?

@@ -30,14 +30,19 @@ fn spawner() -> &'static Mutex<Sender<SpawnRequest>> {
                 }
             })
             .map(|_| ())
-            .unwrap_or_else(|e| eprintln!("testkit: cannot start the spawner thread: {e}"));
+            .unwrap_or_else(|e| {
+                eprintln!("testkit: cannot start the spawner thread: {e}")
+            });
         Mutex::new(requests)
     })
 }
 
 /// Spawns `command` with its output appended to `log`, killed by the kernel
 /// if this process dies.
-pub(crate) fn spawn_child(mut command: Command, log: &Path) -> Result<Child, TestkitError> {
+pub(crate) fn spawn_child(
+    mut command: Command,
+    log: &Path,
+) -> Result<Child, TestkitError> {
     let out = File::options()
         .create(true)
         .append(true)
@@ -71,18 +76,27 @@ pub(crate) fn spawn_child(mut command: Command, log: &Path) -> Result<Child, Tes
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .send((command, reply))
         .map_err(|_| {
-            TestkitError::io("spawning", std::io::Error::other("spawner thread is gone"))
+            TestkitError::io(
+                "spawning",
+                std::io::Error::other("spawner thread is gone"),
+            )
         })?;
     answer
         .recv()
-        .map_err(|_| TestkitError::io("spawning", std::io::Error::other("spawner thread is gone")))?
+        .map_err(|_| {
+            TestkitError::io(
+                "spawning",
+                std::io::Error::other("spawner thread is gone"),
+            )
+        })?
         .map_err(|e| TestkitError::io(format!("spawning {program}"), e))
 }
 
 /// Sends `signal` to a child.
 pub(crate) fn signal(child: &Child, signal: libc::c_int) -> Result<(), TestkitError> {
-    let pid = libc::pid_t::try_from(child.id())
-        .map_err(|_| TestkitError::io("signalling", std::io::Error::other("pid out of range")))?;
+    let pid = libc::pid_t::try_from(child.id()).map_err(|_| {
+        TestkitError::io("signalling", std::io::Error::other("pid out of range"))
+    })?;
     // Safety: kill(2) has no memory-safety preconditions; `pid` is our own
     // child, which we have not waited for, so it cannot have been reused.
     if unsafe { libc::kill(pid, signal) } != 0 {

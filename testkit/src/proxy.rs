@@ -53,9 +53,9 @@ impl TcpProxy {
         let addr = listener
             .local_addr()
             .map_err(|e| TestkitError::io("reading the proxy's port", e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| TestkitError::io("setting the proxy's port non-blocking", e))?;
+        listener.set_nonblocking(true).map_err(|e| {
+            TestkitError::io("setting the proxy's port non-blocking", e)
+        })?;
         let flags = Arc::new(Flags::default());
         let accepting = flags.clone();
         thread::Builder::new()
@@ -92,7 +92,9 @@ fn accept(listener: TcpListener, target: SocketAddr, flags: Arc<Flags>) {
     while !flags.closed.load(SeqCst) {
         match listener.accept() {
             Ok((client, _)) => {
-                let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
+                let Ok(server) =
+                    TcpStream::connect_timeout(&target, Duration::from_secs(5))
+                else {
                     continue; // the client sees its connection closed
                 };
                 for (from, to) in [(&client, &server), (&server, &client)] {
@@ -120,11 +122,13 @@ fn pump(mut from: TcpStream, mut to: TcpStream, flags: Arc<Flags>) {
         match from.read(&mut buffer) {
             Ok(0) => break,
             Ok(n) => {
-                if !flags.blackhole.load(SeqCst) && to.write_all(&buffer[..n]).is_err() {
+                if !flags.blackhole.load(SeqCst) && to.write_all(&buffer[..n]).is_err()
+                {
                     break;
                 }
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(_) => break,
         }
     }

@@ -46,7 +46,9 @@ impl RedisBuilder {
             let dir = tempfile::Builder::new()
                 .prefix(&temp_prefix())
                 .tempdir()
-                .map_err(|e| TestkitError::io("creating a temporary directory for redis", e))?;
+                .map_err(|e| {
+                    TestkitError::io("creating a temporary directory for redis", e)
+                })?;
             if self.tls {
                 crate::certs::make_certificates(dir.path())?;
             }
@@ -145,7 +147,8 @@ impl RedisServer {
         // A TLS port does not answer a plain PING; a TCP accept is enough there.
         let result = wait_until_ready(&what, child, &self.log, READY_LIMIT, || {
             if tls {
-                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                    .is_ok()
             } else {
                 redis_answers(addr)
             }
@@ -176,7 +179,8 @@ impl RedisServer {
     /// The PEM of the CA that signed a TLS server's certificate.
     pub fn ca_certificate(&self) -> Result<Vec<u8>, TestkitError> {
         let path = self._dir.path().join("ca.crt");
-        std::fs::read(&path).map_err(|e| TestkitError::io(format!("reading {}", path.display()), e))
+        std::fs::read(&path)
+            .map_err(|e| TestkitError::io(format!("reading {}", path.display()), e))
     }
 
     /// A `redis://` URL without the password, even when one is required.
@@ -195,7 +199,9 @@ impl RedisServer {
 
     /// Kills the server with SIGKILL and reaps it. Its data is lost.
     pub fn kill(&self) -> Result<(), TestkitError> {
-        if let Some(mut child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(mut child) =
+            self.child.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
             kill_and_wait(&mut child);
         }
         Ok(())

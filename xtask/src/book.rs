@@ -9,8 +9,8 @@ use crate::run::{cargo, find, path_with_cargo_bin, step};
 /// (a failed include, for one), so its log is read too.
 pub fn build() -> Result {
     let book = crate::workspace_root().join("book");
-    let mermaid =
-        find("mdbook-mermaid").ok_or("mdbook-mermaid is missing: run `cargo xtask ensure`")?;
+    let mermaid = find("mdbook-mermaid")
+        .ok_or("mdbook-mermaid is missing: run `cargo xtask ensure`")?;
     let mdbook = find("mdbook").ok_or("mdbook is missing: run `cargo xtask ensure`")?;
     // The mermaid JavaScript is third-party, so it is written here at build
     // time (and ignored by git) instead of being checked in.

@@ -127,7 +127,8 @@ fn consumer(manifest: &Path, target: &Path) -> Command {
 /// `PATH` for a build that must not find it.
 fn path_without(program: &str, folder: &Path) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(folder);
-    std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    std::fs::create_dir_all(folder)
+        .map_err(|e| format!("{}: {e}", folder.display()))?;
     for dir in crate::run::search_path() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;

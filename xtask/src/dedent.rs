@@ -20,8 +20,8 @@ pub fn run(args: &[&str]) -> Result {
     std::io::stdin()
         .read_to_string(&mut input)
         .map_err(|e| format!("mdbook-dedent: reading stdin: {e}"))?;
-    let mut pair: serde_json::Value =
-        serde_json::from_str(&input).map_err(|e| format!("mdbook-dedent: bad input: {e}"))?;
+    let mut pair: serde_json::Value = serde_json::from_str(&input)
+        .map_err(|e| format!("mdbook-dedent: bad input: {e}"))?;
     let book = pair
         .get_mut(1)
         .ok_or("mdbook-dedent: the input is not [context, book]")?;
@@ -53,7 +53,8 @@ pub fn dedent_listings(markdown: &str) -> String {
     let mut out = String::with_capacity(markdown.len());
     let mut block: Option<(String, Vec<&str>)> = None;
     for line in markdown.split_inclusive('\n') {
-        let fence = line.trim_start().starts_with("```") || line.trim_start().starts_with("~~~");
+        let fence = line.trim_start().starts_with("```")
+            || line.trim_start().starts_with("~~~");
         match (&mut block, fence) {
             (None, true) => block = Some((line.to_string(), Vec::new())),
             (None, false) => out.push_str(line),
@@ -98,8 +99,7 @@ mod tests {
 
     #[test]
     fn a_listing_loses_its_shared_indentation_and_keeps_its_shape() {
-        let markdown =
-            "text\n```rust\n        if x {\n            y();\n\n        }\n```\n    kept\n";
+        let markdown = "text\n```rust\n        if x {\n            y();\n\n        }\n```\n    kept\n";
         assert_eq!(
             dedent_listings(markdown),
             "text\n```rust\nif x {\n    y();\n\n}\n```\n    kept\n"

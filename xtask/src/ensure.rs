@@ -103,7 +103,8 @@ pub fn everything() -> Result {
 
 /// etcd, etcdctl, redis-server and protoc (what builds and tests need).
 pub fn servers() -> Result {
-    let missing: Vec<&DebianTool> = DEBIAN_TOOLS.iter().filter(|t| t.is_missing()).collect();
+    let missing: Vec<&DebianTool> =
+        DEBIAN_TOOLS.iter().filter(|t| t.is_missing()).collect();
     if missing.is_empty() {
         return Ok(());
     }

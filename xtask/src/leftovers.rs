@@ -53,7 +53,9 @@ pub fn remove_temp_dirs(run: &str) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if name.to_string_lossy().starts_with(&marker) && Path::new(&entry.path()).is_dir() {
+        if name.to_string_lossy().starts_with(&marker)
+            && Path::new(&entry.path()).is_dir()
+        {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

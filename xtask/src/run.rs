@@ -20,10 +20,9 @@ pub fn cargo() -> Command {
 pub fn step(what: &str, command: &mut Command) -> Result {
     eprintln!("==> {what}");
     let started = Instant::now();
-    let status = command
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| format!("{what}: could not start {:?}: {e}", command.get_program()))?;
+    let status = command.stdin(Stdio::null()).status().map_err(|e| {
+        format!("{what}: could not start {:?}: {e}", command.get_program())
+    })?;
     let took = started.elapsed().as_secs_f64();
     if status.success() {
         eprintln!("    ok ({took:.1} s)");
@@ -48,9 +47,11 @@ pub fn search_path() -> Vec<PathBuf> {
 pub fn cargo_bin_dir() -> PathBuf {
     match std::env::var_os("CARGO_HOME") {
         Some(home) => PathBuf::from(home).join("bin"),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-            .join(".cargo")
-            .join("bin"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cargo")
+                .join("bin")
+        }
     }
 }
 
@@ -71,7 +72,8 @@ pub fn find(program: &str) -> Option<PathBuf> {
 /// `PATH` with cargo's `bin` folder added, for children that look up tools
 /// themselves (mdbook finds its preprocessors on `PATH`).
 pub fn path_with_cargo_bin() -> std::ffi::OsString {
-    std::env::join_paths(search_path()).unwrap_or_else(|_| OsStr::new("/usr/bin").to_owned())
+    std::env::join_paths(search_path())
+        .unwrap_or_else(|_| OsStr::new("/usr/bin").to_owned())
 }
 
 /// The first line a program prints for `--version`, or `None`.

@@ -85,7 +85,14 @@ impl Service {
             }
             _ => {
                 command
-                    .args(["--bind", "127.0.0.1", "--port", "6379", "--daemonize", "no"])
+                    .args([
+                        "--bind",
+                        "127.0.0.1",
+                        "--port",
+                        "6379",
+                        "--daemonize",
+                        "no",
+                    ])
                     .arg("--dir")
                     .arg(self.dir());
             }
@@ -130,7 +137,8 @@ impl Service {
         }
         std::fs::create_dir_all(self.dir())
             .map_err(|e| format!("creating {}: {e}", self.dir().display()))?;
-        let log = File::create(self.log_file()).map_err(|e| format!("creating the log: {e}"))?;
+        let log = File::create(self.log_file())
+            .map_err(|e| format!("creating the log: {e}"))?;
         let log_err = log
             .try_clone()
             .map_err(|e| format!("opening the log: {e}"))?;
@@ -184,7 +192,9 @@ impl Service {
         // checked above to be our server's.
         unsafe { libc::kill(pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
         if std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()

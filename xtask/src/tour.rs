@@ -17,8 +17,8 @@ pub struct TourStep {
 /// scripted-mode arguments; `#` starts a comment.
 pub fn steps() -> Result<Vec<TourStep>> {
     let path = crate::workspace_root().join("examples").join("tour.txt");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
     Ok(text
         .lines()
         .map(|line| line.split('#').next().unwrap_or("").trim())
@@ -36,8 +36,8 @@ pub fn steps() -> Result<Vec<TourStep>> {
 /// Runs the tour.
 pub fn run() -> Result {
     ensure::everything()?;
-    let own_servers =
-        std::env::var_os("ETCD_ENDPOINTS").is_none() || std::env::var_os("REDIS_URL").is_none();
+    let own_servers = std::env::var_os("ETCD_ENDPOINTS").is_none()
+        || std::env::var_os("REDIS_URL").is_none();
     if own_servers {
         services::up()?;
     }

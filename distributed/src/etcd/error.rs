@@ -67,7 +67,9 @@ pub enum EtcdError {
     },
 
     /// The server rejected the user name or password.
-    #[error("etcd rejected the credentials of user `{user}`: check ETCD_USER and ETCD_PASSWORD")]
+    #[error(
+        "etcd rejected the credentials of user `{user}`: check ETCD_USER and ETCD_PASSWORD"
+    )]
     AuthenticationFailed {
         /// The user that tried to log in.
         user: String,

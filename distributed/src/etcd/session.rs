@@ -217,7 +217,9 @@ impl Session {
             };
             // The wake-up can come between dropping the lock above and
             // starting to wait; the bounded wait covers that rare miss.
-            let _ = tokio::time::timeout(Duration::from_millis(200), released.notified()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), released.notified())
+                    .await;
         }
     }
 
@@ -330,7 +332,8 @@ async fn keep_alive(
             };
             match tokio::time::timeout_at(deadline, renewed).await {
                 Ok(Ok(Some(response))) if response.ttl() > 0 => {
-                    deadline = sent_at + Duration::from_secs(response.ttl().unsigned_abs());
+                    deadline =
+                        sent_at + Duration::from_secs(response.ttl().unsigned_abs());
                     break;
                 }
                 Ok(Ok(Some(_expired))) => {
@@ -343,14 +346,19 @@ async fn keep_alive(
                     // to died) or the renewal is late: open a new stream and
                     // try again, until the deadline above says it is too late.
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    match tokio::time::timeout_at(deadline, client.clone().lease_keep_alive(lease))
-                        .await
+                    match tokio::time::timeout_at(
+                        deadline,
+                        client.clone().lease_keep_alive(lease),
+                    )
+                    .await
                     {
                         Ok(Ok((new_keeper, new_stream))) => {
                             keeper = new_keeper;
                             stream = new_stream;
                         }
-                        Ok(Err(error)) => debug!(%error, "reopening the keep-alive stream failed"),
+                        Ok(Err(error)) => {
+                            debug!(%error, "reopening the keep-alive stream failed")
+                        }
                         Err(_) => {}
                     }
                 }

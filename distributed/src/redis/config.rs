@@ -127,7 +127,8 @@ impl RedisConfig {
             .set_response_timeout(Some(self.response_timeout))
             .set_number_of_retries(2);
         let attempt = async {
-            let mut manager = ConnectionManager::new_with_config(client, config).await?;
+            let mut manager =
+                ConnectionManager::new_with_config(client, config).await?;
             redis::cmd("PING")
                 .query_async::<String>(&mut manager)
                 .await?;
@@ -138,11 +139,15 @@ impl RedisConfig {
                 debug!("connected to redis");
                 Ok(manager)
             }
-            Ok(Err(error)) if is_auth_error(&error) => Err(RedisError::AuthenticationFailed {
-                url: self.display_url(),
-                detail: error.to_string(),
-            }),
-            Ok(Err(error)) if error.is_io_error() || error.is_timeout() => Err(self.unreachable()),
+            Ok(Err(error)) if is_auth_error(&error) => {
+                Err(RedisError::AuthenticationFailed {
+                    url: self.display_url(),
+                    detail: error.to_string(),
+                })
+            }
+            Ok(Err(error)) if error.is_io_error() || error.is_timeout() => {
+                Err(self.unreachable())
+            }
             Ok(Err(error)) => Err(RedisError::Client(error)),
             Err(_elapsed) => Err(self.unreachable()),
         }

@@ -55,7 +55,11 @@ impl FencedStore {
     }
 
     /// Writes `value` if `fencing_token` is not stale; returns whether it did.
-    pub async fn write(&self, fencing_token: u64, value: &str) -> Result<bool, RedisError> {
+    pub async fn write(
+        &self,
+        fencing_token: u64,
+        value: &str,
+    ) -> Result<bool, RedisError> {
         let mut conn = self.conn.clone();
         let written: i64 = FENCED_WRITE
             .key(&self.name)

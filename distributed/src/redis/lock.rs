@@ -171,7 +171,9 @@ impl RedisLock {
     pub async fn try_lock(&self) -> Result<Option<RedisLockGuard>, RedisError> {
         let token = new_token();
         match self.attempt(&token).await? {
-            Attempt::Acquired(fencing_token) => Ok(Some(self.guard(token, fencing_token))),
+            Attempt::Acquired(fencing_token) => {
+                Ok(Some(self.guard(token, fencing_token)))
+            }
             Attempt::Busy(_) => Ok(None),
         }
     }
@@ -201,9 +203,12 @@ impl RedisLock {
         let mut listening = true;
         loop {
             match self.attempt(&token).await? {
-                Attempt::Acquired(fencing_token) => return Ok(self.guard(token, fencing_token)),
+                Attempt::Acquired(fencing_token) => {
+                    return Ok(self.guard(token, fencing_token));
+                }
                 Attempt::Busy(left) => {
-                    let quiet = left.map_or(MAX_QUIET_WAIT, |left| left.min(MAX_QUIET_WAIT));
+                    let quiet =
+                        left.map_or(MAX_QUIET_WAIT, |left| left.min(MAX_QUIET_WAIT));
                     if !listening {
                         // The pub/sub connection broke (a server restart):
                         // the periodic check alone still gets us the lock.
@@ -229,7 +234,10 @@ impl RedisLock {
     ///
     /// Safe, as [`lock`](Self::lock); an attempt cut short by
     /// the limit releases what it took.
-    pub async fn lock_timeout(&self, limit: Duration) -> Result<RedisLockGuard, RedisError> {
+    pub async fn lock_timeout(
+        &self,
+        limit: Duration,
+    ) -> Result<RedisLockGuard, RedisError> {
         tokio::time::timeout(limit, self.lock())
             .await
             .map_err(|_| RedisError::Timeout {
@@ -459,7 +467,9 @@ async fn watchdog(
                 next = sent_at + Duration::from_millis(50);
             }
             // The loop's next turn reports the loss: `give_up` has passed.
-            Err(_) => debug!(%name, "no answer to the renewal before the lease ran out"),
+            Err(_) => {
+                debug!(%name, "no answer to the renewal before the lease ran out")
+            }
         }
     }
 }
@@ -513,14 +523,16 @@ impl RedisLockGuard {
     /// True if the lock may have been lost: the watchdog reported it, or,
     /// without a watchdog, the lease has run out by our clock.
     pub fn is_lost(&self) -> bool {
-        *self.lost.borrow() || (self.watchdog.is_none() && self.acquired_at.elapsed() >= self.ttl)
+        *self.lost.borrow()
+            || (self.watchdog.is_none() && self.acquired_at.elapsed() >= self.ttl)
     }
 
     /// Waits until the watchdog reports the lock lost. Without a watchdog,
     /// waits until the lease runs out by our clock.
     pub async fn lost(&self) {
         if self.watchdog.is_none() {
-            tokio::time::sleep(self.ttl.saturating_sub(self.acquired_at.elapsed())).await;
+            tokio::time::sleep(self.ttl.saturating_sub(self.acquired_at.elapsed()))
+                .await;
             return;
         }
         let mut lost = self.lost.clone();
@@ -561,7 +573,8 @@ impl RedisLockGuard {
             watchdog.abort();
         }
         let mut conn = self.conn.clone();
-        let released = release(&mut conn, &self.name, &self.channel, &self.token).await?;
+        let released =
+            release(&mut conn, &self.name, &self.channel, &self.token).await?;
         self.released = true;
         Ok(released)
     }

@@ -244,7 +244,8 @@ impl Drop for RedlockGuard {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (redlock, token) = (self.redlock.clone(), std::mem::take(&mut self.token));
+            let (redlock, token) =
+                (self.redlock.clone(), std::mem::take(&mut self.token));
             runtime.spawn(async move {
                 redlock
                     .on_all(|conn| release(conn, &redlock.name, &token))

@@ -50,14 +50,15 @@ where
     Fut: Future<Output = Result<Out, E>> + Send + 'static,
 {
     options.validate()?;
-    let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+    let runtime =
+        tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
     let cancel = options.cancel.child_token();
     let (jobs_tx, jobs_rx) = channel::<Tagged<In>>(options.capacity);
     let (results_tx, results_rx) = channel::<Tagged<Result<Out, E>>>(options.capacity);
     // Ordered mode: the semaphore's permits are the credits that bound how
     // far the source may run ahead of the merge.
-    let credits =
-        (options.order == Order::Preserved).then(|| Arc::new(Semaphore::new(options.capacity)));
+    let credits = (options.order == Order::Preserved)
+        .then(|| Arc::new(Semaphore::new(options.capacity)));
 
     let mut tasks = JoinSet::new();
     tasks.spawn_on(
@@ -237,7 +238,10 @@ impl<Out, E> TaskOutput<Out, E> {
         self.finish().await;
     }
 
-    async fn deliver(&mut self, result: Result<Out, E>) -> Option<Result<Out, PipelineError<E>>> {
+    async fn deliver(
+        &mut self,
+        result: Result<Out, E>,
+    ) -> Option<Result<Out, PipelineError<E>>> {
         if let Some(credits) = &self.credits {
             credits.add_permits(1);
         }
@@ -283,7 +287,9 @@ mod tests {
         Ok(n * n)
     }
 
-    async fn collect<Out, E>(mut out: TaskOutput<Out, E>) -> Vec<Result<Out, PipelineError<E>>> {
+    async fn collect<Out, E>(
+        mut out: TaskOutput<Out, E>,
+    ) -> Vec<Result<Out, PipelineError<E>>> {
         let mut all = Vec::new();
         while let Some(item) = out.next().await {
             all.push(item);
@@ -299,7 +305,8 @@ mod tests {
             square,
         )
         .unwrap();
-        let mut got: Vec<u64> = collect(out).await.into_iter().map(Result::unwrap).collect();
+        let mut got: Vec<u64> =
+            collect(out).await.into_iter().map(Result::unwrap).collect();
         got.sort_unstable();
         assert_eq!(got, (0..1_000u64).map(|n| n * n).collect::<Vec<_>>());
     }
@@ -382,24 +389,23 @@ mod tests {
     async fn cancellation_under_load_is_prompt_and_shutdown_joins_every_task() {
         let token = CancellationToken::new();
         let alive = Arc::new(AtomicUsize::new(0));
-        let stage = {
-            let alive = Arc::clone(&alive);
-            move |n: u64| {
-                alive.fetch_add(1, SeqCst);
-                let guard = Alive(Arc::clone(&alive));
-                async move {
-                    let _guard = guard;
-                    // Slow items: cancellation must not wait for them.
-                    tokio::time::sleep(Duration::from_millis(if n.is_multiple_of(7) {
-                        10_000
-                    } else {
-                        1
-                    }))
-                    .await;
-                    square(n).await
+        let stage =
+            {
+                let alive = Arc::clone(&alive);
+                move |n: u64| {
+                    alive.fetch_add(1, SeqCst);
+                    let guard = Alive(Arc::clone(&alive));
+                    async move {
+                        let _guard = guard;
+                        // Slow items: cancellation must not wait for them.
+                        tokio::time::sleep(Duration::from_millis(
+                            if n.is_multiple_of(7) { 10_000 } else { 1 },
+                        ))
+                        .await;
+                        square(n).await
+                    }
                 }
-            }
-        };
+            };
         let options = Options::default()
             .workers(4)
             .capacity(16)

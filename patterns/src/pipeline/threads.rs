@@ -227,7 +227,10 @@ impl<Out, E> Output<Out, E> {
 
     /// Hands one result to the caller: returns a credit to the source in
     /// ordered mode, and stops everything if the result is an error.
-    fn deliver(&mut self, result: Result<Out, E>) -> Option<Result<Out, PipelineError<E>>> {
+    fn deliver(
+        &mut self,
+        result: Result<Out, E>,
+    ) -> Option<Result<Out, PipelineError<E>>> {
         if let Some(credits) = &self.credits {
             let _ = credits.send(());
         }
@@ -319,7 +322,8 @@ mod tests {
 
     #[test]
     fn unordered_delivers_every_result_exactly_once() {
-        let out = run(Options::default().workers(4).capacity(8), 0..1_000u64, ok).unwrap();
+        let out =
+            run(Options::default().workers(4).capacity(8), 0..1_000u64, ok).unwrap();
         let mut got: Vec<u64> = out.map(Result::unwrap).collect();
         got.sort_unstable();
         assert_eq!(got, (0..1_000u64).map(|n| n * n).collect::<Vec<_>>());
@@ -383,7 +387,8 @@ mod tests {
                 pulled.fetch_add(1, SeqCst);
             })
         };
-        let mut out = run(Options::default().workers(2).capacity(4), source, ok).unwrap();
+        let mut out =
+            run(Options::default().workers(2).capacity(4), source, ok).unwrap();
         out.next();
         std::thread::sleep(Duration::from_millis(50));
         // A results channel of 4, two workers each holding one, and the one

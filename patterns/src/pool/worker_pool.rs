@@ -75,7 +75,10 @@ impl<T: Send + 'static> WorkerPool<T> {
     /// Results must be read concurrently (another thread, or interleaved):
     /// with nobody reading, the workers block on the bounded results channel
     /// and so does `submit`.
-    pub fn submit(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<(), PoolError> {
+    pub fn submit(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<(), PoolError> {
         let jobs = self.jobs.as_ref().ok_or(PoolError::ShutDown)?;
         jobs.send(Box::new(job)).map_err(|_| PoolError::ShutDown)
     }

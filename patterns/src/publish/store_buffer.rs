@@ -24,7 +24,11 @@ use crate::sync::{AtomicBool, fence};
 
 /// One side of the litmus test: raise my flag, then read the other's.
 // ANCHOR: litmus
-pub(crate) fn raise_then_look(mine: &AtomicBool, other: &AtomicBool, seqcst_fence: bool) -> bool {
+pub(crate) fn raise_then_look(
+    mine: &AtomicBool,
+    other: &AtomicBool,
+    seqcst_fence: bool,
+) -> bool {
     mine.store(true, Release);
     if seqcst_fence {
         fence(SeqCst); // New! Orders the store before the load in one total order.

@@ -106,7 +106,8 @@ mod tests {
         for _ in 0..1_000 {
             assert!(aimd.update(sample(100, true)) >= 5);
         }
-        let mut slow = Aimd::new(LimitBounds::new(1, 100), 50).timeout(Duration::from_millis(5));
+        let mut slow =
+            Aimd::new(LimitBounds::new(1, 100), 50).timeout(Duration::from_millis(5));
         assert_eq!(
             slow.update(sample(50, false)),
             45,

@@ -351,10 +351,13 @@ mod tests {
     #[test]
     fn the_outcome_is_reported_on_the_permit() {
         let clock = ManualClock::new();
-        let limiter =
-            AdaptiveLimiter::with_clock(Aimd::new(LimitBounds::new(1, 100), 10), clock.clone());
+        let limiter = AdaptiveLimiter::with_clock(
+            Aimd::new(LimitBounds::new(1, 100), 10),
+            clock.clone(),
+        );
         // Ten in flight (the limit), then one is dropped: ×0.9.
-        let mut permits: Vec<_> = (0..10).map(|_| limiter.try_acquire().unwrap()).collect();
+        let mut permits: Vec<_> =
+            (0..10).map(|_| limiter.try_acquire().unwrap()).collect();
         assert!(limiter.try_acquire().is_none());
         permits.pop().unwrap().dropped();
         assert_eq!(limiter.limit(), 9);
@@ -373,7 +376,8 @@ mod tests {
             tokio::spawn(async move { limiter.acquire().await.success() })
         };
         // A cancelled waiter must not take the wake-up with it.
-        let gave_up = tokio::time::timeout(Duration::from_millis(10), limiter.acquire()).await;
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(10), limiter.acquire()).await;
         assert!(gave_up.is_err());
         first.success();
         tokio::time::timeout(Duration::from_secs(1), waiter)

@@ -166,7 +166,8 @@ pub fn run(
                     jitter_state = jitter_state
                         .wrapping_mul(6_364_136_223_846_793_005)
                         .wrapping_add(1_442_695_040_888_963_407);
-                    let jitter = 0.9 + 0.2 * ((jitter_state >> 11) as f64 / (1u64 << 53) as f64);
+                    let jitter =
+                        0.9 + 0.2 * ((jitter_state >> 11) as f64 / (1u64 << 53) as f64);
                     let latency = server.latency(limiter.inflight()).mul_f64(jitter);
                     let timed_out = latency > server.timeout;
                     let finishes = now + latency.min(server.timeout);
@@ -214,7 +215,9 @@ mod tests {
     fn between(points: &[Point], from: u64, to: u64) -> Vec<Point> {
         points
             .iter()
-            .filter(|p| p.at > Duration::from_secs(from) && p.at <= Duration::from_secs(to))
+            .filter(|p| {
+                p.at > Duration::from_secs(from) && p.at <= Duration::from_secs(to)
+            })
             .copied()
             .collect()
     }
@@ -266,8 +269,8 @@ mod tests {
         // Loss-based: it finds the timeout, not the knee. Past the knee this
         // server serves less, so AIMD serves less than Vegas, but nothing
         // times out and latency stays under the 60 ms it was given.
-        let algorithm =
-            Aimd::new(LimitBounds::new(1, 1_000), 20).timeout(Duration::from_millis(60));
+        let algorithm = Aimd::new(LimitBounds::new(1, 1_000), 20)
+            .timeout(Duration::from_millis(60));
         let points = run(server(), &load(), algorithm, Duration::from_millis(100));
         let overload = between(&points, 20, 40);
         let latency = mean_latency(&overload);
@@ -292,7 +295,8 @@ mod tests {
             run(
                 server(),
                 &load(),
-                Aimd::new(LimitBounds::new(1, 1_000), 20).timeout(Duration::from_millis(60)),
+                Aimd::new(LimitBounds::new(1, 1_000), 20)
+                    .timeout(Duration::from_millis(60)),
                 Duration::from_millis(100),
             ),
         ] {

@@ -47,7 +47,8 @@ impl WaitInOpen {
                 multiplier,
                 max,
             } => {
-                let factor = multiplier.powi(opening.saturating_sub(1).min(1_000) as i32);
+                let factor =
+                    multiplier.powi(opening.saturating_sub(1).min(1_000) as i32);
                 let secs = (initial.as_secs_f64() * factor).min(max.as_secs_f64());
                 Duration::try_from_secs_f64(secs).unwrap_or(max)
             }
@@ -334,8 +335,12 @@ impl CircuitBreakerConfigBuilder {
             return Err(BreakerConfigError::Zero("the sliding window size"));
         }
         let (name, max) = match config.sliding_window {
-            SlidingWindow::CountBased { .. } => ("count_based_window", MAX_COUNT_WINDOW),
-            SlidingWindow::TimeBased { .. } => ("time_based_window", MAX_TIME_WINDOW_SECONDS),
+            SlidingWindow::CountBased { .. } => {
+                ("count_based_window", MAX_COUNT_WINDOW)
+            }
+            SlidingWindow::TimeBased { .. } => {
+                ("time_based_window", MAX_TIME_WINDOW_SECONDS)
+            }
         };
         if window > max {
             return Err(BreakerConfigError::WindowTooLarge {
@@ -410,7 +415,11 @@ mod tests {
         );
         assert!(
             CircuitBreakerConfig::builder()
-                .exponential_wait_in_open(Duration::from_secs(1), 0.5, Duration::from_secs(9))
+                .exponential_wait_in_open(
+                    Duration::from_secs(1),
+                    0.5,
+                    Duration::from_secs(9)
+                )
                 .build()
                 .is_err()
         );

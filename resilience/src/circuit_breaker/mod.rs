@@ -21,9 +21,10 @@ use tokio::sync::broadcast;
 
 use config::ErrorKind;
 pub use config::{
-    BreakerConfigError, CircuitBreakerConfig, CircuitBreakerConfigBuilder, FailurePredicate,
-    MAX_BREAKER_WAIT, MAX_COUNT_WINDOW, MAX_PERMITTED_CALLS_IN_HALF_OPEN, MAX_TIME_WINDOW_SECONDS,
-    SlidingWindow, WaitInOpen,
+    BreakerConfigError, CircuitBreakerConfig, CircuitBreakerConfigBuilder,
+    FailurePredicate, MAX_BREAKER_WAIT, MAX_COUNT_WINDOW,
+    MAX_PERMITTED_CALLS_IN_HALF_OPEN, MAX_TIME_WINDOW_SECONDS, SlidingWindow,
+    WaitInOpen,
 };
 use window::{CountWindow, Outcome, TimeWindow, Totals};
 
@@ -313,7 +314,10 @@ impl<C: Clock> CircuitBreaker<C> {
 
     /// Runs `operation` through the breaker. Its error counts as a failure
     /// unless the config says otherwise (see [`Permit::record`]).
-    pub fn call<T, E>(&self, operation: impl FnOnce() -> Result<T, E>) -> Result<T, BreakerError<E>>
+    pub fn call<T, E>(
+        &self,
+        operation: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, BreakerError<E>>
     where
         E: Error + 'static,
     {
@@ -418,7 +422,9 @@ impl<C: Clock> CircuitBreaker<C> {
             State::Closed => {
                 let totals = match &mut core.window {
                     Window::Count(window) => window.record(outcome),
-                    Window::Time(window) => window.record(Duration::from_nanos(now), outcome),
+                    Window::Time(window) => {
+                        window.record(Duration::from_nanos(now), outcome)
+                    }
                 };
                 if totals.calls >= u64::from(self.config.minimum_number_of_calls)
                     && self.over_threshold(totals)
@@ -463,7 +469,8 @@ impl<C: Clock> CircuitBreaker<C> {
     fn over_threshold(&self, totals: Totals) -> bool {
         let calls = totals.calls as f64;
         totals.failures as f64 * 100.0 >= self.config.failure_rate_threshold * calls
-            || totals.slow as f64 * 100.0 >= self.config.slow_call_rate_threshold * calls
+            || totals.slow as f64 * 100.0
+                >= self.config.slow_call_rate_threshold * calls
     }
 
     fn transition_if_current(&self, generation: u64, to: State) {
@@ -491,7 +498,8 @@ impl<C: Clock> CircuitBreaker<C> {
         let from = core.state;
         core.state = to;
         core.generation += 1;
-        core.reopened_by = (from == State::HalfOpen && to == State::Open).then_some(core.trials);
+        core.reopened_by =
+            (from == State::HalfOpen && to == State::Open).then_some(core.trials);
         core.trials = Totals::default();
         let mut permits = 0;
         let deadline = match to {
@@ -533,7 +541,9 @@ impl CircuitBreaker<SystemClock> {
     /// happen on time, as resilience4j's scheduler does, so that
     /// subscribers hear of it when it happens rather than at the next
     /// observation. A tokio task; it ends when the breaker is dropped.
-    pub fn spawn_half_open_timer(self: &std::sync::Arc<Self>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_half_open_timer(
+        self: &std::sync::Arc<Self>,
+    ) -> tokio::task::JoinHandle<()> {
         let breaker = std::sync::Arc::downgrade(self);
         let mut events = self.subscribe();
         tokio::spawn(async move {

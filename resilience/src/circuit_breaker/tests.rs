@@ -120,7 +120,11 @@ fn after_the_wait_trials_decide_closed() {
 fn failed_trials_reopen_for_exponentially_longer() {
     let (b, clock) = breaker(
         small()
-            .exponential_wait_in_open(Duration::from_secs(1), 2.0, Duration::from_secs(3))
+            .exponential_wait_in_open(
+                Duration::from_secs(1),
+                2.0,
+                Duration::from_secs(3),
+            )
             .build()
             .unwrap(),
     );
@@ -517,7 +521,8 @@ fn the_max_wait_in_half_open_reopens_on_time_without_a_call() {
     // on this clock's time: it is over, so a call gets a trial at once.
     clock.advance(Duration::from_millis(1_000));
     assert!(b.try_acquire().is_ok(), "the wait in open started late");
-    let seen: Vec<State> = std::iter::from_fn(|| events.try_recv().ok().map(|t| t.to)).collect();
+    let seen: Vec<State> =
+        std::iter::from_fn(|| events.try_recv().ok().map(|t| t.to)).collect();
     assert_eq!(
         seen,
         [State::Open, State::HalfOpen, State::Open, State::HalfOpen]

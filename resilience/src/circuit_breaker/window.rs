@@ -97,7 +97,8 @@ pub(crate) struct TimeWindow {
 impl TimeWindow {
     pub fn new(seconds: u32) -> Self {
         TimeWindow {
-            buckets: vec![Bucket::default(); seconds.max(1) as usize].into_boxed_slice(),
+            buckets: vec![Bucket::default(); seconds.max(1) as usize]
+                .into_boxed_slice(),
             latest: 0,
             totals: Totals::default(),
         }
@@ -219,7 +220,9 @@ mod tests {
         let mut now = Duration::ZERO;
         for i in 0..2_000u64 {
             // Irregular steps, some longer than the window.
-            now += Duration::from_millis((i * 7919) % 1_300 + if i % 97 == 0 { 6_000 } else { 0 });
+            now += Duration::from_millis(
+                (i * 7919) % 1_300 + if i % 97 == 0 { 6_000 } else { 0 },
+            );
             let outcome = Outcome {
                 failed: i % 2 == 0,
                 slow: i % 7 == 0,

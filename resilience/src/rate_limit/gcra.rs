@@ -29,10 +29,18 @@ impl<C: Clock> governor::clock::Clock for GovernorClock<C> {
     }
 }
 
-type DirectLimiter<C> =
-    governor::RateLimiter<NotKeyed, InMemoryState, GovernorClock<C>, NoOpMiddleware<Duration>>;
-type KeyedLimiter<K, C> =
-    governor::RateLimiter<K, DefaultKeyedStateStore<K>, GovernorClock<C>, NoOpMiddleware<Duration>>;
+type DirectLimiter<C> = governor::RateLimiter<
+    NotKeyed,
+    InMemoryState,
+    GovernorClock<C>,
+    NoOpMiddleware<Duration>,
+>;
+type KeyedLimiter<K, C> = governor::RateLimiter<
+    K,
+    DefaultKeyedStateStore<K>,
+    GovernorClock<C>,
+    NoOpMiddleware<Duration>,
+>;
 
 /// `limit` permits per `window` as a GCRA quota: a burst of `limit`, one
 /// permit coming back every `window / limit`.
@@ -99,10 +107,17 @@ impl Gcra<SystemClock> {
 
 impl<C: Clock + Clone> Gcra<C> {
     /// The same, on `clock`.
-    pub fn with_clock(limit: u32, window: Duration, clock: C) -> Result<Self, LimiterConfigError> {
+    pub fn with_clock(
+        limit: u32,
+        window: Duration,
+        clock: C,
+    ) -> Result<Self, LimiterConfigError> {
         let quota = quota(limit, window)?;
         Ok(Gcra {
-            limiter: governor::RateLimiter::direct_with_clock(quota, GovernorClock(clock.clone())),
+            limiter: governor::RateLimiter::direct_with_clock(
+                quota,
+                GovernorClock(clock.clone()),
+            ),
             clock,
             burst: limit,
         })
@@ -168,10 +183,17 @@ impl<K: Hash + Eq + Clone> KeyedGcra<K, SystemClock> {
 
 impl<K: Hash + Eq + Clone, C: Clock + Clone> KeyedGcra<K, C> {
     /// The same, on `clock`.
-    pub fn with_clock(limit: u32, window: Duration, clock: C) -> Result<Self, LimiterConfigError> {
+    pub fn with_clock(
+        limit: u32,
+        window: Duration,
+        clock: C,
+    ) -> Result<Self, LimiterConfigError> {
         let quota = quota(limit, window)?;
         Ok(KeyedGcra {
-            limiter: governor::RateLimiter::dashmap_with_clock(quota, GovernorClock(clock.clone())),
+            limiter: governor::RateLimiter::dashmap_with_clock(
+                quota,
+                GovernorClock(clock.clone()),
+            ),
             burst: limit,
             last_prune_nanos: AtomicU64::new(nanos(clock.now())),
             clock,
@@ -290,7 +312,8 @@ mod tests {
         }
         for (i, &last) in grants.iter().enumerate() {
             for (j, &first) in grants[..=i].iter().enumerate() {
-                let allowed = 10 + ((last - first).as_nanos() / period.as_nanos()) as usize;
+                let allowed =
+                    10 + ((last - first).as_nanos() / period.as_nanos()) as usize;
                 assert!(
                     i - j < allowed,
                     "{} grants in {:?}",
@@ -309,7 +332,8 @@ mod tests {
 
     #[test]
     fn more_than_the_burst_is_never_granted() {
-        let gcra = Gcra::with_clock(3, Duration::from_secs(1), ManualClock::new()).unwrap();
+        let gcra =
+            Gcra::with_clock(3, Duration::from_secs(1), ManualClock::new()).unwrap();
         assert_eq!(
             gcra.check_n(4),
             Decision::Denied {
@@ -321,7 +345,9 @@ mod tests {
 
     #[test]
     fn keys_are_limited_separately() {
-        let keyed = KeyedGcra::with_clock(2, Duration::from_secs(1), ManualClock::new()).unwrap();
+        let keyed =
+            KeyedGcra::with_clock(2, Duration::from_secs(1), ManualClock::new())
+                .unwrap();
         assert!(keyed.check_key(&"a").is_allowed());
         assert!(keyed.check_key(&"a").is_allowed());
         assert!(!keyed.check_key(&"a").is_allowed());
@@ -331,7 +357,8 @@ mod tests {
     #[test]
     fn idle_keys_are_evicted_and_busy_ones_kept() {
         let clock = ManualClock::new();
-        let keyed = KeyedGcra::with_clock(5, Duration::from_secs(1), clock.clone()).unwrap();
+        let keyed =
+            KeyedGcra::with_clock(5, Duration::from_secs(1), clock.clone()).unwrap();
         // A scan: 10,000 distinct keys, once each.
         for key in 0..10_000u32 {
             assert!(keyed.check_key(&key).is_allowed());
@@ -358,7 +385,8 @@ mod tests {
     fn memory_is_bounded_by_the_keys_of_recent_windows() {
         // A new key every millisecond for 60 s: without pruning 60,000 keys.
         let clock = ManualClock::new();
-        let keyed = KeyedGcra::with_clock(1, Duration::from_secs(1), clock.clone()).unwrap();
+        let keyed =
+            KeyedGcra::with_clock(1, Duration::from_secs(1), clock.clone()).unwrap();
         let mut most = 0;
         for key in 0..60_000u32 {
             keyed.check_key(&key);

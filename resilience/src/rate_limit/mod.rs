@@ -47,10 +47,15 @@ pub trait RateLimiter: Send + Sync {
     /// (its burst, or its limit per window) never succeeds, and every
     /// implementation says so the same way: `Denied` with `retry_after` of
     /// `Duration::MAX`. Any other `retry_after` is a real time to wait.
-    fn try_acquire_n(&self, n: u32) -> impl Future<Output = Result<Decision, Self::Error>> + Send;
+    fn try_acquire_n(
+        &self,
+        n: u32,
+    ) -> impl Future<Output = Result<Decision, Self::Error>> + Send;
 
     /// Asks for one permit, without waiting.
-    fn try_acquire(&self) -> impl Future<Output = Result<Decision, Self::Error>> + Send {
+    fn try_acquire(
+        &self,
+    ) -> impl Future<Output = Result<Decision, Self::Error>> + Send {
         self.try_acquire_n(1)
     }
     // ANCHOR_END: trait
@@ -105,4 +110,5 @@ pub enum LimiterConfigError {
 /// The longest window a rate limiter takes: a year. Longer windows are not
 /// rates any more, and overflow the clocks' arithmetic (governor's counts
 /// nanoseconds in 64 bits: 584 years).
-pub const MAX_LIMITER_WINDOW: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+pub const MAX_LIMITER_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(365 * 24 * 3600);

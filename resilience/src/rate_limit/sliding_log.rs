@@ -106,7 +106,8 @@ mod tests {
     #[test]
     fn never_more_than_the_limit_in_any_window() {
         let clock = ManualClock::new();
-        let log = SlidingLog::with_clock(10, Duration::from_secs(1), clock.clone()).unwrap();
+        let log =
+            SlidingLog::with_clock(10, Duration::from_secs(1), clock.clone()).unwrap();
         let mut granted_at = Vec::new();
         // 10 s of virtual time, a request every 7 ms.
         for _ in 0..1_430 {
@@ -135,7 +136,8 @@ mod tests {
     #[test]
     fn a_refusal_says_exactly_when_to_come_back() {
         let clock = ManualClock::new();
-        let log = SlidingLog::with_clock(2, Duration::from_secs(1), clock.clone()).unwrap();
+        let log =
+            SlidingLog::with_clock(2, Duration::from_secs(1), clock.clone()).unwrap();
         assert!(log.check_n(1).is_allowed());
         clock.advance(Duration::from_millis(300));
         assert!(log.check_n(1).is_allowed());

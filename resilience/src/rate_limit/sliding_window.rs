@@ -63,7 +63,11 @@ impl SlidingWindow<SystemClock> {
 
 impl<C: Clock> SlidingWindow<C> {
     /// The same, on `clock`.
-    pub fn with_clock(limit: u32, window: Duration, clock: C) -> Result<Self, LimiterConfigError> {
+    pub fn with_clock(
+        limit: u32,
+        window: Duration,
+        clock: C,
+    ) -> Result<Self, LimiterConfigError> {
         if limit == 0 {
             return Err(LimiterConfigError::ZeroLimit);
         }
@@ -102,7 +106,8 @@ impl<C: Clock> SlidingWindow<C> {
                 _ => (0, 0),
             };
             // ANCHOR: estimate
-            let still_inside = (self.window_nanos - into_window) as f64 * self.per_window_nano;
+            let still_inside =
+                (self.window_nanos - into_window) as f64 * self.per_window_nano;
             let estimate = previous as f64 * still_inside + current as f64;
             // ANCHOR_END: estimate
             if estimate + n as f64 > self.limit as f64 {
@@ -123,7 +128,13 @@ impl<C: Clock> SlidingWindow<C> {
 
     /// When the estimate will have dropped enough for `n` more, if nothing
     /// else is granted meanwhile.
-    fn retry_after(&self, previous: u64, current: u64, n: u64, into_window: u64) -> Duration {
+    fn retry_after(
+        &self,
+        previous: u64,
+        current: u64,
+        n: u64,
+        into_window: u64,
+    ) -> Duration {
         if n > self.limit {
             return Duration::MAX;
         }
@@ -164,7 +175,9 @@ mod tests {
     #[test]
     fn a_burst_is_cut_at_the_limit_and_the_rate_returns() {
         let clock = ManualClock::new();
-        let limiter = SlidingWindow::with_clock(10, Duration::from_secs(1), clock.clone()).unwrap();
+        let limiter =
+            SlidingWindow::with_clock(10, Duration::from_secs(1), clock.clone())
+                .unwrap();
         let granted = (0..20).filter(|_| limiter.check_n(1).is_allowed()).count();
         assert_eq!(granted, 10);
         clock.advance(Duration::from_secs(2)); // both windows empty again
@@ -183,8 +196,10 @@ mod tests {
     fn side_by_side(mean_gap_micros: u64) -> (u64, u64, u64, u64) {
         let clock = ManualClock::new();
         let counter =
-            SlidingWindow::with_clock(100, Duration::from_secs(1), clock.clone()).unwrap();
-        let exact = SlidingLog::with_clock(100, Duration::from_secs(1), clock.clone()).unwrap();
+            SlidingWindow::with_clock(100, Duration::from_secs(1), clock.clone())
+                .unwrap();
+        let exact =
+            SlidingLog::with_clock(100, Duration::from_secs(1), clock.clone()).unwrap();
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
         let (mut requests, mut differ, mut by_counter, mut by_log) = (0, 0, 0, 0);
         while clock.now() < Duration::from_secs(60) {
@@ -209,7 +224,8 @@ mod tests {
     // ANCHOR: approximation
     #[test]
     fn approximation_error_against_the_exact_log() {
-        for (load, mean_gap) in [("80 %", 12_500), ("100 %", 10_000), ("120 %", 8_333)] {
+        for (load, mean_gap) in [("80 %", 12_500), ("100 %", 10_000), ("120 %", 8_333)]
+        {
             let (requests, differ, by_counter, by_log) = side_by_side(mean_gap);
             let decisions = differ as f64 / requests as f64;
             let throughput = (by_counter as f64 - by_log as f64).abs() / by_log as f64;

@@ -15,7 +15,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-pub use adaptive::{AdaptiveLimitLayer, AdaptiveLimitService, Overloaded, OverloadedOr};
+pub use adaptive::{
+    AdaptiveLimitLayer, AdaptiveLimitService, Overloaded, OverloadedOr,
+};
 pub use breaker::{CircuitBreakerLayer, CircuitBreakerService};
 pub use rate_limit::{RateLimitError, RateLimitLayer, RateLimitService};
 

@@ -7,7 +7,9 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 
 use super::*;
 use crate::adaptive::{AdaptiveLimiter, Aimd, LimitBounds};
-use crate::circuit_breaker::{BreakerError, CircuitBreaker, CircuitBreakerConfig, State};
+use crate::circuit_breaker::{
+    BreakerError, CircuitBreaker, CircuitBreakerConfig, State,
+};
 use crate::clock::ManualClock;
 use crate::{SlidingWindow, Vegas};
 
@@ -17,8 +19,10 @@ struct BackendDown;
 
 #[tokio::test]
 async fn clones_of_a_rate_limited_service_share_one_budget() {
-    let limiter =
-        Arc::new(SlidingWindow::with_clock(5, Duration::from_secs(1), ManualClock::new()).unwrap());
+    let limiter = Arc::new(
+        SlidingWindow::with_clock(5, Duration::from_secs(1), ManualClock::new())
+            .unwrap(),
+    );
     let made = Arc::new(AtomicU32::new(0));
     let backend = {
         let made = made.clone();
@@ -69,8 +73,9 @@ async fn a_waiting_rate_limit_paces_instead_of_refusing() {
     // A burst of 1, then one per 10 ms: three requests all succeed, the
     // third 20 ms (of virtual time) after the first.
     let clock = TokioClock(tokio::time::Instant::now());
-    let limiter =
-        Arc::new(crate::Gcra::with_clock(1, Duration::from_millis(10), clock.clone()).unwrap());
+    let limiter = Arc::new(
+        crate::Gcra::with_clock(1, Duration::from_millis(10), clock.clone()).unwrap(),
+    );
     let service = RateLimitLayer::waiting(limiter)
         .layer(service_fn(|r: u32| async move { Ok::<_, Infallible>(r) }));
     let mut done_at = Vec::new();
@@ -115,8 +120,10 @@ async fn clones_behind_a_breaker_share_it() {
 
 #[tokio::test]
 async fn clones_behind_an_adaptive_limit_share_it() {
-    let limiter =
-        AdaptiveLimiter::with_clock(Aimd::new(LimitBounds::new(2, 2), 2), ManualClock::new());
+    let limiter = AdaptiveLimiter::with_clock(
+        Aimd::new(LimitBounds::new(2, 2), 2),
+        ManualClock::new(),
+    );
     let (release, released) = tokio::sync::watch::channel(false);
     let backend = service_fn(move |_: ()| {
         let mut released = released.clone();
@@ -143,5 +150,8 @@ async fn clones_behind_an_adaptive_limit_share_it() {
     second.await.unwrap().unwrap();
     assert_eq!(limiter.inflight(), 0);
     // Vegas works behind the layer too.
-    let _ = AdaptiveLimitLayer::new(AdaptiveLimiter::new(Vegas::new(LimitBounds::new(1, 10), 5)));
+    let _ = AdaptiveLimitLayer::new(AdaptiveLimiter::new(Vegas::new(
+        LimitBounds::new(1, 10),
+        5,
+    )));
 }

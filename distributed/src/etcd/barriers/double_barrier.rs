@@ -96,7 +96,8 @@ impl DoubleBarrier {
         self.session.ensure_alive()?;
         let client = self.client();
         let waiters = self.name.sub_prefix("waiters");
-        let (key, revision) = create_unique(&client, &waiters, "", self.session.lease_id()).await?;
+        let (key, revision) =
+            create_unique(&client, &waiters, "", self.session.lease_id()).await?;
         // Only this barrier's waiter keys count: not a nested name's, not a
         // key we could not compare.
         let present = client
@@ -121,7 +122,9 @@ impl DoubleBarrier {
             // the count complete at once: only the first creates the key,
             // and all agree on its create revision.
             let ready_key = self.ready_key();
-            match create_if_absent(&client, &ready_key, "", self.session.lease_id()).await? {
+            match create_if_absent(&client, &ready_key, "", self.session.lease_id())
+                .await?
+            {
                 Some(created) => created,
                 None => {
                     let existing = client.retried_get(ready_key.as_str(), None).await?;
@@ -177,7 +180,8 @@ impl DoubleBarrier {
             let (Some(lowest), Some(highest)) = (kvs.first(), kvs.last()) else {
                 // Everyone is out (some may have crashed): whoever sees it
                 // first removes this round's ready key, so it cannot leak.
-                delete_if_created_at(&client, &ready_key, entered.ready_revision).await?;
+                delete_if_created_at(&client, &ready_key, entered.ready_revision)
+                    .await?;
                 break;
             };
             let we_are_lowest = lowest.key_str()? == entered.key;

@@ -126,7 +126,11 @@ impl EtcdConfig {
     }
 
     /// Logs in with this user and password.
-    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+    pub fn credentials(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
         self.credentials = Some((user.into(), password.into()));
         self
     }
@@ -168,7 +172,11 @@ impl EtcdConfig {
 
     /// Shows this client certificate (PEM chain) and key (PEM) to servers
     /// that ask for one: mutual TLS (`ETCD_CERT`, `ETCD_KEY`).
-    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+    pub fn client_cert(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
         self.tls.client = Some((cert.into(), key.into()));
         self
     }
@@ -244,9 +252,11 @@ impl EtcdConfig {
             loop {
                 chances -= 1;
                 let result = async {
-                    let mut client =
-                        etcd_client::Client::from_channel(channel.clone(), Some(options.clone()))
-                            .await?;
+                    let mut client = etcd_client::Client::from_channel(
+                        channel.clone(),
+                        Some(options.clone()),
+                    )
+                    .await?;
                     client.status().await?;
                     Ok::<_, etcd_client::Error>(client)
                 }
@@ -318,7 +328,8 @@ impl EtcdConfig {
             let error = tls::probe(host, port, config, limit).await?;
             Some(tls::explain(&error))
         } else {
-            let error = tls::probe(host, port, tls::trusting_nobody().ok()?, limit).await?;
+            let error =
+                tls::probe(host, port, tls::trusting_nobody().ok()?, limit).await?;
             tls::speaks_tls(&error).then(|| {
                 "the server speaks TLS: write its endpoints as https:// (and set ETCD_CA_CERT \
                  to the CA that signed its certificate)"
@@ -333,7 +344,8 @@ impl EtcdConfig {
 /// What breaks it may be TLS on one side only; how it shows (a broken
 /// pipe, or the server's alert as text) depends on timing.
 fn broke_at_once(error: &etcd_client::Error) -> bool {
-    find_cause::<NeverSent>(error).is_none() && find_cause::<std::io::Error>(error).is_some()
+    find_cause::<NeverSent>(error).is_none()
+        && find_cause::<std::io::Error>(error).is_some()
 }
 
 /// What went wrong, in the words a person needs, such as "tcp connect
@@ -351,7 +363,8 @@ fn short_reason(error: &etcd_client::Error) -> String {
 fn speaks_no_grpc(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::GRpcStatus(status) => {
-            status.code() == tonic::Code::Internal && status.message().contains("h2 protocol error")
+            status.code() == tonic::Code::Internal
+                && status.message().contains("h2 protocol error")
         }
         _ => false,
     }
@@ -362,7 +375,9 @@ fn speaks_no_grpc(error: &etcd_client::Error) -> bool {
 fn is_unreachable(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::TransportError(_) => true,
-        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable
+        }
         _ => false,
     }
 }

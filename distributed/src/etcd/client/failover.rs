@@ -42,8 +42,9 @@ const GRPC_UNAVAILABLE: &str = "14";
 /// fails later with a vaguer message.
 fn check_host_port(given: &str, authority: &str) -> Result<(), EtcdError> {
     let authority = authority.trim_end_matches('/');
-    let invalid =
-        |why: &str| EtcdError::InvalidConfig(format!("{given} is not a host:port: {why}"));
+    let invalid = |why: &str| {
+        EtcdError::InvalidConfig(format!("{given} is not a host:port: {why}"))
+    };
     let (host, port) = authority
         .rsplit_once(':')
         .ok_or_else(|| invalid("no port (etcd listens on 2379 by default)"))?;
@@ -51,7 +52,9 @@ fn check_host_port(given: &str, authority: &str) -> Result<(), EtcdError> {
         return Err(invalid("no host"));
     }
     match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err(invalid(&format!("{port:?} is not a port from 1 to 65535"))),
+        Ok(0) | Err(_) => {
+            Err(invalid(&format!("{port:?} is not a port from 1 to 65535")))
+        }
         Ok(_) => Ok(()),
     }
 }
@@ -151,7 +154,9 @@ async fn connect(
 ) -> io::Result<TokioIo<CoalescingStream<Box<dyn Transport>>>> {
     let host = uri
         .host()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}"))
+        })?
         .trim_start_matches('[')
         .trim_end_matches(']');
     // Any http:// URI without a port means port 80.
@@ -217,7 +222,9 @@ impl Service<http::Request<Body>> for Pinned {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let Some((index, channel)) = self.ready.as_mut() else {
-            return Box::pin(async { Err("etcd channel called before it was ready".into()) });
+            return Box::pin(async {
+                Err("etcd channel called before it was ready".into())
+            });
         };
         let index = *index;
         let response = channel.call(request);
@@ -237,7 +244,12 @@ impl Service<http::Request<Body>> for Pinned {
             if failed
                 && members > 1
                 && current
-                    .compare_exchange(index, index + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .compare_exchange(
+                        index,
+                        index + 1,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
             {
                 debug!(

@@ -78,7 +78,9 @@ impl<S: AsyncWrite + Unpin> CoalescingStream<S> {
     /// Sends the first `len` buffered bytes.
     fn send(&mut self, cx: &mut Context<'_>, mut len: usize) -> Poll<io::Result<()>> {
         while len > 0 {
-            let written = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buffered[..len]))?;
+            let written = ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.buffered[..len])
+            )?;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -138,7 +140,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CoalescingStream<S> {
         true
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         if !self.held
             && let Some(start) = self.held_back_from()
         {
@@ -154,7 +159,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CoalescingStream<S> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         ready!(self.send_all(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
@@ -215,7 +223,8 @@ impl FrameTracker {
                 if self.header_len == FRAME_HEADER_LEN {
                     self.header_len = 0;
                     let [l0, l1, l2, kind, flags, ..] = self.header;
-                    self.payload_left = usize::from_be_bytes([0, 0, 0, 0, 0, l0, l1, l2]);
+                    self.payload_left =
+                        usize::from_be_bytes([0, 0, 0, 0, 0, l0, l1, l2]);
                     self.last_opens_request = kind == HEADERS_FRAME
                         && flags & END_HEADERS != 0
                         && flags & END_STREAM == 0;
@@ -254,10 +263,16 @@ mod tests {
             self.writes.push(buf.to_vec());
             Poll::Ready(Ok(buf.len()))
         }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        fn poll_shutdown(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
     }
@@ -354,7 +369,8 @@ mod tests {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut stream = connected(&mut cx);
         let mut stream = Pin::new(&mut stream);
-        let request_without_body = frame(HEADERS_FRAME, END_HEADERS | END_STREAM, 5, b"h");
+        let request_without_body =
+            frame(HEADERS_FRAME, END_HEADERS | END_STREAM, 5, b"h");
         for frames in [ping_ack(), data(1, false), request_without_body] {
             assert!(stream.as_mut().poll_write(&mut cx, &frames).is_ready());
             assert!(stream.as_mut().poll_flush(&mut cx).is_ready());

@@ -18,8 +18,8 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use etcd_client::{
-    DeleteOptions, DeleteResponse, GetOptions, GetResponse, PutOptions, PutResponse, Txn,
-    TxnResponse, WatchOptions, WatchStream,
+    DeleteOptions, DeleteResponse, GetOptions, GetResponse, PutOptions, PutResponse,
+    Txn, TxnResponse, WatchOptions, WatchStream,
 };
 use tokio::time::Instant;
 
@@ -160,7 +160,8 @@ impl Client {
     ) -> Result<GetResponse, EtcdError> {
         let key = key.into();
         retrying_until(Repeat::Idempotent, deadline, || {
-            let (mut client, key, options) = (self.inner.clone(), key.clone(), options.clone());
+            let (mut client, key, options) =
+                (self.inner.clone(), key.clone(), options.clone());
             async move { client.get(key, options).await }
         })
         .await
@@ -175,7 +176,8 @@ impl Client {
     ) -> Result<DeleteResponse, EtcdError> {
         let key = key.into();
         retrying_until(Repeat::Idempotent, self.deadline(), || {
-            let (mut client, key, options) = (self.inner.clone(), key.clone(), options.clone());
+            let (mut client, key, options) =
+                (self.inner.clone(), key.clone(), options.clone());
             async move { client.delete(key, options).await }
         })
         .await
@@ -206,7 +208,8 @@ impl Client {
     ) -> Result<PutResponse, EtcdError> {
         let key = key.into();
         retrying_until(Repeat::Idempotent, deadline, || {
-            let (mut client, key, options) = (self.inner.clone(), key.clone(), options.clone());
+            let (mut client, key, options) =
+                (self.inner.clone(), key.clone(), options.clone());
             async move { client.put(key, "", options).await }
         })
         .await
@@ -220,7 +223,8 @@ impl Client {
     ) -> Result<WatchStream, EtcdError> {
         let key = key.into();
         retrying_until(Repeat::Idempotent, self.deadline(), || {
-            let (mut client, key, options) = (self.inner.clone(), key.clone(), options.clone());
+            let (mut client, key, options) =
+                (self.inner.clone(), key.clone(), options.clone());
             async move { client.watch(key, options).await }
         })
         .await

@@ -44,10 +44,14 @@ where
         };
         match tokio::time::timeout_at(deadline, op()).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) if may_repeat(&error, repeat) && Instant::now() < deadline => {
+            Ok(Err(error))
+                if may_repeat(&error, repeat) && Instant::now() < deadline =>
+            {
                 tracing::debug!(%error, "retrying an etcd request");
-                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
-                    .await;
+                tokio::time::sleep(
+                    pause.min(deadline.saturating_duration_since(Instant::now())),
+                )
+                .await;
                 pause = (pause * 2).min(Duration::from_millis(500));
             }
             Ok(Err(error)) if may_repeat(&error, repeat) => {
@@ -67,7 +71,8 @@ where
 pub(crate) fn outcome_unknown(error: &EtcdError) -> bool {
     match error {
         EtcdError::Client(error) => {
-            may_repeat(error, Repeat::Idempotent) && !may_repeat(error, Repeat::IfUnsent)
+            may_repeat(error, Repeat::Idempotent)
+                && !may_repeat(error, Repeat::IfUnsent)
         }
         // An attempt cut at the deadline may have reached etcd.
         EtcdError::TimedOut { .. } => true,
@@ -84,7 +89,9 @@ pub(crate) struct NeverSent(#[source] pub(crate) std::io::Error);
 /// The first error of type `T` in the chain of causes of `error`: how a
 /// typed mark made deep in the connection (a [`NeverSent`], a TLS error)
 /// is found again above hyper and tonic.
-pub(crate) fn find_cause<T: std::error::Error + 'static>(error: &etcd_client::Error) -> Option<&T> {
+pub(crate) fn find_cause<T: std::error::Error + 'static>(
+    error: &etcd_client::Error,
+) -> Option<&T> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(match error {
         etcd_client::Error::GRpcStatus(status) => status,
         etcd_client::Error::TransportError(transport) => transport,
@@ -110,8 +117,8 @@ fn may_repeat(error: &etcd_client::Error, repeat: Repeat) -> bool {
     let etcd_client::Error::GRpcStatus(status) = error else {
         return matches!(error, etcd_client::Error::TransportError(_));
     };
-    let unsent =
-        status.code() == tonic::Code::Unavailable && find_cause::<NeverSent>(error).is_some();
+    let unsent = status.code() == tonic::Code::Unavailable
+        && find_cause::<NeverSent>(error).is_some();
     let unavailable = matches!(
         status.code(),
         tonic::Code::Unavailable
@@ -139,7 +146,8 @@ mod tests {
     async fn a_request_to_a_dead_endpoint_is_known_never_sent() {
         let dead = format!("127.0.0.1:{}", testkit::free_port().unwrap());
         let second = Duration::from_secs(1);
-        let channel = failover::channel(&[dead], second, second, &Default::default()).unwrap();
+        let channel =
+            failover::channel(&[dead], second, second, &Default::default()).unwrap();
         let mut client = etcd_client::Client::from_channel(channel, None)
             .await
             .unwrap();

@@ -38,7 +38,11 @@ impl TlsFiles {
             Some(path) => {
                 for cert in read_certificates(path, "ETCD_CA_CERT")? {
                     roots.add(cert).map_err(|e| {
-                        bad_file("ETCD_CA_CERT", path, &format!("not a CA certificate: {e}"))
+                        bad_file(
+                            "ETCD_CA_CERT",
+                            path,
+                            &format!("not a CA certificate: {e}"),
+                        )
                     })?;
                 }
             }
@@ -66,7 +70,11 @@ impl TlsFiles {
                     bad_file("ETCD_KEY", key, &format!("no private key in it ({e})"))
                 })?;
                 builder.with_client_auth_cert(chain, key_der).map_err(|e| {
-                    bad_file("ETCD_KEY", key, &format!("does not match ETCD_CERT ({e})"))
+                    bad_file(
+                        "ETCD_KEY",
+                        key,
+                        &format!("does not match ETCD_CERT ({e})"),
+                    )
                 })?
             }
             None => builder.with_no_client_auth(),
@@ -154,7 +162,8 @@ pub(crate) fn explain(error: &rustls::Error) -> String {
              to the CA certificate that signed it"
         ),
         rustls::Error::InvalidCertificate(
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            CertificateError::NotValidForName
+            | CertificateError::NotValidForNameContext { .. },
         ) => format!(
             "etcd's certificate is not for the host in the endpoint ({error}): use the name \
              or address the certificate was made for"

@@ -264,7 +264,8 @@ mod tests {
         let still_zero = Compare::value(key, CompareOp::Equal, "0");
         let set_one = TxnOp::put(key, "1", None);
         let outcome =
-            apply_with_lost_reply(&receipts, &client, vec![still_zero], vec![set_one]).await;
+            apply_with_lost_reply(&receipts, &client, vec![still_zero], vec![set_one])
+                .await;
         assert!(matches!(outcome, Applied::Yes(_)), "{outcome:?}");
         // A write whose own compare fails is reported as such.
         let still_zero = Compare::value(key, CompareOp::Equal, "0");

@@ -203,7 +203,9 @@ impl UniqueCreates {
                     debug!(%key, %error, "replaying the history of a lost create again");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(error) => return Err(unknown(format!("could not read the history: {error}"))),
+                Err(error) => {
+                    return Err(unknown(format!("could not read the history: {error}")));
+                }
             }
         };
         debug!(%key, ?history, "settled a create whose reply was lost");
@@ -216,7 +218,9 @@ impl UniqueCreates {
                 let now = client
                     .retried_get_until(deadline, key, None)
                     .await
-                    .map_err(|error| unknown(format!("could not read the key: {error}")))?;
+                    .map_err(|error| {
+                        unknown(format!("could not read the key: {error}"))
+                    })?;
                 match now.kvs().first() {
                     Some(kv) if kv.value() == value && kv.create_revision() > since => {
                         Ok(Some(kv.create_revision()))
@@ -236,7 +240,8 @@ impl UniqueCreates {
         client: &Client,
         deadline: tokio::time::Instant,
     ) -> Result<i64, EtcdError> {
-        if let Some((revision, at)) = *self.seen.lock().unwrap_or_else(|p| p.into_inner())
+        if let Some((revision, at)) =
+            *self.seen.lock().unwrap_or_else(|p| p.into_inner())
             && at.elapsed() < FRESH_FOR
         {
             return Ok(revision);
@@ -325,7 +330,8 @@ async fn replay(
         // In revision order: our create, if it applied, comes before the
         // fence, and nothing of ours can come after it.
         for event in response.events() {
-            let Some(kv) = event.kv().filter(|_| event.event_type() == EventType::Put) else {
+            let Some(kv) = event.kv().filter(|_| event.event_type() == EventType::Put)
+            else {
                 continue;
             };
             if kv.key() == fence {
@@ -508,7 +514,8 @@ mod tests {
         client.put(raised, "", Some(options)).await.unwrap();
         let creates: Vec<_> = (0..8)
             .map(|i| {
-                let (fences, client, prefix) = (fences.clone(), client.clone(), prefix.clone());
+                let (fences, client, prefix) =
+                    (fences.clone(), client.clone(), prefix.clone());
                 tokio::spawn(async move {
                     let value = format!("item {i}").into_bytes();
                     fences.create_unique(&client, &prefix, value).await

@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::etcd::Client;
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
 
 use crate::etcd::EtcdError;
 use crate::etcd::client::retry::Repeat;
@@ -122,7 +124,9 @@ pub(crate) async fn create_unique(
 ) -> Result<(String, i64), EtcdError> {
     loop {
         let key = unique_key(prefix);
-        if let Some(revision) = create_if_absent(client, &key, value.clone(), lease).await? {
+        if let Some(revision) =
+            create_if_absent(client, &key, value.clone(), lease).await?
+        {
             return Ok((key, revision));
         }
     }

@@ -5,7 +5,9 @@
 //! read and the start of the watch is still seen.
 
 use crate::etcd::Client;
-use etcd_client::{EventType, GetOptions, SortOrder, SortTarget, WatchOptions, WatchStream};
+use etcd_client::{
+    EventType, GetOptions, SortOrder, SortTarget, WatchOptions, WatchStream,
+};
 
 use tracing::warn;
 
@@ -57,7 +59,11 @@ pub(crate) async fn wait_for_put(
 
 /// The first event of `kind` that `watch` (on `key`) reports; returns the
 /// create revision of the key it carries.
-async fn next_event(watch: &mut WatchStream, key: &str, kind: EventType) -> Result<i64, EtcdError> {
+async fn next_event(
+    watch: &mut WatchStream,
+    key: &str,
+    kind: EventType,
+) -> Result<i64, EtcdError> {
     loop {
         let Some(response) = watch.message().await? else {
             return Err(EtcdError::WatchEnded {
@@ -109,7 +115,9 @@ pub(crate) async fn closest_predecessor(
                 continue;
             }
             match kv.key_str() {
-                Ok(key) => return Ok(Some((key.to_string(), kv.create_revision(), read_at))),
+                Ok(key) => {
+                    return Ok(Some((key.to_string(), kv.create_revision(), read_at)));
+                }
                 Err(_) => warn!(
                     key = %String::from_utf8_lossy(kv.key()),
                     "skipping a key in line whose name is not UTF-8"
@@ -117,7 +125,9 @@ pub(crate) async fn closest_predecessor(
             }
         }
         match response.kvs().last() {
-            Some(last) if response.kvs().len() as i64 == PAGE => below = last.create_revision(),
+            Some(last) if response.kvs().len() as i64 == PAGE => {
+                below = last.create_revision()
+            }
             _ => return Ok(None),
         }
     }

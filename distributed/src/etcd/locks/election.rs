@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 
 use crate::etcd::Client;
 use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    WatchOptions,
+    Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, WatchOptions,
 };
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
@@ -88,14 +88,21 @@ impl Election {
     /// Safe; a dropped campaign withdraws its key in the
     /// background.
     #[instrument(level = "debug", skip(self, value), fields(key = %self.key))]
-    pub async fn campaign(&self, value: impl Into<String>) -> Result<Leadership, EtcdError> {
+    pub async fn campaign(
+        &self,
+        value: impl Into<String>,
+    ) -> Result<Leadership, EtcdError> {
         self.session.ensure_alive()?;
         let value = value.into();
         let client = self.session.client();
         let lease = self.session.lease_id();
-        let created =
-            crate::etcd::keys::unique::create_if_absent(&client, &self.key, value.as_str(), lease)
-                .await?;
+        let created = crate::etcd::keys::unique::create_if_absent(
+            &client,
+            &self.key,
+            value.as_str(),
+            lease,
+        )
+        .await?;
         let revision = match created {
             Some(revision) => revision,
             None => {
@@ -191,7 +198,11 @@ impl Election {
     /// Returns the work's output, or [`EtcdError::NotLeader`] if leadership
     /// was lost before the work finished.
     // ANCHOR: lead
-    pub async fn lead<F, Fut, T>(&self, value: impl Into<String>, work: F) -> Result<T, EtcdError>
+    pub async fn lead<F, Fut, T>(
+        &self,
+        value: impl Into<String>,
+        work: F,
+    ) -> Result<T, EtcdError>
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = T>,
@@ -328,7 +339,10 @@ pub struct LeaderChanges {
 impl Stream for LeaderChanges {
     type Item = Result<Option<LeaderInfo>, EtcdError>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
         self.changes.poll_recv(cx)
     }
 }

@@ -2,7 +2,8 @@
 //! and `etcdctl lock`.
 
 use etcd_client::{
-    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse,
 };
 use tracing::{debug, instrument};
 
@@ -99,12 +100,11 @@ impl Mutex {
     // ANCHOR_END: lock
 
     async fn claim(&self) -> Result<Claim, EtcdError> {
-        self.session
-            .claim(&self.key)
-            .await
-            .ok_or_else(|| EtcdError::AlreadyHeldBySession {
+        self.session.claim(&self.key).await.ok_or_else(|| {
+            EtcdError::AlreadyHeldBySession {
                 key: self.key.clone(),
-            })
+            }
+        })
     }
 
     /// Takes the lock if nobody holds it; `Ok(None)` if someone does (then

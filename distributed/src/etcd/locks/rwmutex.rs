@@ -88,7 +88,11 @@ impl RwMutex {
         self.acquire(Side::Write, &self.name.prefix()).await
     }
 
-    async fn acquire(&self, side: Side, blockers: &str) -> Result<RwMutexGuard, EtcdError> {
+    async fn acquire(
+        &self,
+        side: Side,
+        blockers: &str,
+    ) -> Result<RwMutexGuard, EtcdError> {
         self.session.ensure_alive()?;
         let client = self.session.client();
         let own_prefix = self.name.sub_prefix(match side {
@@ -100,7 +104,8 @@ impl RwMutex {
         let mut cleanup = DeleteOnDrop::new(&client, &key);
         cleanup.arm(revision, None);
         // Only this lock's own waiter keys count, not a nested name's.
-        let (read, write) = (self.name.sub_prefix("read"), self.name.sub_prefix("write"));
+        let (read, write) =
+            (self.name.sub_prefix("read"), self.name.sub_prefix("write"));
         let in_line = |key: &[u8]| {
             is_direct_child_of(&write, key)
                 || (side == Side::Write && is_direct_child_of(&read, key))

@@ -41,7 +41,10 @@ impl Batch {
     /// Runs `read` with a limit on the number of items; if the reply was
     /// too large for the client, again with a smaller one. Returns the
     /// reply and the limit it was read with.
-    pub(crate) async fn read<F, Fut>(&self, mut read: F) -> Result<(GetResponse, i64), EtcdError>
+    pub(crate) async fn read<F, Fut>(
+        &self,
+        mut read: F,
+    ) -> Result<(GetResponse, i64), EtcdError>
     where
         F: FnMut(i64) -> Fut,
         Fut: Future<Output = Result<GetResponse, EtcdError>>,

@@ -97,7 +97,10 @@ impl Queue {
     /// If dropped before the reply, the item may or may not
     /// have been added (as with any write whose reply is not awaited).
     #[instrument(level = "debug", skip(self, value), fields(queue = self.name.as_str()))]
-    pub async fn enqueue(&self, value: impl Into<Vec<u8>>) -> Result<String, EtcdError> {
+    pub async fn enqueue(
+        &self,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<String, EtcdError> {
         let value: Vec<u8> = value.into();
         let (key, _) = self
             .creates

@@ -7,14 +7,18 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::etcd::Client;
-use etcd_client::{Compare, CompareOp, Event, EventType, GetOptions, SortOrder, SortTarget, TxnOp};
+use etcd_client::{
+    Compare, CompareOp, Event, EventType, GetOptions, SortOrder, SortTarget, TxnOp,
+};
 use tokio::sync::{Mutex, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::etcd::EtcdError;
 use crate::etcd::exactly_once::receipts::{Applied, Receipts};
-use crate::etcd::keys::unique::{create_if_absent_once, create_sequential_once, unique_key};
+use crate::etcd::keys::unique::{
+    create_if_absent_once, create_sequential_once, unique_key,
+};
 use crate::etcd::queues::batch::Batch;
 use crate::etcd::queues::wakeups::Wakeups;
 
@@ -107,7 +111,8 @@ impl Taker {
             })?;
         loop {
             while let Some((key, revision, value)) = candidates.pop_front() {
-                let taken = take_item(self, key, revision, value.clone(), deadline).await?;
+                let taken =
+                    take_item(self, key, revision, value.clone(), deadline).await?;
                 if taken {
                     if !candidates.is_empty() {
                         // More items are known: pass the wake-up on.
@@ -151,8 +156,11 @@ impl Taker {
                             .with_sort(SortTarget::Create, SortOrder::Ascend)
                             .with_min_create_revision(after_revision + 1);
                     }
-                    self.client
-                        .retried_get_until(deadline, start.clone(), Some(options))
+                    self.client.retried_get_until(
+                        deadline,
+                        start.clone(),
+                        Some(options),
+                    )
                 })
                 .await?;
             let kvs = response.kvs();
@@ -160,7 +168,11 @@ impl Taker {
                 match kv.key_str() {
                     Ok(key) => {
                         let value = kv.value().to_vec();
-                        candidates.push_back((key.to_string(), kv.mod_revision(), value));
+                        candidates.push_back((
+                            key.to_string(),
+                            kv.mod_revision(),
+                            value,
+                        ));
                     }
                     Err(_) => warn!(
                         key = %String::from_utf8_lossy(kv.key()),
@@ -220,7 +232,8 @@ async fn take_item(
     let (client, receipts) = (line.client.clone(), line.receipts.clone());
     let (order, prefix) = (line.order, line.prefix.clone());
     tokio::spawn(async move {
-        let unchanged = Compare::mod_revision(key.as_str(), CompareOp::Equal, mod_revision);
+        let unchanged =
+            Compare::mod_revision(key.as_str(), CompareOp::Equal, mod_revision);
         let delete = TxnOp::delete(key.as_str(), None);
         let outcome = receipts
             .apply_until(&client, vec![unchanged], vec![delete], deadline)

@@ -64,7 +64,12 @@ impl Wakeups {
     /// Wake-ups for the consumers of the `kind` of queue (`"q"` for the
     /// queues, `"w"` for work queues, so that the two never share a line)
     /// whose keys are under `watch_prefix`.
-    pub(crate) fn new(client: Client, kind: &str, watch_prefix: String, wakes_on: WakesOn) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        kind: &str,
+        watch_prefix: String,
+        wakes_on: WakesOn,
+    ) -> Self {
         Wakeups {
             client,
             line_prefix: format!("{IDLE_PREFIX}{kind}/{watch_prefix}"),
@@ -254,7 +259,8 @@ async fn take_turn(
             fresh
         }
     };
-    let (key, revision) = create_unique(client, line_prefix, "", session.lease_id()).await?;
+    let (key, revision) =
+        create_unique(client, line_prefix, "", session.lease_id()).await?;
     // The line of queue `a` is not that of queue `a/b`.
     let in_line = |key: &[u8]| is_direct_child_of(line_prefix, key);
     let served = tokio::select! {

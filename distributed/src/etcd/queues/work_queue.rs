@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use etcd_client::{
-    Compare, CompareOp, Event, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse,
+    Compare, CompareOp, Event, EventType, GetOptions, PutOptions, SortOrder,
+    SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use tracing::{debug, instrument, warn};
 
@@ -107,7 +107,12 @@ impl WorkQueue {
                 || (event.event_type() == EventType::Delete && key.starts_with(&claims))
         });
         Ok(WorkQueue {
-            wakeups: Arc::new(Wakeups::new(session.client(), "w", name.prefix(), wakes_on)),
+            wakeups: Arc::new(Wakeups::new(
+                session.client(),
+                "w",
+                name.prefix(),
+                wakes_on,
+            )),
             session: session.clone(),
             name,
             dead_letter_after: None,
@@ -134,7 +139,10 @@ impl WorkQueue {
     ///
     /// If dropped before the reply, the item may or may not
     /// have been added.
-    pub async fn enqueue(&self, value: impl Into<Vec<u8>>) -> Result<String, EtcdError> {
+    pub async fn enqueue(
+        &self,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<String, EtcdError> {
         let value: Vec<u8> = value.into();
         let (key, _) = self
             .creates
@@ -258,7 +266,9 @@ impl WorkQueue {
                         .op_responses()
                         .into_iter()
                         .find_map(|op| match op {
-                            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.version()),
+                            TxnOpResponse::Get(get) => {
+                                get.kvs().first().map(|kv| kv.version())
+                            }
                             _ => None,
                         })
                         .unwrap_or(1);
@@ -309,7 +319,8 @@ impl WorkQueue {
         deadline: tokio::time::Instant,
     ) -> Result<Option<(i64, i64)>, EtcdError> {
         let client = self.session.client();
-        let txn = Txn::new().and_then([TxnOp::get(claim, None), TxnOp::get(deliveries, None)]);
+        let txn = Txn::new()
+            .and_then([TxnOp::get(claim, None), TxnOp::get(deliveries, None)]);
         let response = client
             .retried_txn_until(Repeat::Idempotent, deadline, txn)
             .await?;
@@ -317,7 +328,8 @@ impl WorkQueue {
             TxnOpResponse::Get(get) => get.kvs().first().cloned(),
             _ => None,
         });
-        let (claim_kv, deliveries_kv) = (found.next().flatten(), found.next().flatten());
+        let (claim_kv, deliveries_kv) =
+            (found.next().flatten(), found.next().flatten());
         Ok(claim_kv
             .filter(|kv| kv.lease() == self.session.lease_id())
             .map(|kv| {
@@ -327,7 +339,12 @@ impl WorkQueue {
     }
 
     /// Moves a poison item to `<name>/dead/<id>`.
-    async fn bury(&self, id: &str, value: &[u8], claim_revision: i64) -> Result<(), EtcdError> {
+    async fn bury(
+        &self,
+        id: &str,
+        value: &[u8],
+        claim_revision: i64,
+    ) -> Result<(), EtcdError> {
         let txn = Txn::new()
             .when([Compare::create_revision(
                 self.key("claims", id),
@@ -425,7 +442,8 @@ mod tests {
             .await
             .unwrap();
         let work = WorkQueue::new(&ours, "wq-lost-claim").unwrap();
-        let (claim, deliveries) = (work.key("claims", "1"), work.key("deliveries", "1"));
+        let (claim, deliveries) =
+            (work.key("claims", "1"), work.key("deliveries", "1"));
         // No claim at all: not ours.
         assert_eq!(
             work.own_claim(&claim, &deliveries, soon()).await.unwrap(),

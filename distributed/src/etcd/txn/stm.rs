@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::etcd::Client;
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use tracing::{debug, instrument};
 
 use crate::etcd::EtcdError;
@@ -74,7 +76,10 @@ impl StmOptions {
     }
 
     /// Keys to read in one round trip before the closure runs.
-    pub fn prefetch<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Self {
+    pub fn prefetch<S: Into<String>>(
+        mut self,
+        keys: impl IntoIterator<Item = S>,
+    ) -> Self {
         self.prefetch = keys.into_iter().map(Into::into).collect();
         self
     }
@@ -175,7 +180,10 @@ impl Stm {
     /// yet): what [`get`](Self::get) would return for each, in order.
     /// Reading keys together saves a request per key when the transaction
     /// knows them up front, as a transfer knows both accounts.
-    pub async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, EtcdError> {
+    pub async fn get_many(
+        &self,
+        keys: &[&str],
+    ) -> Result<Vec<Option<Vec<u8>>>, EtcdError> {
         let unread: Vec<String> = {
             let state = self.lock();
             keys.iter()
@@ -244,7 +252,10 @@ impl Stm {
             // At a fixed past revision, any member's copy is as good as the
             // leader's: a serializable read, served without a raft round
             // (Go's STM does the same after its first read).
-            (Isolation::Serializable | Isolation::SerializableSnapshot, Some(revision)) => Some(
+            (
+                Isolation::Serializable | Isolation::SerializableSnapshot,
+                Some(revision),
+            ) => Some(
                 GetOptions::new()
                     .with_revision(revision)
                     .with_serializable(),
@@ -311,7 +322,8 @@ impl Stm {
             .iter()
             .map(|(key, write)| match write {
                 Write::Put { value, lease } => {
-                    let options = (*lease != 0).then(|| PutOptions::new().with_lease(*lease));
+                    let options =
+                        (*lease != 0).then(|| PutOptions::new().with_lease(*lease));
                     TxnOp::put(key.as_str(), value.clone(), options)
                 }
                 Write::Delete => TxnOp::delete(key.as_str(), None),

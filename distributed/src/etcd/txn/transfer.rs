@@ -111,7 +111,8 @@ pub fn parse_balance(key: &str, value: &[u8]) -> Result<u64, EtcdError> {
         key: key.to_string(),
         reason,
     };
-    let text = std::str::from_utf8(value).map_err(|_| invalid("not UTF-8 text".into()))?;
+    let text =
+        std::str::from_utf8(value).map_err(|_| invalid("not UTF-8 text".into()))?;
     text.trim().parse::<u64>().map_err(|_| {
         invalid(format!(
             "{text:?} is not a whole number from 0 to {}",
