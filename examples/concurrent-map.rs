@@ -18,7 +18,8 @@ fn main() -> anyhow::Result<()> {
     map.store("alice", 100);
     map.store("bob", 50);
     println!("load alice: {:?}", map.load("alice"));
-    println!("load_or_store bob 0: {:?}", map.load_or_store("bob", 0)); // (50, true): loaded
+    // (50, true): bob was there, so his value is loaded, not replaced.
+    println!("load_or_store bob 0: {:?}", map.load_or_store("bob", 0));
     println!("load_and_delete bob: {:?}", map.load_and_delete("bob"));
     println!("delete carol: {}", map.delete("carol")); // false: was not there
 

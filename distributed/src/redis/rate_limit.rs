@@ -29,7 +29,8 @@ static GCRA: LazyLock<Script> = LazyLock::new(|| {
         if allowed_at > now then
             return {0, allowed_at - now}
         end
-        redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+        local keep_ms = math.ceil((new_tat - now) / 1000) + 1
+        redis.call('SET', KEYS[1], new_tat, 'PX', keep_ms)
         return {1, 0}
         ",
     )

@@ -92,7 +92,8 @@ impl<T> Publication<T> {
         // Safety: only the thread that moved the state from EMPTY to WRITING
         // gets here, and no reader touches the value before it sees READY.
         self.value.with_mut(|slot| unsafe { (*slot).write(value) });
-        self.state.store(READY, Release); // Release: the write above is now visible to Acquire loads.
+        // Release: the write above is now visible to Acquire loads.
+        self.state.store(READY, Release);
 
         // Taking the lock orders this notify after any reader's "check, then
         // sleep" (which happens under the lock), so no wake-up is lost.

@@ -31,7 +31,8 @@ impl RelaxedFlag {
     pub(crate) fn write(&self, value: u64) {
         // Safety: not guaranteed (see above); a single writer is assumed.
         self.data.with_mut(|data| unsafe { *data = value });
-        self.ready.store(true, Relaxed); // This version is problematic: Relaxed publishes nothing.
+        // This version is problematic: Relaxed publishes nothing.
+        self.ready.store(true, Relaxed);
     }
 
     pub(crate) fn read(&self) -> Option<u64> {

@@ -204,7 +204,9 @@ impl UniqueCreates {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => {
-                    return Err(unknown(format!("could not read the history: {error}")));
+                    return Err(unknown(format!(
+                        "could not read the history: {error}"
+                    )));
                 }
             }
         };

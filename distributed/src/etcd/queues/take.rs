@@ -242,10 +242,10 @@ async fn take_item(
         let taken = matches!(outcome, Ok(true));
         let _ = reply.send(outcome);
         if taken && acked.await.is_err() {
-            debug!(%key, "dequeue cancelled after the item was taken; putting it back");
-            let back = put_back(&client, &receipts, order, &prefix, key.clone(), value);
+            debug!(%key, "dequeue cancelled after the take; putting the item back");
+            let back = put_back(&client, &receipts, order, &prefix, &key, value);
             if let Err(error) = back.await {
-                warn!(%key, %error, "could not put back the item of a cancelled dequeue");
+                warn!(%key, %error, "could not put back a cancelled dequeue's item");
             }
         }
     });
@@ -270,14 +270,14 @@ async fn put_back(
     receipts: &Receipts,
     order: TakeOrder,
     prefix: &str,
-    key: String,
+    key: &str,
     value: Vec<u8>,
 ) -> Result<String, EtcdError> {
-    if create_if_absent_once(client, receipts, &key, value.clone())
+    if create_if_absent_once(client, receipts, key, value.clone())
         .await?
         .is_some()
     {
-        return Ok(key);
+        return Ok(key.to_string());
     }
     debug!(%key, "the key of a put-back item was reused; putting it under a new key");
     match order {
