@@ -126,10 +126,23 @@ pub fn screenshots(
         tab.navigate_to(&format!("http://{addr}/{page}"))?
             .wait_until_navigated()?;
         wait_for_diagrams(&tab)?;
-        let file =
-            folder.join(format!("{}-{width}.png", page.trim_end_matches(".html")));
+        let name = page.trim_end_matches(".html").replace('/', "_");
+        let file = folder.join(format!("{name}-{width}.png"));
         screenshot(&tab, &file)?;
         saved.push(file);
+        // Each diagram on its own, scrolled into view: the ones to look at.
+        let count = "JSON.stringify(document.querySelectorAll('pre.mermaid').length)";
+        let diagrams = evaluate(&tab, count)?.as_u64().unwrap_or(0);
+        for index in 0..diagrams {
+            let scroll = format!(
+                "JSON.stringify(document.querySelectorAll('pre.mermaid')[{index}]\
+                 .scrollIntoView({{block: 'center'}}))"
+            );
+            let _ = evaluate(&tab, &scroll);
+            let file = folder.join(format!("{name}-diagram{}-{width}.png", index + 1));
+            screenshot(&tab, &file)?;
+            saved.push(file);
+        }
     }
     Ok(saved)
 }
