@@ -52,6 +52,57 @@ pub fn check() -> Result {
     outside_user()
 }
 
+/// Where the README's snippets say the checkout is.
+const README_CHECKOUT: &str = "/path/to/concurrency-patterns";
+
+/// A new project whose dependencies are the README's "Use the crates"
+/// snippet, as a reader would paste it (with this checkout's path), built.
+fn readme_snippet(target: &Path) -> Result {
+    let root = crate::workspace_root();
+    let readme = std::fs::read_to_string(root.join("README.md"))
+        .map_err(|e| format!("reading README.md: {e}"))?;
+    let section = readme
+        .split("## Use the crates")
+        .nth(1)
+        .ok_or("README.md has no \"Use the crates\" section")?;
+    let snippet = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .ok_or("README.md's \"Use the crates\" has no ```toml snippet")?;
+    if !snippet.contains(README_CHECKOUT) {
+        return Err(format!(
+            "the README's snippet no longer says {README_CHECKOUT}"
+        ));
+    }
+    let project = target.join("readme-project");
+    std::fs::create_dir_all(project.join("src"))
+        .map_err(|e| format!("{}: {e}", project.display()))?;
+    let manifest = format!(
+        "[package]\nname = \"readme-project\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\n\
+         [workspace]\n\n{}",
+        snippet.replace(README_CHECKOUT, &root.to_string_lossy())
+    );
+    let main = "//! Written by `cargo xtask test` from the README's snippet.\n\
+                fn main() {\n    \
+                let _ = cpr_resilience::SlidingLog::new;\n    \
+                let _ = cpr_patterns::pool::WorkerPool::<u8>::new;\n    \
+                let _ = cpr_distributed::etcd::EtcdConfig::from_env;\n    \
+                let _ = cpr_distributed::redis::RedisConfig::from_env;\n\
+                }\n";
+    let write = |file: PathBuf, text: &str| {
+        std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))
+    };
+    write(project.join("Cargo.toml"), &manifest)?;
+    write(project.join("src/main.rs"), main)?;
+    std::fs::copy(root.join("Cargo.lock"), project.join("Cargo.lock"))
+        .map_err(|e| format!("copying Cargo.lock: {e}"))?;
+    step(
+        "a new project with the README's dependency lines builds",
+        &mut consumer(&project.join("Cargo.toml"), target),
+    )
+}
+
 /// Builds `tests/consumer` twice and checks what the Redis-only build holds.
 fn outside_user() -> Result {
     let root = crate::workspace_root();
@@ -68,6 +119,7 @@ fn outside_user() -> Result {
         "an outside crate builds with every feature",
         consumer(&manifest, &target).arg("--all-features"),
     )?;
+    readme_snippet(&target)?;
     let no_protoc = path_without("protoc", &target.join("path-without-protoc"))?;
     step(
         "an outside crate builds with Redis only, without protoc",

@@ -85,10 +85,10 @@ impl Queue {
 
     /// Appends `value`; one round trip. Returns the item's key.
     ///
-    /// Exactly once: if the reply is lost (the member died), a fence makes
-    /// sure the lost write can no longer apply, and etcd's history says
-    /// whether it did; if not, it is written again (see the book's "Exactly
-    /// once when a reply is lost"). This fails with
+    /// Exactly once: if the reply is lost (the member died), the lost write
+    /// is stopped from applying later, and etcd's history says whether it
+    /// did; if not, it is written again (see the book's "Exactly once when
+    /// a reply is lost"). This fails with
     /// [`EtcdError::OutcomeUnknown`] only if etcd compacted that history in
     /// the seconds between; the item is then there at most once.
     ///
