@@ -124,11 +124,85 @@ fn check_include(chapter: &Path, directive: &str) -> Result<(), String> {
         })
         .and_then(|body| {
             if body.iter().all(|line| line.trim().is_empty()) {
-                Err(format!("`{directive}`: the anchor is empty"))
+                return Err(format!("`{directive}`: the anchor is empty"));
+            }
+            if let Some(line) = too_wide(&body) {
+                return Err(format!(
+                    "`{directive}`: a line is over {MAX_LISTING_WIDTH} columns once \
+                     dedented: {line}"
+                ));
+            }
+            if file.ends_with(".rs") {
+                unbalanced(&body)
+                    .map_or(Ok(()), |why| Err(format!("`{directive}`: {why}")))
             } else {
                 Ok(())
             }
         })
+}
+
+/// The widest listing line that fits the book's code box at 1280 px, once
+/// the book's preprocessor has removed the listing's common indentation.
+const MAX_LISTING_WIDTH: usize = 88;
+
+/// The first line wider than [`MAX_LISTING_WIDTH`] after dedenting.
+fn too_wide<'a>(body: &[&'a str]) -> Option<&'a str> {
+    let indent = body
+        .iter()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| line.len() - line.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    body.iter()
+        .copied()
+        .find(|line| line.chars().count().saturating_sub(indent) > MAX_LISTING_WIDTH)
+}
+
+/// Why a Rust listing does not stand alone: a bracket closed that it never
+/// opened (it starts mid-item), or one left open (it stops mid-item).
+/// Strings, character literals and `//` comments are skipped.
+fn unbalanced(body: &[&str]) -> Option<String> {
+    let mut open: Vec<char> = Vec::new();
+    for line in body {
+        let mut chars = line.chars().peekable();
+        let mut in_string = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if in_string => {
+                    chars.next();
+                }
+                '"' => in_string = !in_string,
+                _ if in_string => {}
+                '/' if chars.peek() == Some(&'/') => break,
+                '\'' => {
+                    // A char literal ('{', '\n'), not a lifetime ('a).
+                    let rest: String = chars.clone().take(3).collect();
+                    if rest.starts_with('\\') {
+                        chars.nth(2);
+                    } else if rest.chars().nth(1) == Some('\'') {
+                        chars.nth(1);
+                    }
+                }
+                '{' | '(' | '[' => open.push(c),
+                '}' | ')' | ']' => {
+                    let expected = match c {
+                        '}' => '{',
+                        ')' => '(',
+                        _ => '[',
+                    };
+                    if open.pop() != Some(expected) {
+                        return Some(format!(
+                            "it closes a `{c}` it did not open (it starts mid-item): {}",
+                            line.trim()
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    open.last()
+        .map(|c| format!("it leaves a `{c}` open (it stops mid-item)"))
 }
 
 /// The lines between `ANCHOR: name` and `ANCHOR_END: name`, without other
@@ -235,4 +309,44 @@ fn the_checker_catches_missing_files_anchors_and_empty_anchors() {
         lines[4].starts_with("6:") && lines[4].contains("missing.svg"),
         "{problems:#?}"
     );
+}
+
+/// The listing rules: an anchor is a whole item (its brackets balance) and
+/// no line is wider than the box once the common indentation is gone.
+#[test]
+fn the_checker_catches_listings_that_do_not_stand_alone_or_run_wide() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let deep = format!("            let fits_once_dedented = \"{}\";", "x".repeat(40));
+    let wide = format!("let wide = \"{}\";", "x".repeat(90));
+    let code = format!(
+        "fn f() {{\n\
+         // ANCHOR: starts_mid_item\n    }}\n}}\n// ANCHOR_END: starts_mid_item\n\
+         // ANCHOR: stops_mid_item\nfn g() {{\n    if true {{\n// ANCHOR_END: stops_mid_item\n\
+         // ANCHOR: wide\n{wide}\n// ANCHOR_END: wide\n\
+         // ANCHOR: deep\n{deep}\n// ANCHOR_END: deep\n\
+         // ANCHOR: braces_in_strings\nfn h() {{ let _ = \"}}\"; let _ = '{{'; }}\n\
+         // ANCHOR_END: braces_in_strings\n"
+    );
+    std::fs::write(dir.path().join("code.rs"), code).unwrap();
+    std::fs::write(
+        src.join("chapter.md"),
+        "{{#include ../code.rs:starts_mid_item}}\n\
+         {{#include ../code.rs:stops_mid_item}}\n\
+         {{#include ../code.rs:wide}}\n\
+         {{#include ../code.rs:deep}}\n\
+         {{#include ../code.rs:braces_in_strings}}\n",
+    )
+    .unwrap();
+    let problems = check_book(&src);
+    let on_line = |line: usize, says: &str| {
+        problems
+            .iter()
+            .any(|p| p.contains(&format!(".md:{line}:")) && p.contains(says))
+    };
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert!(on_line(1, "starts mid-item"), "{problems:#?}");
+    assert!(on_line(2, "stops mid-item"), "{problems:#?}");
+    assert!(on_line(3, "over 88 columns"), "{problems:#?}");
 }

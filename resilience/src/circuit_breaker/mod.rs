@@ -263,6 +263,7 @@ impl<C: Clock> CircuitBreaker<C> {
         self.events.subscribe()
     }
 
+    // ANCHOR: try_acquire
     /// Asks to make a call. The [`Permit`] must be told how the call went;
     /// dropped untold (a cancelled future, a panic), the call is ignored
     /// and a half-open trial permit is given back.
@@ -286,7 +287,6 @@ impl<C: Clock> CircuitBreaker<C> {
                     self.transition_if_current(generation, State::HalfOpen);
                     moved_to_half_open = true;
                 }
-                // ANCHOR: half_open_permit
                 State::HalfOpen => {
                     if self.half_open_expired(generation) {
                         // The trials took longer than the max wait.
@@ -307,10 +307,11 @@ impl<C: Clock> CircuitBreaker<C> {
                         return Ok(self.permit(generation));
                     }
                     // Someone else took a permit (or the phase changed): look again.
-                } // ANCHOR_END: half_open_permit
+                }
             }
         }
     }
+    // ANCHOR_END: try_acquire
 
     /// Runs `operation` through the breaker. Its error counts as a failure
     /// unless the config says otherwise (see [`Permit::record`]).

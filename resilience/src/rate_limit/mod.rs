@@ -58,7 +58,6 @@ pub trait RateLimiter: Send + Sync {
     ) -> impl Future<Output = Result<Decision, Self::Error>> + Send {
         self.try_acquire_n(1)
     }
-    // ANCHOR_END: trait
 
     /// Waits until one permit is granted, sleeping for the `retry_after`
     /// the limiter gives (plus up to `jitter`, chosen by `spread`, so that
@@ -89,6 +88,7 @@ pub trait RateLimiter: Send + Sync {
         self.acquire_with_jitter(Duration::ZERO, |_| Duration::ZERO)
     }
 }
+// ANCHOR_END: trait
 
 /// A limiter configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
