@@ -117,30 +117,45 @@ fn plot(
         .flat_map(|(_, points)| points.iter().map(&value))
         .fold(0.0, f64::max)
         * 1.1;
-    // One color per algorithm in both plots (the no-limit run is the first, red).
-    let colors = [RED, BLUE, GREEN];
+    // One color per algorithm in both plots (the no-limit run is the first,
+    // red); dark enough to read on white.
+    let colors = [
+        RGBColor(200, 30, 30),
+        RGBColor(30, 60, 200),
+        RGBColor(0, 120, 40),
+    ];
     let root = SVGBackend::new(path, (720, 360)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(what, ("sans-serif", 18))
         .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
         .build_cartesian_2d(0.0..60.0, 0.0..top)?;
-    chart.configure_mesh().x_desc("time (s)").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 14))
+        .draw()?;
     for ((name, points), color) in
         runs.iter().zip(colors.iter().cycle().skip(3 - runs.len()))
     {
         chart
             .draw_series(LineSeries::new(
                 points.iter().map(|p| (p.at.as_secs_f64(), value(p))),
-                color,
+                color.stroke_width(2),
             ))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+            .legend(move |(x, y)| {
+                PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
+    // Upper right: after the overload ends (40 s) every line is low.
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 14))
         .background_style(WHITE)
         .border_style(BLACK)
         .draw()?;

@@ -318,7 +318,10 @@ fn the_checker_catches_listings_that_do_not_stand_alone_or_run_wide() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
-    let deep = format!("            let fits_once_dedented = \"{}\";", "x".repeat(40));
+    let deep = format!(
+        "            let fits_once_dedented = \"{}\";",
+        "x".repeat(40)
+    );
     let wide = format!("let wide = \"{}\";", "x".repeat(90));
     let code = format!(
         "fn f() {{\n\
