@@ -36,7 +36,10 @@ impl Backend {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // ANCHOR: policy
+    // Up to 4 attempts; pauses drawn from 0..min(2 ms, 100 µs × 2^(n-1)).
     let policy = || Retry::new(4, Duration::from_micros(100), Duration::from_millis(2));
+    // ANCHOR_END: policy
 
     // ANCHOR: flaky
     let flaky = Backend {
