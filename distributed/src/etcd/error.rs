@@ -120,6 +120,21 @@ pub enum EtcdError {
         key: String,
     },
 
+    /// A semaphore was made with another number of permits than the one
+    /// its first user wrote.
+    #[error(
+        "the semaphore `{name}` has {found} permits, set by its first user; this one asked \
+         for {asked}: use the same number everywhere (or a new name)"
+    )]
+    PermitCountMismatch {
+        /// The semaphore's name.
+        name: String,
+        /// The number this user asked for.
+        asked: u32,
+        /// The number stored, as found.
+        found: String,
+    },
+
     /// More participants entered a double barrier than it was made for.
     #[error(
         "the double barrier `{name}` is for {count} participants and is full: this one was turned away"

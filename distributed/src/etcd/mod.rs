@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | [`Mutex`] | one holder at a time, FIFO, fencing token | `<name>/<lease hex>` (as Go and `etcdctl lock`) |
 //! | [`RwMutex`] | many readers or one writer, FIFO | `<name>/read/<nanos>`, `<name>/write/<nanos>` |
+//! | [`Semaphore`] | at most N holders, FIFO, a crashed holder's permit returns | `<name>/permits/<lease hex>-<nanos>`, `<name>/line/<lease hex>`, `<name>/permits-count` |
 //! | [`Election`] | one leader at a time, observable | `<name>/<lease hex>` (as Go and `etcdctl elect`) |
 //! | [`Queue`] | FIFO, at most once, no herd within a process | `<name>/<unix nanos>` (as Go's `Queue`) |
 //! | [`WorkQueue`] | at least once: claims on a lease, ack, redelivery, dead letters | `<name>/items/…`, `<name>/claims/…` |
@@ -47,6 +48,7 @@ pub use error::EtcdError;
 pub use locks::election::{Election, LeaderChanges, LeaderInfo, Leadership};
 pub use locks::mutex::{Mutex, MutexGuard};
 pub use locks::rwmutex::{RwMutex, RwMutexGuard};
+pub use locks::semaphore::{MAX_PERMITS, Semaphore, SemaphorePermit};
 pub use queues::priority_queue::PriorityQueue;
 pub use queues::queue::Queue;
 pub use queues::work_queue::{WorkItem, WorkQueue};

@@ -113,6 +113,12 @@ pub(crate) fn find_cause<T: std::error::Error + 'static>(
     None
 }
 
+/// Whether `error` says etcd could not be reached or the connection broke:
+/// what a read may simply repeat.
+pub(crate) fn is_unavailable(error: &etcd_client::Error) -> bool {
+    may_repeat(error, Repeat::Idempotent)
+}
+
 fn may_repeat(error: &etcd_client::Error, repeat: Repeat) -> bool {
     let etcd_client::Error::GRpcStatus(status) = error else {
         return matches!(error, etcd_client::Error::TransportError(_));

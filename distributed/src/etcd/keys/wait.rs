@@ -9,7 +9,9 @@ use etcd_client::{
     EventType, GetOptions, SortOrder, SortTarget, WatchOptions, WatchStream,
 };
 
-use tracing::warn;
+use tracing::{debug, warn};
+
+use crate::etcd::client::retry::is_unavailable;
 
 use crate::etcd::{EtcdError, Session};
 
@@ -26,20 +28,40 @@ pub(crate) async fn wait_for_delete(
     create_revision: i64,
     from_revision: i64,
 ) -> Result<(), EtcdError> {
-    let options = WatchOptions::new().with_start_revision(from_revision);
-    let mut watch = client.retried_watch(key, Some(options)).await?;
-    // If the key changed after `from_revision`, etcd treats this watch as
-    // "unsynced" and replays the change from a background loop that runs
-    // every 100 ms. One read now, with the watch already in place (so no
-    // later delete can slip between the two), spares that wait when the key
-    // is already gone.
-    let now = client.retried_get(key, None).await?;
-    if now.kvs().first().map(|kv| kv.create_revision()) != Some(create_revision) {
-        return Ok(());
+    loop {
+        let options = WatchOptions::new().with_start_revision(from_revision);
+        let mut watch = client.retried_watch(key, Some(options)).await?;
+        // If the key changed after `from_revision`, etcd treats this watch
+        // as "unsynced" and replays the change from a background loop that
+        // runs every 100 ms. One read now, with the watch already in place
+        // (so no later delete can slip between the two), spares that wait
+        // when the key is already gone.
+        let now = client.retried_get(key, None).await?;
+        if now.kvs().first().map(|kv| kv.create_revision()) != Some(create_revision) {
+            return Ok(());
+        }
+        match next_event(&mut watch, key, EventType::Delete).await {
+            Ok(_) => return Ok(()),
+            Err(error) if watch_broke(&error) => {
+                debug!(%key, %error, "the watch broke; watching again");
+            }
+            Err(error) => return Err(error),
+        }
     }
-    next_event(&mut watch, key, EventType::Delete).await?;
-    Ok(())
 }
+
+/// Whether a watch ended because its connection did (a member died or was
+/// cut off), not because etcd refused it: then it is opened again, from
+/// the same revision, so nothing is missed.
+fn watch_broke(error: &EtcdError) -> bool {
+    match error {
+        EtcdError::Client(error) => is_unavailable(error),
+        EtcdError::WatchEnded { reason, .. } => reason == STREAM_CLOSED,
+        _ => false,
+    }
+}
+
+const STREAM_CLOSED: &str = "the server closed the stream";
 
 /// Waits for a put of `key` at or after `from_revision`; returns the key's
 /// create revision.
@@ -52,9 +74,16 @@ pub(crate) async fn wait_for_put(
     key: &str,
     from_revision: i64,
 ) -> Result<i64, EtcdError> {
-    let options = WatchOptions::new().with_start_revision(from_revision);
-    let mut watch = client.retried_watch(key, Some(options)).await?;
-    next_event(&mut watch, key, EventType::Put).await
+    loop {
+        let options = WatchOptions::new().with_start_revision(from_revision);
+        let mut watch = client.retried_watch(key, Some(options)).await?;
+        match next_event(&mut watch, key, EventType::Put).await {
+            Err(error) if watch_broke(&error) => {
+                debug!(%key, %error, "the watch broke; watching again");
+            }
+            done => return done,
+        }
+    }
 }
 
 /// The first event of `kind` that `watch` (on `key`) reports; returns the
@@ -68,7 +97,7 @@ async fn next_event(
         let Some(response) = watch.message().await? else {
             return Err(EtcdError::WatchEnded {
                 key: key.to_string(),
-                reason: "the server closed the stream".into(),
+                reason: STREAM_CLOSED.into(),
             });
         };
         if response.canceled() {

@@ -4,3 +4,4 @@
 pub(crate) mod election;
 pub(crate) mod mutex;
 pub(crate) mod rwmutex;
+pub(crate) mod semaphore;

@@ -150,10 +150,13 @@ impl Mutex {
             ])
             .or_else([TxnOp::get(self.key.as_str(), None)]);
         loop {
+            // Repeating it is safe even after a lost reply: the key is ours
+            // alone (the session's claim), so a second try finds the first
+            // one's key and takes its place in line.
             let response = self
                 .session
                 .client()
-                .retried_txn(Repeat::IfUnsent, txn.clone())
+                .retried_txn(Repeat::Idempotent, txn.clone())
                 .await?;
             let read = response.op_responses().into_iter().find_map(|op| match op {
                 TxnOpResponse::Get(get) => get
