@@ -234,3 +234,54 @@ async fn killing_the_etcd_leader_during_contention_loses_no_update() {
         .unwrap();
     assert_eq!(markers.count() as usize, CLIENTS * STEPS);
 }
+
+/// The `etcd-semaphore` example as a holder process with one permit taken.
+fn semaphore_holder(etcd: &EtcdCluster, name: &str) -> Proc {
+    let mut holder = Proc::spawn(
+        std::process::Command::new(example_binary("etcd-semaphore"))
+            .args(["--addr", &etcd.endpoints_env(), "--name", name])
+            .args(["--permits", "1", "--ttl", &HOLDER_TTL.to_string()])
+            .env_remove("ETCD_USER")
+            .env_remove("ETCD_PASSWORD"),
+    );
+    holder.expect_line("ready", Duration::from_secs(10));
+    holder.send("acquire");
+    holder.expect_line("acquired", Duration::from_secs(10));
+    holder
+}
+
+/// A semaphore holder process killed (no release) or frozen past its lease:
+/// its permit comes back when the lease ends, and only then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_or_paused_semaphore_holder_gives_its_permit_back_with_its_lease() {
+    use concurrency_patterns::distributed::etcd::Semaphore;
+    let etcd = EtcdCluster::start(3).unwrap();
+    for (name, signal) in [
+        ("faults-sem-killed", libc::SIGKILL),
+        ("faults-sem-paused", libc::SIGSTOP),
+    ] {
+        let holder = semaphore_holder(&etcd, name);
+        let ours = session(&etcd, 10).await;
+        let semaphore = Semaphore::new(&ours, name, 1).unwrap();
+        assert!(
+            semaphore.try_acquire().await.unwrap().is_none(),
+            "{name}: a second permit while the holder lives"
+        );
+        let stopped_at = Instant::now();
+        holder.signal(signal);
+        let permit = tokio::time::timeout(
+            Duration::from_secs(HOLDER_TTL + 5),
+            semaphore.acquire(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name}: the permit never came back"))
+        .unwrap();
+        let waited = stopped_at.elapsed();
+        assert!(
+            waited <= Duration::from_secs(HOLDER_TTL + 3),
+            "{name}: took {waited:?} for a {HOLDER_TTL} s TTL"
+        );
+        permit.release().await.unwrap();
+        holder.signal(libc::SIGKILL);
+    }
+}
