@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use concurrency_patterns::distributed::etcd::etcd_client::GetOptions;
 use concurrency_patterns::distributed::etcd::{
-    Client, EtcdError, Mutex, Queue, Session, StmOptions, run_stm,
+    Client, EtcdError, Mutex, Queue, Semaphore, Session, StmOptions, run_stm,
 };
 
 use crate::Servers;
@@ -118,6 +118,35 @@ pub async fn mutex_cycle(servers: &mut Servers) -> anyhow::Result<String> {
     session.close().await?;
     Ok(Samples::new(latencies, elapsed)
         .line("etcd.mutex.cycle", &[("rpcs_per_op", rpcs)]))
+}
+
+/// `etcd.semaphore.cycle`: uncontended acquire+release of one of three
+/// permits on one session (a turn in the line, the permit, the turn back).
+pub async fn semaphore_cycle(servers: &mut Servers) -> anyhow::Result<String> {
+    let (client, addrs) = servers.etcd().await?;
+    let session = Session::new(client, Duration::from_secs(10)).await?;
+    let semaphore = Semaphore::new(&session, "bench/semaphore-cycle", 3)?;
+    for _ in 0..20 {
+        semaphore.acquire().await?.release().await?;
+    }
+    let mut latencies = Vec::with_capacity(MUTEX_CYCLES);
+    let started = Instant::now();
+    for _ in 0..MUTEX_CYCLES {
+        let t = Instant::now();
+        semaphore.acquire().await?.release().await?;
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    let rpcs = rpcs_per_op(&addrs, COUNTED, async {
+        for _ in 0..COUNTED {
+            semaphore.acquire().await?.release().await?;
+        }
+        Ok(())
+    })
+    .await?;
+    session.close().await?;
+    Ok(Samples::new(latencies, elapsed)
+        .line("etcd.semaphore.cycle", &[("rpcs_per_op", rpcs)]))
 }
 
 /// `etcd.mutex.handoff`: two contenders on two sessions pass the lock back

@@ -22,6 +22,7 @@ const BENCHES: &[&str] = &[
     "etcd.raw.put",
     "etcd.mutex.cycle",
     "etcd.mutex.handoff",
+    "etcd.semaphore.cycle",
     // One entry prints both lines: the dequeues drain what was enqueued.
     "etcd.queue.enqueue+etcd.queue.dequeue",
     "etcd.queue.mc8",
@@ -140,6 +141,7 @@ fn main() -> anyhow::Result<()> {
             let lines = match name {
                 "etcd.raw.put" => vec![etcd::raw_put(&mut servers).await?],
                 "etcd.mutex.cycle" => vec![etcd::mutex_cycle(&mut servers).await?],
+                "etcd.semaphore.cycle" => vec![etcd::semaphore_cycle(&mut servers).await?],
                 "etcd.mutex.handoff" => vec![etcd::mutex_handoff(&mut servers).await?],
                 "etcd.queue.enqueue+etcd.queue.dequeue" => {
                     etcd::queue_sequential(&mut servers).await?

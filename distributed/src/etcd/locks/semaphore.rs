@@ -64,6 +64,9 @@ pub struct Semaphore {
     /// This object's clones take their turn here first (they share one
     /// place in the etcd line: one session, one key).
     local: Arc<tokio::sync::Mutex<()>>,
+    /// Set once the permit count was written or found equal: it is checked
+    /// once per object, not once per acquire.
+    count_checked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The most permits a semaphore may have.
@@ -86,6 +89,7 @@ impl Semaphore {
             permits,
             line,
             local: Arc::new(tokio::sync::Mutex::new(())),
+            count_checked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -151,6 +155,10 @@ impl Semaphore {
 
     /// The first user writes the number of permits; the others compare.
     async fn check_permit_count(&self) -> Result<(), EtcdError> {
+        use std::sync::atomic::Ordering::{Acquire, Release};
+        if self.count_checked.load(Acquire) {
+            return Ok(());
+        }
         let key = self.name.sub_prefix("permits-count");
         let key = key.trim_end_matches('/');
         let wanted = self.permits.to_string();
@@ -176,7 +184,10 @@ impl Semaphore {
                     found: String::from_utf8_lossy(&value).into_owned(),
                 })
             }
-            _ => Ok(()),
+            _ => {
+                self.count_checked.store(true, Release);
+                Ok(())
+            }
         }
     }
 
