@@ -97,27 +97,12 @@ pub async fn mutex_cycle(servers: &mut Servers) -> anyhow::Result<String> {
     let (client, addrs) = servers.etcd().await?;
     let session = Session::new(client, Duration::from_secs(10)).await?;
     let mutex = Mutex::new(&session, "bench/mutex-cycle")?;
-    for _ in 0..20 {
-        mutex.lock().await?.unlock().await?;
-    }
-    let mut latencies = Vec::with_capacity(MUTEX_CYCLES);
-    let started = Instant::now();
-    for _ in 0..MUTEX_CYCLES {
-        let t = Instant::now();
-        mutex.lock().await?.unlock().await?;
-        latencies.push(t.elapsed());
-    }
-    let elapsed = started.elapsed();
-    let rpcs = rpcs_per_op(&addrs, COUNTED, async {
-        for _ in 0..COUNTED {
-            mutex.lock().await?.unlock().await?;
-        }
-        Ok(())
+    let line = cycles(&addrs, "etcd.mutex.cycle", async || {
+        mutex.lock().await?.unlock().await
     })
     .await?;
     session.close().await?;
-    Ok(Samples::new(latencies, elapsed)
-        .line("etcd.mutex.cycle", &[("rpcs_per_op", rpcs)]))
+    Ok(line)
 }
 
 /// `etcd.semaphore.cycle`: uncontended acquire+release of one of three
@@ -126,27 +111,40 @@ pub async fn semaphore_cycle(servers: &mut Servers) -> anyhow::Result<String> {
     let (client, addrs) = servers.etcd().await?;
     let session = Session::new(client, Duration::from_secs(10)).await?;
     let semaphore = Semaphore::new(&session, "bench/semaphore-cycle", 3)?;
+    let line = cycles(&addrs, "etcd.semaphore.cycle", async || {
+        semaphore.acquire().await?.release().await
+    })
+    .await?;
+    session.close().await?;
+    Ok(line)
+}
+
+/// An uncontended acquire-and-release `cycle`: 20 to warm up,
+/// [`MUTEX_CYCLES`] timed, [`COUNTED`] counted by the server.
+async fn cycles(
+    addrs: &[SocketAddr],
+    name: &str,
+    mut cycle: impl AsyncFnMut() -> Result<(), EtcdError>,
+) -> anyhow::Result<String> {
     for _ in 0..20 {
-        semaphore.acquire().await?.release().await?;
+        cycle().await?;
     }
     let mut latencies = Vec::with_capacity(MUTEX_CYCLES);
     let started = Instant::now();
     for _ in 0..MUTEX_CYCLES {
         let t = Instant::now();
-        semaphore.acquire().await?.release().await?;
+        cycle().await?;
         latencies.push(t.elapsed());
     }
     let elapsed = started.elapsed();
-    let rpcs = rpcs_per_op(&addrs, COUNTED, async {
+    let rpcs = rpcs_per_op(addrs, COUNTED, async {
         for _ in 0..COUNTED {
-            semaphore.acquire().await?.release().await?;
+            cycle().await?;
         }
         Ok(())
     })
     .await?;
-    session.close().await?;
-    Ok(Samples::new(latencies, elapsed)
-        .line("etcd.semaphore.cycle", &[("rpcs_per_op", rpcs)]))
+    Ok(Samples::new(latencies, elapsed).line(name, &[("rpcs_per_op", rpcs)]))
 }
 
 /// `etcd.mutex.handoff`: two contenders on two sessions pass the lock back
