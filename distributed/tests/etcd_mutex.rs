@@ -1,6 +1,8 @@
 //! Mutex and RwMutex against a real etcd: one holder at a time, FIFO, no
 //! waiter on a dead session ever acquires, cancel safety, clear errors.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
@@ -444,4 +446,36 @@ async fn relocking_on_the_same_session_right_after_a_drop_or_a_cancel_works() {
         .unwrap()
         .unwrap();
     assert!(got.is_ok(), "{got:?}");
+}
+
+/// `lock()` and `try_lock()` cut at every point of their run, on a free
+/// lock: no key may stay in line behind them, or the next contender (on
+/// another session) would wait for it until this session ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_cut_at_any_point_leaves_nobody_waiting_behind_it() {
+    let etcd = testkit::shared_etcd().unwrap();
+    let name = "mutex-cut-anywhere";
+    let client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
+    let cut = Session::new(client.clone(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let other = Session::new(client, Duration::from_secs(30)).await.unwrap();
+    let mutex = Mutex::new(&cut, name).unwrap();
+    let contender = Mutex::new(&other, name).unwrap();
+    for polls in 0..40 {
+        if let Some(guard) = support::cut_after(mutex.lock(), polls).await {
+            guard.unwrap().unlock().await.unwrap();
+        }
+        if let Some(Ok(Some(guard))) = support::cut_after(mutex.try_lock(), polls).await
+        {
+            guard.unlock().await.unwrap();
+        }
+        let next = tokio::time::timeout(Duration::from_secs(5), contender.lock())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("a lock cut after {polls} polls left a key in line")
+            })
+            .unwrap();
+        next.unlock().await.unwrap();
+    }
 }

@@ -5,10 +5,13 @@ use etcd_client::{
     Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
     TxnOpResponse,
 };
+use tokio::sync::oneshot;
 use tracing::{debug, instrument};
 
 use crate::etcd::client::retry::Repeat;
-use crate::etcd::keys::guarded_delete::{DeleteOnDrop, delete_if_created_at};
+use crate::etcd::keys::guarded_delete::{
+    DeleteOnDrop, delete_if_created_at, spawn_guarded_delete,
+};
 use crate::etcd::keys::held_key::{HeldKey, OnDrop};
 use crate::etcd::keys::name::RecipeName;
 use crate::etcd::keys::wait::{closest_predecessor, wait_turn};
@@ -82,7 +85,7 @@ impl Mutex {
     pub async fn lock(&self) -> Result<MutexGuard, EtcdError> {
         self.session.ensure_alive()?;
         let claim = self.claim().await?;
-        let place = self.enqueue().await?;
+        let (place, claim) = self.enqueue_or_undo(claim).await?;
         if place.first {
             // Uncontended: one round trip in all, as in Go.
             debug!(revision = place.revision, "locked at once");
@@ -113,11 +116,16 @@ impl Mutex {
     pub async fn try_lock(&self) -> Result<Option<MutexGuard>, EtcdError> {
         self.session.ensure_alive()?;
         let claim = self.claim().await?;
-        let place = self.enqueue().await?;
+        let (place, claim) = self.enqueue_or_undo(claim).await?;
         if place.first {
             return Ok(Some(self.guard(place.revision, Some(claim))));
         }
+        // Out of line again; if this call is dropped mid-delete, the
+        // background finishes it.
+        let mut cleanup = DeleteOnDrop::new(&self.session.client(), &self.key);
+        cleanup.arm(place.revision, Some(claim));
         delete_if_created_at(&self.session.client(), &self.key, place.revision).await?;
+        cleanup.disarm();
         Ok(None)
     }
 
@@ -128,6 +136,33 @@ impl Mutex {
     /// be the leftover of an earlier attempt of ours whose reply was lost
     /// (the write happened, the answer did not arrive): we take its place in
     /// line, as Go's Mutex does.
+    /// [`enqueue`](Self::enqueue) in a task of its own, holding `claim`: a
+    /// caller dropped while the write is in flight would otherwise leave its
+    /// key in line with nobody to delete it, and every later contender
+    /// would wait behind it until the session ended. If the caller is gone
+    /// when the key is written, the task deletes it (the claim is released
+    /// once that is done).
+    async fn enqueue_or_undo(&self, claim: Claim) -> Result<(Place, Claim), EtcdError> {
+        let (reply, answer) = oneshot::channel();
+        let mutex = self.clone();
+        tokio::spawn(async move {
+            let outcome = mutex.enqueue().await.map(|place| (place, claim));
+            if let Err(Ok((place, claim))) = reply.send(outcome) {
+                debug!(key = %mutex.key, "lock cancelled while getting in line; leaving it");
+                spawn_guarded_delete(
+                    mutex.session.client(),
+                    mutex.key.clone(),
+                    place.revision,
+                    Some(claim),
+                );
+            }
+        });
+        answer.await.map_err(|_| EtcdError::OutcomeUnknown {
+            key: self.key.clone(),
+            reason: "the task writing the lock key ended without an answer".into(),
+        })?
+    }
+
     async fn enqueue(&self) -> Result<Place, EtcdError> {
         let lease = self.session.lease_id();
         let first_in_line = GetOptions::new()
