@@ -479,3 +479,30 @@ async fn a_lock_cut_at_any_point_leaves_nobody_waiting_behind_it() {
         next.unlock().await.unwrap();
     }
 }
+
+/// The same for the read-write lock: a `write_lock()` cut at any point
+/// leaves no waiter key that would hold the next writer back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_cut_at_any_point_leaves_nobody_waiting_behind_it() {
+    let etcd = testkit::shared_etcd().unwrap();
+    let name = "rwmutex-cut-anywhere";
+    let client = EtcdConfig::new(etcd.endpoints()).connect().await.unwrap();
+    let cut = Session::new(client.clone(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let other = Session::new(client, Duration::from_secs(30)).await.unwrap();
+    let lock = RwMutex::new(&cut, name).unwrap();
+    let contender = RwMutex::new(&other, name).unwrap();
+    for polls in 0..40 {
+        if let Some(guard) = support::cut_after(lock.write_lock(), polls).await {
+            guard.unwrap().unlock().await.unwrap();
+        }
+        let next = tokio::time::timeout(Duration::from_secs(5), contender.write_lock())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("a write lock cut after {polls} polls stayed in line")
+            })
+            .unwrap();
+        next.unlock().await.unwrap();
+    }
+}

@@ -8,7 +8,7 @@ use tracing::{debug, instrument, warn};
 
 use crate::etcd::keys::guarded_delete::delete_if_created_at;
 use crate::etcd::keys::name::{RecipeName, is_direct_child_of};
-use crate::etcd::keys::unique::{create_if_absent, create_unique};
+use crate::etcd::keys::unique::{create_if_absent, create_unique_or_undo};
 use crate::etcd::keys::wait::{wait_for_delete, wait_for_put};
 use crate::etcd::{EtcdError, Session};
 
@@ -97,7 +97,7 @@ impl DoubleBarrier {
         let client = self.client();
         let waiters = self.name.sub_prefix("waiters");
         let (key, revision) =
-            create_unique(&client, &waiters, "", self.session.lease_id()).await?;
+            create_unique_or_undo(&client, &waiters, self.session.lease_id()).await?;
         // Only this barrier's waiter keys count: not a nested name's, not a
         // key we could not compare.
         let present = client

@@ -11,6 +11,7 @@ use etcd_client::{
 use crate::etcd::EtcdError;
 use crate::etcd::client::retry::Repeat;
 use crate::etcd::exactly_once::receipts::{Applied, Receipts};
+use crate::etcd::keys::guarded_delete::spawn_guarded_delete;
 
 /// Creates `key` = `value` (with `lease`, if not 0) unless it exists.
 /// Returns the create revision if this call created it, `None` if the key was
@@ -147,4 +148,30 @@ mod tests {
         // Unix nanoseconds: 19 digits from 2001 to 2286.
         assert!(keys.iter().all(|key| key.len() == "q/".len() + 19));
     }
+}
+
+/// [`create_unique`] (an empty value on `lease`) in a task of its own: if
+/// the caller is dropped while the write is in flight, the task deletes the
+/// key it wrote, so no waiter key stays in line with nobody to remove it.
+///
+/// # Cancel safety
+///
+/// Safe: that is its purpose.
+pub(crate) async fn create_unique_or_undo(
+    client: &Client,
+    prefix: &str,
+    lease: i64,
+) -> Result<(String, i64), EtcdError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let (writer, owned_prefix) = (client.clone(), prefix.to_string());
+    tokio::spawn(async move {
+        let created = create_unique(&writer, &owned_prefix, "", lease).await;
+        if let Err(Ok((key, revision))) = reply.send(created) {
+            spawn_guarded_delete(writer, key, revision, None);
+        }
+    });
+    answer.await.map_err(|_| EtcdError::OutcomeUnknown {
+        key: prefix.to_string(),
+        reason: "the task writing the key ended without an answer".into(),
+    })?
 }

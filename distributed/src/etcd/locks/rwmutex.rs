@@ -7,7 +7,7 @@ use tracing::{debug, instrument};
 use crate::etcd::keys::guarded_delete::DeleteOnDrop;
 use crate::etcd::keys::held_key::{HeldKey, OnDrop};
 use crate::etcd::keys::name::{RecipeName, is_direct_child_of};
-use crate::etcd::keys::unique::create_unique;
+use crate::etcd::keys::unique::create_unique_or_undo;
 use crate::etcd::keys::wait::wait_turn;
 use crate::etcd::{EtcdError, Session};
 
@@ -100,7 +100,8 @@ impl RwMutex {
             Side::Write => "write",
         });
         let (key, revision) =
-            create_unique(&client, &own_prefix, "", self.session.lease_id()).await?;
+            create_unique_or_undo(&client, &own_prefix, self.session.lease_id())
+                .await?;
         let mut cleanup = DeleteOnDrop::new(&client, &key);
         cleanup.arm(revision, None);
         // Only this lock's own waiter keys count, not a nested name's.
