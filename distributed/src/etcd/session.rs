@@ -283,11 +283,18 @@ impl Claim {
     /// The key's delete has been handed to a background task: a new claim
     /// on it waits for this one instead of failing.
     pub(crate) fn mark_releasing(&self) {
-        let mut claims = self.session.claims();
-        claims.insert(
-            self.key.clone(),
-            ClaimState::Releasing(Arc::new(Notify::new())),
-        );
+        self.session.mark_claim_releasing(&self.key);
+    }
+}
+
+impl Session {
+    /// The claim on `key` is on its way out (its holder's task will delete
+    /// the key, then drop the claim): a new claim waits instead of failing.
+    pub(crate) fn mark_claim_releasing(&self, key: &str) {
+        let mut claims = self.claims();
+        if let Some(state @ ClaimState::InUse) = claims.get_mut(key) {
+            *state = ClaimState::Releasing(Arc::new(Notify::new()));
+        }
     }
 }
 

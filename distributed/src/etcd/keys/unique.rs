@@ -133,23 +133,6 @@ pub(crate) async fn create_unique(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unique_keys_made_at_once_differ_and_keep_the_go_layout() {
-        let keys: Vec<String> = (0..1000).map(|_| unique_key("q/")).collect();
-        let numbers: Vec<u64> = keys
-            .iter()
-            .map(|key| key.strip_prefix("q/").unwrap().parse().unwrap())
-            .collect();
-        assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]));
-        // Unix nanoseconds: 19 digits from 2001 to 2286.
-        assert!(keys.iter().all(|key| key.len() == "q/".len() + 19));
-    }
-}
-
 /// [`create_unique`] (an empty value on `lease`) in a task of its own: if
 /// the caller is dropped while the write is in flight, the task deletes the
 /// key it wrote, so no waiter key stays in line with nobody to remove it.
@@ -174,4 +157,21 @@ pub(crate) async fn create_unique_or_undo(
         key: prefix.to_string(),
         reason: "the task writing the key ended without an answer".into(),
     })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_keys_made_at_once_differ_and_keep_the_go_layout() {
+        let keys: Vec<String> = (0..1000).map(|_| unique_key("q/")).collect();
+        let numbers: Vec<u64> = keys
+            .iter()
+            .map(|key| key.strip_prefix("q/").unwrap().parse().unwrap())
+            .collect();
+        assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]));
+        // Unix nanoseconds: 19 digits from 2001 to 2286.
+        assert!(keys.iter().all(|key| key.len() == "q/".len() + 19));
+    }
 }

@@ -157,10 +157,16 @@ impl Mutex {
                 );
             }
         });
-        answer.await.map_err(|_| EtcdError::OutcomeUnknown {
+        // If this caller is dropped before the answer, the claim is on its
+        // way out: a new lock() on this session waits for the task's
+        // delete instead of being refused.
+        let mut handing_over = HandOver(Some((&self.session, &self.key)));
+        let outcome = answer.await.map_err(|_| EtcdError::OutcomeUnknown {
             key: self.key.clone(),
             reason: "the task writing the lock key ended without an answer".into(),
-        })?
+        });
+        handing_over.0 = None;
+        outcome?
     }
 
     async fn enqueue(&self) -> Result<Place, EtcdError> {
@@ -246,6 +252,17 @@ impl Mutex {
     /// The key this client uses: `<name>/<lease id in hex>`.
     pub fn key(&self) -> &str {
         &self.key
+    }
+}
+
+/// Marks a claim as on its way out if dropped: see `enqueue_or_undo`.
+struct HandOver<'a>(Option<(&'a Session, &'a str)>);
+
+impl Drop for HandOver<'_> {
+    fn drop(&mut self) {
+        if let Some((session, key)) = self.0.take() {
+            session.mark_claim_releasing(key);
+        }
     }
 }
 
