@@ -129,13 +129,6 @@ impl Mutex {
         Ok(None)
     }
 
-    /// Gets in line: writes our key and, in the same transaction, reads who
-    /// is first. Its create revision is our place in line.
-    ///
-    /// If the key is already there, we hold the claim on it, so it can only
-    /// be the leftover of an earlier attempt of ours whose reply was lost
-    /// (the write happened, the answer did not arrive): we take its place in
-    /// line, as Go's Mutex does.
     /// [`enqueue`](Self::enqueue) in a task of its own, holding `claim`: a
     /// caller dropped while the write is in flight would otherwise leave its
     /// key in line with nobody to delete it, and every later contender
@@ -169,6 +162,13 @@ impl Mutex {
         outcome?
     }
 
+    /// Gets in line: writes our key and, in the same transaction, reads who
+    /// is first. Its create revision is our place in line.
+    ///
+    /// If the key is already there, we hold the claim on it, so it can only
+    /// be the leftover of an earlier attempt of ours whose reply was lost
+    /// (the write happened, the answer did not arrive): we take its place in
+    /// line, as Go's Mutex does.
     async fn enqueue(&self) -> Result<Place, EtcdError> {
         let lease = self.session.lease_id();
         let first_in_line = GetOptions::new()
