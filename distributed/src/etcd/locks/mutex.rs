@@ -77,9 +77,10 @@ impl Mutex {
     ///
     /// # Cancel safety
     ///
-    /// Safe. Dropping the future while it waits deletes the
-    /// waiter key in the background, so a cancelled waiter never blocks the
-    /// line (or becomes a holder nobody knows about).
+    /// Safe at every point. Dropping the future while its key is being
+    /// written, or while it waits, deletes the waiter key in the
+    /// background, so a cancelled waiter never blocks the line (or becomes
+    /// a holder nobody knows about).
     #[instrument(level = "debug", skip(self), fields(key = %self.key))]
     // ANCHOR: lock
     pub async fn lock(&self) -> Result<MutexGuard, EtcdError> {
