@@ -2,6 +2,8 @@
 //! change including "no leader", proclaim only while leading, and `lead`
 //! stops the work when leadership is lost.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Duration;
@@ -213,4 +215,29 @@ async fn a_nested_election_and_a_foreign_key_are_not_candidates() {
     assert_eq!(next_value(&mut changes).await.as_deref(), Some("outer"));
     assert_eq!(outer.leader().await.unwrap().unwrap().value, "outer");
     assert_eq!(inner.leader().await.unwrap().unwrap().value, "inner");
+}
+
+/// A campaign cut at any point of its run leaves no candidate behind: a key
+/// left by a dropped call would be a leader nobody acts for, and every
+/// other candidate would wait behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_cut_at_any_point_leaves_no_candidate_behind() {
+    let name = "election-cut-anywhere";
+    let (cut, other) = (session().await, session().await);
+    let election = Election::new(&cut, name).unwrap();
+    let contender = Election::new(&other, name).unwrap();
+    for polls in 0..40 {
+        if let Some(leading) = support::cut_after(election.campaign("cut"), polls).await
+        {
+            leading.unwrap().resign().await.unwrap();
+        }
+        let leading =
+            tokio::time::timeout(Duration::from_secs(5), contender.campaign("next"))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("a campaign cut after {polls} polls left a candidate")
+                })
+                .unwrap();
+        leading.resign().await.unwrap();
+    }
 }

@@ -133,6 +133,33 @@ pub(crate) async fn create_unique(
     }
 }
 
+/// [`create_if_absent`] in a task of its own: if the caller is dropped
+/// while the write is in flight, the task deletes the key if it created it,
+/// so no candidate key is left standing for a caller that is gone.
+///
+/// # Cancel safety
+///
+/// Safe: that is its purpose.
+pub(crate) async fn create_if_absent_or_undo(
+    client: &Client,
+    key: &str,
+    value: String,
+    lease: i64,
+) -> Result<Option<i64>, EtcdError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let (writer, owned_key) = (client.clone(), key.to_string());
+    tokio::spawn(async move {
+        let created = create_if_absent(&writer, &owned_key, value, lease).await;
+        if let Err(Ok(Some(revision))) = reply.send(created) {
+            spawn_guarded_delete(writer, owned_key, revision, None);
+        }
+    });
+    answer.await.map_err(|_| EtcdError::OutcomeUnknown {
+        key: key.to_string(),
+        reason: "the task writing the key ended without an answer".into(),
+    })?
+}
+
 /// [`create_unique`] (an empty value on `lease`) in a task of its own: if
 /// the caller is dropped while the write is in flight, the task deletes the
 /// key it wrote, so no waiter key stays in line with nobody to remove it.

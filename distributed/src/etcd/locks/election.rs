@@ -96,10 +96,12 @@ impl Election {
         let value = value.into();
         let client = self.session.client();
         let lease = self.session.lease_id();
-        let created = crate::etcd::keys::unique::create_if_absent(
+        // Written by a task that takes the key back if this call is dropped
+        // meanwhile: a key left behind would be a leader nobody acts for.
+        let created = crate::etcd::keys::unique::create_if_absent_or_undo(
             &client,
             &self.key,
-            value.as_str(),
+            value.clone(),
             lease,
         )
         .await?;
