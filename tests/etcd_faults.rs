@@ -31,25 +31,33 @@ async fn session(etcd: &EtcdCluster, ttl: u64) -> Session {
         .unwrap()
 }
 
-/// The `etcd-lock` example as a separate holder process, locked.
-fn locked_holder(etcd: &EtcdCluster, name: &str) -> Proc {
+/// An example run as a separate holder process (lease `HOLDER_TTL`), sent
+/// `command` and waited on until it says `done`.
+fn holder_process(
+    etcd: &EtcdCluster,
+    example: &str,
+    name: &str,
+    extra: &[&str],
+    command: &str,
+    done: &str,
+) -> Proc {
     let mut holder = Proc::spawn(
-        std::process::Command::new(example_binary("etcd-lock"))
-            .args([
-                "--addr",
-                &etcd.endpoints_env(),
-                "--name",
-                name,
-                "--ttl",
-                &HOLDER_TTL.to_string(),
-            ])
+        std::process::Command::new(example_binary(example))
+            .args(["--addr", &etcd.endpoints_env(), "--name", name])
+            .args(["--ttl", &HOLDER_TTL.to_string()])
+            .args(extra)
             .env_remove("ETCD_USER")
             .env_remove("ETCD_PASSWORD"),
     );
     holder.expect_line("ready", Duration::from_secs(10));
-    holder.send("lock");
-    holder.expect_line("locked", Duration::from_secs(10));
+    holder.send(command);
+    holder.expect_line(done, Duration::from_secs(10));
     holder
+}
+
+/// The `etcd-lock` example as a separate holder process, locked.
+fn locked_holder(etcd: &EtcdCluster, name: &str) -> Proc {
+    holder_process(etcd, "etcd-lock", name, &[], "lock", "locked")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,17 +245,15 @@ async fn killing_the_etcd_leader_during_contention_loses_no_update() {
 
 /// The `etcd-semaphore` example as a holder process with one permit taken.
 fn semaphore_holder(etcd: &EtcdCluster, name: &str) -> Proc {
-    let mut holder = Proc::spawn(
-        std::process::Command::new(example_binary("etcd-semaphore"))
-            .args(["--addr", &etcd.endpoints_env(), "--name", name])
-            .args(["--permits", "1", "--ttl", &HOLDER_TTL.to_string()])
-            .env_remove("ETCD_USER")
-            .env_remove("ETCD_PASSWORD"),
-    );
-    holder.expect_line("ready", Duration::from_secs(10));
-    holder.send("acquire");
-    holder.expect_line("acquired", Duration::from_secs(10));
-    holder
+    let permits = ["--permits", "1"];
+    holder_process(
+        etcd,
+        "etcd-semaphore",
+        name,
+        &permits,
+        "acquire",
+        "acquired",
+    )
 }
 
 /// A semaphore holder process killed (no release) or frozen past its lease:
