@@ -8,8 +8,9 @@
 //!     cargo run --example adaptive-limit
 //!     cargo run --example adaptive-limit -- --svg book/src/resilience
 //!
-//! With `--svg DIR` it also writes the plots the book shows
-//! (`adaptive-limit.svg`, `adaptive-latency.svg`). Needs no server.
+//! With `--svg DIR` it also writes the plots and the table the book shows
+//! (`adaptive-limit.svg`, `adaptive-latency.svg`, `adaptive-overload.md`).
+//! Needs no server.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,28 +57,23 @@ fn main() -> anyhow::Result<()> {
         "{:<22} {:>10} {:>10} {:>10} {:>12}",
         "", "served/s", "timed out", "shed", "mean latency"
     );
+    let mut table = String::from(
+        "| during the overload | served/s | timed out | shed | mean latency |\n\
+         |---|---|---|---|---|\n",
+    );
     for (name, points) in &runs {
-        let overload: Vec<&Point> = points
-            .iter()
-            .filter(|p| {
-                p.at > Duration::from_secs(10) && p.at <= Duration::from_secs(40)
-            })
-            .collect();
-        let completed: u32 = overload.iter().map(|p| p.completed).sum();
-        let dropped: u32 = overload.iter().map(|p| p.dropped).sum();
-        let rejected: u32 = overload.iter().map(|p| p.rejected).sum();
-        let latency: Duration = overload
-            .iter()
-            .map(|p| p.mean_latency * p.completed)
-            .sum::<Duration>()
-            / completed.max(1);
+        let o = overload(points);
         println!(
             "{name:<22} {:>10} {:>10} {:>10} {:>12?}",
-            completed / 30,
-            dropped,
-            rejected,
-            latency
+            o.served_per_s, o.timed_out, o.shed, o.mean_latency
         );
+        table.push_str(&format!(
+            "| {name} | {} | {} | {} | {:.0} ms |\n",
+            thousands(o.served_per_s),
+            thousands(o.timed_out),
+            thousands(o.shed),
+            o.mean_latency.as_secs_f64() * 1_000.0
+        ));
     }
 
     if let Some(dir) = svg_dir {
@@ -100,9 +96,54 @@ fn main() -> anyhow::Result<()> {
                 (total / finished.max(1)).as_secs_f64() * 1_000.0
             },
         )?;
-        println!("wrote the plots to {}", dir.display());
+        std::fs::write(
+            dir.join("adaptive-overload.md"),
+            format!(
+                "<!-- Written by `cargo run --example adaptive-limit -- --svg \
+                 book/src/resilience`; do not edit. -->\n\n{table}"
+            ),
+        )?;
+        println!("wrote the plots and the table to {}", dir.display());
     }
     Ok(())
+}
+
+/// What one run did from 10 s to 40 s, while offered twice what the
+/// server can serve.
+struct Overload {
+    served_per_s: u32,
+    timed_out: u32,
+    shed: u32,
+    /// Of the requests that finished.
+    mean_latency: Duration,
+}
+
+fn overload(points: &[Point]) -> Overload {
+    let during: Vec<&Point> = points
+        .iter()
+        .filter(|p| p.at > Duration::from_secs(10) && p.at <= Duration::from_secs(40))
+        .collect();
+    let completed: u32 = during.iter().map(|p| p.completed).sum();
+    let total: Duration = during.iter().map(|p| p.mean_latency * p.completed).sum();
+    Overload {
+        served_per_s: completed / 30,
+        timed_out: during.iter().map(|p| p.dropped).sum(),
+        shed: during.iter().map(|p| p.rejected).sum(),
+        mean_latency: total / completed.max(1),
+    }
+}
+
+/// `118908` as `118,908`.
+fn thousands(n: u32) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// One line per run of `value` over time.

@@ -353,3 +353,80 @@ fn the_checker_catches_listings_that_do_not_stand_alone_or_run_wide() {
     assert!(on_line(2, "stops mid-item"), "{problems:#?}");
     assert!(on_line(3, "over 88 columns"), "{problems:#?}");
 }
+
+/// The tables `cargo xtask bench --book` writes to `src/generated/` that no
+/// chapter includes, and the ones a chapter includes that do not exist.
+fn generated_table_problems(src: &Path) -> Vec<Problem> {
+    let generated_dir = src.join("generated");
+    let mut generated: Vec<String> = std::fs::read_dir(&generated_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|name| name.ends_with(".md"))
+                .collect()
+        })
+        .unwrap_or_default();
+    generated.sort();
+    let mut included = Vec::new();
+    let mut problems = Vec::new();
+    for chapter in markdown_files(src) {
+        if chapter.starts_with(&generated_dir) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&chapter).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            for directive in include_directives(line) {
+                let Some(table) = directive.strip_prefix("generated/") else {
+                    continue;
+                };
+                if !generated.iter().any(|g| g == table) {
+                    problems.push(format!(
+                        "{}:{}: includes `generated/{table}`, which `cargo xtask \
+                         bench --book` did not write",
+                        chapter.display(),
+                        number + 1
+                    ));
+                }
+                included.push(table.to_string());
+            }
+        }
+    }
+    for table in generated {
+        if !included.contains(&table) {
+            problems.push(format!("generated/{table} is included by no chapter"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_generated_table_is_included_and_every_included_one_exists() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("book")
+        .join("src");
+    assert!(
+        src.join("generated").is_dir(),
+        "book/src/generated is missing: run `cargo xtask bench --book`"
+    );
+    let problems = generated_table_problems(&src);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_table_check_catches_an_orphan_and_a_missing_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::create_dir_all(src.join("generated")).unwrap();
+    std::fs::write(src.join("generated/used.md"), "| a |\n").unwrap();
+    std::fs::write(src.join("generated/orphan.md"), "| b |\n").unwrap();
+    std::fs::write(
+        src.join("chapter.md"),
+        "# C\n\n{{#include generated/used.md}}\n\n{{#include generated/gone.md}}\n",
+    )
+    .unwrap();
+    let problems = generated_table_problems(src);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("chapter.md:5") && problems[0].contains("gone.md"));
+    assert!(problems[1].contains("orphan.md"));
+}

@@ -1,6 +1,7 @@
-//! The book's plots are what the tested simulation produces today: the
-//! `adaptive-limit` example regenerates them into a temporary directory and
-//! they must match the committed files byte for byte (the simulation runs
+//! The book's plots, and the table beside them, are what the tested
+//! simulation produces today: the `adaptive-limit` example regenerates them
+//! into a temporary directory and they must match the committed files byte
+//! for byte (the simulation runs
 //! in virtual time, so it is deterministic). If this fails after a change
 //! to the limiter, regenerate them:
 //!
@@ -25,7 +26,11 @@ fn the_committed_plots_match_the_simulation() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for plot in ["adaptive-limit.svg", "adaptive-latency.svg"] {
+    for plot in [
+        "adaptive-limit.svg",
+        "adaptive-latency.svg",
+        "adaptive-overload.md",
+    ] {
         let fresh = std::fs::read(dir.path().join(plot)).unwrap();
         let committed =
             std::fs::read(root().join("book/src/resilience").join(plot)).unwrap();

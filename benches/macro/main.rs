@@ -7,6 +7,7 @@
 
 mod etcd;
 mod patterns;
+mod peers;
 mod redis_lock;
 mod report;
 mod resilience;
@@ -17,7 +18,9 @@ use concurrency_patterns::distributed::etcd::{Client, EtcdConfig};
 use concurrency_patterns::distributed::redis::RedisConfig;
 use testkit::{EtcdCluster, RedisServer};
 
-/// Every benchmark, in the order they run.
+/// Every benchmark, in the order they run. `NAME@PEER` is a peer's run of
+/// the bench NAME (benches/macro/peers.rs); it prints NAME's line with a
+/// `"peer"` field.
 const BENCHES: &[&str] = &[
     "etcd.raw.put",
     "etcd.mutex.cycle",
@@ -28,10 +31,14 @@ const BENCHES: &[&str] = &[
     "etcd.queue.mc8",
     "etcd.stm.bank",
     "redis.lock.cycle",
+    "redis.lock.cycle@rslock",
     "redis.lock.handoff",
+    "redis.lock.handoff@rslock",
     // Measured together: one entry prints all four lines.
     "resilience.sliding_window.check+resilience.sliding_log.check+resilience.gcra.check+resilience.governor.check",
     "resilience.breaker.closed_call",
+    "resilience.breaker.closed_call@failsafe",
+    "resilience.breaker.closed_call@clock+atomic",
     // Measured together, in alternation: one entry prints both lines.
     "patterns.channel.hop+patterns.pipeline.item",
     "patterns.map.read_heavy",
@@ -106,6 +113,8 @@ impl Servers {
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench -- FILTER` also passes `--bench`; flags are not filters.
+    // A FILTER starting with `=` selects the one entry of that exact name
+    // (how `cargo xtask bench --against` runs ours and a peer apart).
     let filter = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with("--"))
@@ -128,7 +137,10 @@ fn main() -> anyhow::Result<()> {
         let selected: Vec<&str> = BENCHES
             .iter()
             .copied()
-            .filter(|name| name.contains(&filter))
+            .filter(|name| match filter.strip_prefix('=') {
+                Some(exact) => *name == exact,
+                None => name.contains(&filter),
+            })
             .collect();
         if selected.is_empty() {
             anyhow::bail!(
@@ -149,11 +161,15 @@ fn main() -> anyhow::Result<()> {
                 "etcd.queue.mc8" => vec![etcd::queue_mc8(&mut servers).await?],
                 "etcd.stm.bank" => vec![etcd::stm_bank(&mut servers).await?],
                 "redis.lock.cycle" => vec![redis_lock::cycle(&mut servers).await?],
+                "redis.lock.cycle@rslock" => vec![peers::rslock_cycle(&mut servers).await?],
                 "redis.lock.handoff" => vec![redis_lock::handoff(&mut servers).await?],
+                "redis.lock.handoff@rslock" => vec![peers::rslock_handoff(&mut servers).await?],
                 "resilience.sliding_window.check+resilience.sliding_log.check+resilience.gcra.check+resilience.governor.check" => {
                     resilience::limiter_checks()?
                 }
                 "resilience.breaker.closed_call" => vec![resilience::breaker_closed_call()?],
+                "resilience.breaker.closed_call@failsafe" => vec![peers::failsafe_closed_call()],
+                "resilience.breaker.closed_call@clock+atomic" => vec![peers::clock_and_atomic()],
                 "patterns.channel.hop+patterns.pipeline.item" => {
                     patterns::channel_hop_and_pipeline_item()
                 }

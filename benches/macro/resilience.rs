@@ -8,8 +8,8 @@ use concurrency_patterns::resilience::{
     CircuitBreaker, CircuitBreakerConfig, Gcra, SlidingLog, SlidingWindow,
 };
 
-const CHECKS: u64 = 5_000_000;
-const ROUNDS: usize = 3;
+pub const CHECKS: u64 = 5_000_000;
+pub const ROUNDS: usize = 3;
 
 fn line(bench: &str, best: Duration) -> String {
     format!(
@@ -19,7 +19,7 @@ fn line(bench: &str, best: Duration) -> String {
 }
 
 /// Runs `check` CHECKS times per round, ROUNDS rounds; the fastest round.
-fn fastest(mut check: impl FnMut() -> bool) -> Duration {
+pub fn fastest(mut check: impl FnMut() -> bool) -> Duration {
     (0..ROUNDS)
         .map(|_| {
             let started = Instant::now();

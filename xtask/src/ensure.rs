@@ -101,10 +101,36 @@ pub fn everything() -> Result {
     book_tools()
 }
 
+/// Where Debian's Go library packages put their sources (GOPATH mode).
+pub const DEBIAN_GOPATH: &str = "/usr/share/gocode";
+
+/// What `cargo xtask bench --against` needs for the Go peer, and nothing
+/// else does: Go, and etcd's Go sources (its recipes) from Debian.
+const GO_PEER_TOOLS: &[DebianTool] = &[
+    DebianTool {
+        program: "go",
+        package: "golang-go",
+    },
+    DebianTool {
+        program: "/usr/share/gocode/src/go.etcd.io/etcd/contrib/recipes/queue.go",
+        package: "golang-etcd-server-dev",
+    },
+];
+
 /// etcd, etcdctl, redis-server and protoc (what builds and tests need).
 pub fn servers() -> Result {
-    let missing: Vec<&DebianTool> =
-        DEBIAN_TOOLS.iter().filter(|t| t.is_missing()).collect();
+    debian(DEBIAN_TOOLS)
+}
+
+/// Go and etcd's Go recipes, for the Go peer of the benchmarks.
+pub fn go_peer() -> Result {
+    debian(GO_PEER_TOOLS)
+}
+
+/// Installs the packages of the `tools` that are missing (as root with
+/// apt-get), or says how to.
+fn debian(tools: &[DebianTool]) -> Result {
+    let missing: Vec<&DebianTool> = tools.iter().filter(|t| t.is_missing()).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -141,7 +167,7 @@ pub fn servers() -> Result {
             .args(&packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    match DEBIAN_TOOLS.iter().find(|t| t.is_missing()) {
+    match tools.iter().find(|t| t.is_missing()) {
         Some(tool) => Err(format!(
             "`{}` is still missing after installing `{}`",
             tool.program, tool.package

@@ -3,12 +3,16 @@
 //! - `tour`: the main job. Installs what is missing, starts local services,
 //!   runs every example in book order in its scripted mode, builds the book.
 //! - `test`: everything CI checks (`.ci/run` runs exactly this).
-//! - `bench [FILTER]`: the macro benchmarks, one JSON line each on stdout.
+//! - `bench [FILTER]`: the macro benchmarks, one JSON line each on stdout;
+//!   `bench --against [FILTER]` beside their peers, `bench --book` into the
+//!   book's tables.
 //! - `services up|down|status`: a long-lived etcd and Redis for the
 //!   two-terminal interactive examples.
 //! - `ensure`: only the install step shared by the others.
 
+mod against;
 mod bench;
+mod bench_book;
 mod book;
 mod crates;
 mod dedent;
@@ -30,6 +34,12 @@ commands:
   test crates              only the checks of the crates as others use them: docs, packaging, an outside crate
   test book                build the book and check it in chromium (and that the checks catch planted defects)
   bench [FILTER]           macro benchmarks whose name contains FILTER, as JSON lines on stdout
+  bench --against [FILTER] [--rounds N]
+                           each benchmark beside its peer (etcd's Go recipes, rslock, failsafe,
+                           governor), alternating in fresh processes, N rounds (10): ratio lines
+  bench --book [--rounds N]
+                           the comparisons and benchmarks the chapters quote, written to
+                           book/src/generated/*.md with their conditions
   services up|down|status  a long-lived etcd on 127.0.0.1:2379 and Redis on 127.0.0.1:6379
   ensure                   only install what is missing (etcd, etcdctl, redis-server, protoc, openssl, chromium, mdbook)";
 
@@ -46,8 +56,18 @@ fn main() -> ExitCode {
         ["test", "book"] => ensure::everything()
             .and_then(|()| book::build())
             .and_then(|()| book::check()),
+        ["bench", "--against", rest @ ..] => {
+            with_rounds(rest).and_then(|(filter, rounds)| against::run(filter, rounds))
+        }
+        ["bench", "--book", rest @ ..] => match with_rounds(rest) {
+            Ok(("", rounds)) => bench_book::run(rounds),
+            Ok((other, _)) => {
+                Err(format!("`bench --book` takes no filter (got `{other}`)"))
+            }
+            Err(e) => Err(e),
+        },
         ["bench"] => bench::run(""),
-        ["bench", filter] => bench::run(filter),
+        ["bench", filter] if !filter.starts_with("--") => bench::run(filter),
         ["services", "up"] => services::up(),
         ["services", "down"] => services::down(),
         ["services", "status"] => services::status(),
@@ -66,6 +86,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `[FILTER] [--rounds N]` in either order; 10 rounds unless told.
+fn with_rounds<'a>(args: &[&'a str]) -> Result<(&'a str, usize)> {
+    let mut filter = "";
+    let mut rounds = 10;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match *arg {
+            "--rounds" => {
+                rounds = rest
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("--rounds needs a number of rounds above 0")?;
+            }
+            flag if flag.starts_with("--") => {
+                return Err(format!("unknown flag `{flag}`"));
+            }
+            word if filter.is_empty() => filter = word,
+            word => {
+                return Err(format!("one filter only (got `{filter}` and `{word}`)"));
+            }
+        }
+    }
+    Ok((filter, rounds))
 }
 
 /// The workspace root (the folder of the root `Cargo.toml`).
