@@ -32,6 +32,7 @@ const BENCHES: &[&str] = &[
     "etcd.stm.bank",
     "redis.lock.cycle",
     "redis.lock.cycle@rslock",
+    "redis.semaphore.cycle",
     "redis.lock.handoff",
     "redis.lock.handoff@rslock",
     // Measured together: one entry prints all four lines.
@@ -162,6 +163,7 @@ fn main() -> anyhow::Result<()> {
                 "etcd.stm.bank" => vec![etcd::stm_bank(&mut servers).await?],
                 "redis.lock.cycle" => vec![redis_lock::cycle(&mut servers).await?],
                 "redis.lock.cycle@rslock" => vec![peers::rslock_cycle(&mut servers).await?],
+                "redis.semaphore.cycle" => vec![redis_lock::semaphore_cycle(&mut servers).await?],
                 "redis.lock.handoff" => vec![redis_lock::handoff(&mut servers).await?],
                 "redis.lock.handoff@rslock" => vec![peers::rslock_handoff(&mut servers).await?],
                 "resilience.sliding_window.check+resilience.sliding_log.check+resilience.gcra.check+resilience.governor.check" => {

@@ -1,8 +1,8 @@
-//! Benchmarks of the Redis lock.
+//! Benchmarks of the Redis lock and semaphore.
 
 use std::time::{Duration, Instant};
 
-use concurrency_patterns::distributed::redis::RedisLock;
+use concurrency_patterns::distributed::redis::{RedisLock, RedisSemaphore};
 
 use crate::Servers;
 use crate::report::Samples;
@@ -29,6 +29,26 @@ pub async fn cycle(servers: &mut Servers) -> anyhow::Result<String> {
     }
     let elapsed = started.elapsed();
     Ok(Samples::new(latencies, elapsed).line("redis.lock.cycle", &[]))
+}
+
+/// `redis.semaphore.cycle`: uncontended acquire+release of one of three
+/// permits: two scripts, two round trips, as the lock.
+pub async fn semaphore_cycle(servers: &mut Servers) -> anyhow::Result<String> {
+    let config = servers.redis()?;
+    let semaphore =
+        RedisSemaphore::connect(&config, "bench-semaphore-cycle", 3).await?;
+    for _ in 0..100 {
+        semaphore.acquire().await?.release().await?;
+    }
+    let mut latencies = Vec::with_capacity(CYCLES);
+    let started = Instant::now();
+    for _ in 0..CYCLES {
+        let t = Instant::now();
+        semaphore.acquire().await?.release().await?;
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    Ok(Samples::new(latencies, elapsed).line("redis.semaphore.cycle", &[]))
 }
 
 /// `redis.lock.handoff`: 4 contenders loop lock/unlock on one lock; each

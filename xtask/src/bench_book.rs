@@ -30,6 +30,11 @@ const SOLOS: &[Solo] = &[
         entry: "etcd.semaphore.cycle",
         unit: "ops_per_s",
     },
+    Solo {
+        bench: "redis.semaphore.cycle",
+        entry: "redis.semaphore.cycle",
+        unit: "ops_per_s",
+    },
 ];
 
 /// The map benchmarks: one line per map kind and thread count.
@@ -87,7 +92,7 @@ const TABLES: &[Table] = &[
         file: "redis-lock.md",
         servers: &["redis"],
         pairs: &["redis.lock.cycle", "redis.lock.handoff"],
-        solos: &[],
+        solos: &["redis.semaphore.cycle"],
     },
     Table {
         file: "rate-limits.md",
@@ -320,11 +325,7 @@ fn comparison_table(
             return Err(format!("no `{}` for {name} in the runs' output", solo.unit));
         }
         let mean = v.iter().sum::<f64>() / v.len() as f64;
-        let _ = writeln!(
-            out,
-            "| `{name}` | {} | – | – | – |",
-            shown(mean, solo.unit)
-        );
+        let _ = writeln!(out, "| `{name}` | {} | – | – | – |", shown(mean, solo.unit));
     }
     out.push_str(
         "\nA ratio above 1 favours this crate: ours over the peer's for a rate, \

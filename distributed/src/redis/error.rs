@@ -53,14 +53,47 @@ pub enum RedisError {
         waited: Duration,
     },
 
+    /// `RedisSemaphore::acquire_timeout` gave up.
+    #[error("no permit of the semaphore `{name}` was free within {waited:?}")]
+    NoPermitInTime {
+        /// The semaphore's name.
+        name: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+
+    /// The semaphore is in use with another number of permits.
+    #[error(
+        "the semaphore `{name}` has {set} permits, set by its first user, and this one          asked for {asked}: use the same number everywhere, or delete `{name}:count`          while no permit is held to set another"
+    )]
+    PermitCountMismatch {
+        /// The semaphore's name.
+        name: String,
+        /// What this user asked for.
+        asked: u32,
+        /// What is stored on the server.
+        set: i64,
+    },
+
+    /// A permit released (by its holder or by id) was not held any more.
+    #[error(
+        "the permit `{id}` of the semaphore `{name}` is not held any more (its lease ran          out, or it was released already): whatever it protected may have been used by          another holder since; acquire again, and use a longer lease or `extend`"
+    )]
+    StalePermit {
+        /// The semaphore's name.
+        name: String,
+        /// The permit's id.
+        id: String,
+    },
+
     /// An acquire attempt's task ended without an answer (the runtime is
     /// shutting down). A lock it may have taken is freed by its lease.
     #[error(
-        "an acquire attempt on the lock `{name}` ended without an answer (is the runtime \
-         shutting down?); it is not held by this caller: try again"
+        "an acquire attempt on `{name}` ended without an answer (is the runtime \
+         shutting down?); nothing is held by this caller: try again"
     )]
     AttemptAborted {
-        /// The lock's name.
+        /// The lock's or semaphore's name.
         name: String,
     },
 

@@ -3,22 +3,17 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use redis::aio::ConnectionManager;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, instrument, warn};
 
 use super::scripts::{ACQUIRE, EXTEND, OWN_LEASE, RELEASE};
+use super::waiting::{self, Attempt};
 use super::{RedisConfig, RedisError};
 
 /// The default lease: as Redisson's watchdog default.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
-
-/// The longest a waiter sleeps between checks when no release message
-/// arrives: covers a lost message, and a holder whose lease simply expired
-/// (expiry publishes nothing).
-const MAX_QUIET_WAIT: Duration = Duration::from_millis(500);
 
 /// A named lock on one Redis server.
 ///
@@ -83,12 +78,6 @@ impl std::fmt::Debug for RedisLock {
             .field("watchdog", &self.watchdog)
             .finish()
     }
-}
-
-/// The outcome of one acquire attempt.
-enum Attempt {
-    Acquired(u64),
-    Busy(Option<Duration>),
 }
 
 impl RedisLock {
@@ -192,39 +181,15 @@ impl RedisLock {
     // ANCHOR: lock
     pub async fn lock(&self) -> Result<RedisLockGuard, RedisError> {
         let token = new_token();
-        if let Attempt::Acquired(fencing_token) = self.attempt(&token).await? {
-            return Ok(self.guard(token, fencing_token));
-        }
-        // Contended. Listen for releases first, then ask again, so that a
-        // release between our attempt and the subscription is not missed.
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(self.channel()).await?;
-        let mut releases = pubsub.on_message();
-        let mut listening = true;
-        loop {
-            match self.attempt(&token).await? {
-                Attempt::Acquired(fencing_token) => {
-                    return Ok(self.guard(token, fencing_token));
-                }
-                Attempt::Busy(left) => {
-                    let quiet =
-                        left.map_or(MAX_QUIET_WAIT, |left| left.min(MAX_QUIET_WAIT));
-                    if !listening {
-                        // The pub/sub connection broke (a server restart):
-                        // the periodic check alone still gets us the lock.
-                        tokio::time::sleep(quiet).await;
-                        continue;
-                    }
-                    tokio::select! {
-                        message = releases.next() => match message {
-                            Some(_) => debug!("release published"),
-                            None => listening = false,
-                        },
-                        _ = tokio::time::sleep(quiet) => {}
-                    }
-                }
-            }
-        }
+        // Attempts until one takes the lock, woken between them by the
+        // release messages on the lock's channel.
+        let fencing_token =
+            waiting::until_acquired(&self.client, &self.channel(), || {
+                let (lock, token) = (self.clone(), token.clone());
+                async move { lock.attempt(&token).await }
+            })
+            .await?;
+        Ok(self.guard(token, fencing_token))
     }
     // ANCHOR_END: lock
 
@@ -246,38 +211,24 @@ impl RedisLock {
             })?
     }
 
-    /// One acquire attempt, run in a task of its own so that it cannot be
-    /// cut in half: a `SET` sent for a caller that is then dropped may still
-    /// succeed on Redis, and nobody would hold the lock it took. The task
-    /// hands the outcome over and waits for the caller to take it, which
-    /// the caller does in the same step in which it receives it; if the
-    /// caller is gone instead, the task releases the lock with our token.
-    // ANCHOR: attempt
-    async fn attempt(&self, token: &str) -> Result<Attempt, RedisError> {
-        let (reply, answer) = oneshot::channel();
-        let (taken, was_taken) = oneshot::channel::<()>();
+    /// One acquire attempt, in a task of its own that releases with our
+    /// token what it took if the caller is gone (see
+    /// [`waiting::in_own_task`]).
+    async fn attempt(&self, token: &str) -> Result<Attempt<u64>, RedisError> {
         let (lock, token) = (self.clone(), token.to_string());
-        tokio::spawn(async move {
-            let outcome = lock.attempt_now(&token).await;
-            let acquired = matches!(outcome, Ok(Attempt::Acquired(_)));
-            let _ = reply.send(outcome);
-            if acquired && was_taken.await.is_err() {
-                debug!(name = %lock.name, "acquire cancelled after it succeeded; releasing");
-                lock.undo_in_background(token);
-            }
-        });
-        let outcome = answer.await.map_err(|_| RedisError::AttemptAborted {
-            name: self.name.clone(),
-        })??;
-        if matches!(outcome, Attempt::Acquired(_)) {
-            // No `.await` from here to the guard: once taken, it is held.
-            let _ = taken.send(());
-        }
-        Ok(outcome)
+        let undo = {
+            let (lock, token) = (lock.clone(), token.clone());
+            move || lock.undo_in_background(token)
+        };
+        waiting::in_own_task(
+            &self.name,
+            async move { lock.attempt_now(&token).await },
+            undo,
+        )
+        .await
     }
-    // ANCHOR_END: attempt
 
-    async fn attempt_now(&self, token: &str) -> Result<Attempt, RedisError> {
+    async fn attempt_now(&self, token: &str) -> Result<Attempt<u64>, RedisError> {
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let mut conn = self.conn.clone();
         let reply: Result<i64, redis::RedisError> = ACQUIRE
@@ -307,27 +258,14 @@ impl RedisLock {
         }
     }
 
+    /// Releases with `token`, repeatedly for the length of the lease.
     fn undo_in_background(&self, token: String) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (mut conn, name, channel, ttl) = (
-            self.conn.clone(),
-            self.name.clone(),
-            self.channel(),
-            self.ttl,
-        );
-        runtime.spawn(async move {
-            let give_up = tokio::time::Instant::now() + ttl;
-            let mut pause = Duration::from_millis(50);
-            while tokio::time::Instant::now() < give_up {
-                if let Ok(true) = release(&mut conn, &name, &channel, &token).await {
-                    debug!(%name, "undid an acquisition whose reply was lost");
-                    return;
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
+        let (conn, name, channel) =
+            (self.conn.clone(), self.name.clone(), self.channel());
+        waiting::undo_in_background(self.name.clone(), self.ttl, move || {
+            let (mut conn, name, channel, token) =
+                (conn.clone(), name.clone(), channel.clone(), token.clone());
+            async move { release(&mut conn, &name, &channel, &token).await }
         });
     }
 
@@ -367,7 +305,7 @@ pub(crate) const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 pub(crate) fn checked_ttl(ttl: Duration) -> Result<Duration, RedisError> {
     if ttl < Duration::from_millis(10) || ttl > MAX_TTL {
         return Err(RedisError::InvalidConfig(format!(
-            "a lock TTL must be between 10 ms and a year, not {ttl:?}"
+            "a lease (TTL) must be between 10 ms and a year, not {ttl:?}"
         )));
     }
     Ok(ttl)
@@ -376,7 +314,7 @@ pub(crate) fn checked_ttl(ttl: Duration) -> Result<Duration, RedisError> {
 pub(crate) fn checked_name(name: &str) -> Result<(), RedisError> {
     if name.is_empty() {
         return Err(RedisError::InvalidConfig(
-            "a lock name cannot be empty".into(),
+            "a lock or semaphore name cannot be empty".into(),
         ));
     }
     Ok(())
