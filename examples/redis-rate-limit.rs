@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
 /// At most 5 permits in any 300 ms: five at once, then a refusal that says
 /// how long until the oldest grant leaves the window, then one more.
 async fn window_log(
-    conn: concurrency_patterns::distributed::redis::redis::aio::ConnectionManager,
+    conn: concurrency_patterns::distributed::redis::RedisConnection,
     name: &str,
 ) -> anyhow::Result<()> {
     let window = Duration::from_millis(300);

@@ -48,15 +48,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (config, conn) = args.redis.connect().await?;
+    let (_, conn) = args.redis.connect().await?;
     let name = if args.scripted {
         format!("{}-scripted-{}", args.name, std::process::id())
     } else {
         args.name.clone()
     };
-    let semaphore =
-        RedisSemaphore::with_connection(config.client()?, conn, &name, args.permits)?
-            .lease(Duration::from_secs(args.lease))?;
+    let semaphore = RedisSemaphore::with_connection(conn, &name, args.permits)?
+        .lease(Duration::from_secs(args.lease))?;
     if args.scripted {
         return scripted(&semaphore).await;
     }

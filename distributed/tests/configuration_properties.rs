@@ -9,7 +9,7 @@ use cpr_distributed::etcd::{
     Barrier, Client, DoubleBarrier, Election, EtcdConfig, Mutex, PriorityQueue, Queue,
     RwMutex, Session, StmOptions, WorkQueue,
 };
-use cpr_distributed::redis::redis::aio::ConnectionManager;
+use cpr_distributed::redis::RedisConnection;
 use cpr_distributed::redis::{
     RedisConfig, RedisLock, RedisRateLimiter, RedisWindowLimiter,
 };
@@ -24,7 +24,7 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 });
 
 /// One etcd client, session, Redis connection and lock for every case.
-static SERVERS: LazyLock<(Client, Session, ConnectionManager, RedisLock)> =
+static SERVERS: LazyLock<(Client, Session, RedisConnection, RedisLock)> =
     LazyLock::new(|| {
         RUNTIME.block_on(async {
             let etcd = testkit::shared_etcd().unwrap();

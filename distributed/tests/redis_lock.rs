@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use cpr_distributed::redis::redis::aio::ConnectionManager;
+use cpr_distributed::redis::RedisConnection;
 use cpr_distributed::redis::{
     FencedStore, RedisConfig, RedisError, RedisLock, RedisRateLimiter,
     RedisWindowLimiter, Redlock,
@@ -23,7 +23,7 @@ async fn shared_lock(name: &str) -> RedisLock {
         .unwrap()
 }
 
-async fn shared_conn() -> ConnectionManager {
+async fn shared_conn() -> RedisConnection {
     RedisConfig::new(testkit::shared_redis().unwrap().url())
         .connect()
         .await

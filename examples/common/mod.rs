@@ -52,7 +52,7 @@ impl RedisFlags {
         &self,
     ) -> anyhow::Result<(
         concurrency_patterns::distributed::redis::RedisConfig,
-        concurrency_patterns::distributed::redis::redis::aio::ConnectionManager,
+        concurrency_patterns::distributed::redis::RedisConnection,
     )> {
         use concurrency_patterns::distributed::redis::RedisConfig;
         let config = match &self.url {

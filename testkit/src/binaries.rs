@@ -12,6 +12,8 @@ pub enum Binary {
     Etcdctl,
     /// The Redis server (Debian `redis-server`).
     RedisServer,
+    /// Redis Sentinel (Debian `redis-sentinel`).
+    RedisSentinel,
     /// The OpenSSL command, to make test certificates (Debian `openssl`).
     Openssl,
     /// The browser the book is checked in (Debian `chromium`).
@@ -25,6 +27,7 @@ impl Binary {
             Binary::Etcd => "etcd",
             Binary::Etcdctl => "etcdctl",
             Binary::RedisServer => "redis-server",
+            Binary::RedisSentinel => "redis-sentinel",
             Binary::Openssl => "openssl",
             Binary::Chromium => "chromium",
         }
@@ -36,6 +39,7 @@ impl Binary {
             Binary::Etcd => "etcd-server",
             Binary::Etcdctl => "etcd-client",
             Binary::RedisServer => "redis-server",
+            Binary::RedisSentinel => "redis-sentinel",
             Binary::Openssl => "openssl",
             Binary::Chromium => "chromium",
         }

@@ -38,6 +38,7 @@ mod probe;
 mod process;
 mod proxy;
 mod redis;
+mod sentinel;
 mod shared;
 
 pub use binaries::{Binary, find_binary};
@@ -48,6 +49,7 @@ pub use ports::free_port;
 pub use probe::{etcd_grpc_calls, etcd_is_healthy, redis_answers};
 pub use proxy::TcpProxy;
 pub use redis::{RedisBuilder, RedisServer};
+pub use sentinel::{DOWN_AFTER, RedisSentinels, SENTINEL_SERVICE};
 pub use shared::{shared_etcd, shared_redis};
 
 /// The prefix of every temporary directory testkit creates. `cargo xtask test`

@@ -22,12 +22,19 @@ const START_ATTEMPTS: usize = 3;
 pub struct RedisBuilder {
     password: Option<String>,
     tls: bool,
+    replica_of: Option<SocketAddr>,
 }
 
 impl RedisBuilder {
     /// Requires this password (`requirepass`); [`RedisServer::url`] includes it.
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(password.into());
+        self
+    }
+
+    /// Starts as a replica of the server at `primary` (`--replicaof`).
+    pub fn replica_of(mut self, primary: SocketAddr) -> Self {
+        self.replica_of = Some(primary);
         self
     }
 
@@ -57,6 +64,7 @@ impl RedisBuilder {
                 log: dir.path().join("redis.log"),
                 password: self.password.clone(),
                 tls: self.tls,
+                replica_of: self.replica_of,
                 child: Mutex::new(None),
                 _dir: dir,
             };
@@ -80,6 +88,7 @@ pub struct RedisServer {
     log: PathBuf,
     password: Option<String>,
     tls: bool,
+    replica_of: Option<SocketAddr>,
     child: Mutex<Option<Child>>,
     _dir: TempDir,
 }
@@ -126,6 +135,12 @@ impl RedisServer {
             .arg(self._dir.path());
         if let Some(password) = &self.password {
             command.arg("--requirepass").arg(password);
+        }
+        if let Some(primary) = self.replica_of {
+            command
+                .arg("--replicaof")
+                .arg(primary.ip().to_string())
+                .arg(primary.port().to_string());
         }
         if self.tls {
             let dir = self._dir.path();

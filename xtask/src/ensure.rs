@@ -44,6 +44,11 @@ const DEBIAN_TOOLS: &[DebianTool] = &[
         program: "redis-cli",
         package: "redis-tools",
     },
+    // testkit's Sentinel setup (a primary, a replica, three Sentinels).
+    DebianTool {
+        program: "redis-sentinel",
+        package: "redis-sentinel",
+    },
     // etcd-client's build script compiles etcd's .proto files.
     DebianTool {
         program: "protoc",

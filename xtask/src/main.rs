@@ -41,7 +41,7 @@ commands:
                            the comparisons and benchmarks the chapters quote, written to
                            book/src/generated/*.md with their conditions
   services up|down|status  a long-lived etcd on 127.0.0.1:2379 and Redis on 127.0.0.1:6379
-  ensure                   only install what is missing (etcd, etcdctl, redis-server, protoc, openssl, chromium, mdbook)";
+  ensure                   only install what is missing (etcd, etcdctl, redis-server, redis-sentinel, protoc, openssl, chromium, mdbook)";
 
 /// An error for the user: printed as is, then the command exits with 1.
 pub type Result<T = ()> = std::result::Result<T, String>;

@@ -4,6 +4,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{debug, instrument};
 
 use super::RedisError;
+use super::connection::{RedisConnection, SentinelRoute};
 use super::error::is_auth_error;
 
 /// The URL used when `REDIS_URL` is not set: the long-lived Redis of
@@ -11,7 +12,9 @@ use super::error::is_auth_error;
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
 
 /// Where Redis is. The password, database and TLS (`rediss://`) all come from
-/// the URL.
+/// the URL. A primary behind Redis Sentinel is named by its Sentinels and
+/// service: `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`
+/// (the password is the data servers'; the Sentinels are asked without one).
 ///
 /// Defaults: [`DEFAULT_URL`], 5 s to connect (including a first `PING`),
 /// 5 s per response.
@@ -87,8 +90,18 @@ impl RedisConfig {
         mask_password(&self.url)
     }
 
-    /// A `redis::Client` for this URL; fails with [`RedisError::BadUrl`].
+    /// A `redis::Client` for this URL; fails with [`RedisError::BadUrl`],
+    /// also for a Sentinel URL, which names no single server (use
+    /// [`connect`](Self::connect)).
     pub fn client(&self) -> Result<redis::Client, RedisError> {
+        if self.url.starts_with("redis+sentinel://") {
+            return Err(RedisError::BadUrl {
+                url: self.display_url(),
+                reason:
+                    "a Sentinel URL names no single server; connect() finds the primary"
+                        .into(),
+            });
+        }
         // rustls needs a process-wide crypto provider for rediss://;
         // installing it twice is harmless (the second call is refused).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -108,27 +121,46 @@ impl RedisConfig {
         })
     }
 
-    /// Connects and proves the connection with a `PING`, all within the
-    /// connect timeout. The returned manager reconnects by itself later.
+    /// Connects and proves the connection with a `PING` (for a Sentinel URL:
+    /// finds the primary and checks its role), all within the connect
+    /// timeout. The returned connection reconnects by itself later, and
+    /// through Sentinel follows a failover.
     ///
     /// # Cancel safety
     ///
     /// Dropping the future drops the half-made connection.
     #[instrument(level = "debug", skip(self), fields(url = %self.display_url()))]
-    pub async fn connect(&self) -> Result<ConnectionManager, RedisError> {
+    pub async fn connect(&self) -> Result<RedisConnection, RedisError> {
         if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
             return Err(RedisError::InvalidConfig(
                 "timeouts must be greater than zero".into(),
             ));
         }
-        let client = self.client()?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout))
             .set_number_of_retries(2);
+        if let Some(route) = SentinelRoute::parse(&self.url) {
+            let route = route.map_err(|reason| RedisError::BadUrl {
+                url: self.display_url(),
+                reason,
+            })?;
+            return match tokio::time::timeout(
+                self.connect_timeout,
+                RedisConnection::through_sentinel(route, config),
+            )
+            .await
+            {
+                Ok(connected) => connected,
+                Err(_elapsed) => Err(self.unreachable()),
+            };
+        }
+        let client = self.client()?;
+        let server = client.get_connection_info().addr().to_string();
         let attempt = async {
             let mut manager =
-                ConnectionManager::new_with_config(client, config).await?;
+                ConnectionManager::new_with_config(client.clone(), config.clone())
+                    .await?;
             redis::cmd("PING")
                 .query_async::<String>(&mut manager)
                 .await?;
@@ -137,7 +169,7 @@ impl RedisConfig {
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(Ok(manager)) => {
                 debug!("connected to redis");
-                Ok(manager)
+                Ok(RedisConnection::to_server(client, manager, server, config))
             }
             Ok(Err(error)) if is_auth_error(&error) => {
                 Err(RedisError::AuthenticationFailed {

@@ -40,6 +40,18 @@ pub enum RedisError {
         detail: String,
     },
 
+    /// No Sentinel named a reachable primary.
+    #[error(
+        "no Sentinel named a reachable primary for the service `{service}` ({detail}): check \
+         that the Sentinels run and monitor it under that name, or wait for a failover to end"
+    )]
+    NoPrimary {
+        /// The service the Sentinels monitor.
+        service: String,
+        /// What each Sentinel answered.
+        detail: String,
+    },
+
     /// The configuration is unusable.
     #[error("invalid Redis configuration: {0}")]
     InvalidConfig(String),

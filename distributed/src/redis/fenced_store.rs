@@ -4,9 +4,8 @@
 use std::sync::LazyLock;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 
-use super::RedisError;
+use super::{RedisConnection, RedisError};
 
 /// KEYS[1] value, KEYS[2] highest token seen; ARGV[1] token, ARGV[2] value.
 static FENCED_WRITE: LazyLock<Script> = LazyLock::new(|| {
@@ -41,13 +40,13 @@ static FENCED_WRITE: LazyLock<Script> = LazyLock::new(|| {
 /// ```
 #[derive(Clone)]
 pub struct FencedStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     name: String,
 }
 
 impl FencedStore {
     /// The store called `name` (keys `name` and `name:highest-token`).
-    pub fn new(conn: ConnectionManager, name: &str) -> Self {
+    pub fn new(conn: RedisConnection, name: &str) -> Self {
         FencedStore {
             conn,
             name: name.to_string(),

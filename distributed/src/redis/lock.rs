@@ -3,14 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, instrument, warn};
 
 use super::scripts::{ACQUIRE, EXTEND, OWN_LEASE, RELEASE};
 use super::waiting::{self, Attempt};
-use super::{RedisConfig, RedisError};
+use super::{RedisConfig, RedisConnection, RedisError};
 
 /// The default lease: as Redisson's watchdog default.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
@@ -63,8 +62,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 /// on the guard (`is_lost`), not as an error of `lock`.
 #[derive(Clone)]
 pub struct RedisLock {
-    client: redis::Client,
-    conn: ConnectionManager,
+    conn: RedisConnection,
     name: String,
     ttl: Duration,
     watchdog: bool,
@@ -84,20 +82,17 @@ impl RedisLock {
     /// Connects and makes a lock called `name` (not empty), with the default
     /// TTL of 30 s and no watchdog.
     pub async fn connect(config: &RedisConfig, name: &str) -> Result<Self, RedisError> {
-        let conn = config.connect().await?;
-        Self::with_connection(config.client()?, conn, name)
+        Self::with_connection(config.connect().await?, name)
     }
 
-    /// A lock on an existing connection. `client` is used for the pub/sub
-    /// connection that waiters open.
+    /// A lock on an existing connection (waiters also open pub/sub
+    /// connections to its server).
     pub fn with_connection(
-        client: redis::Client,
-        conn: ConnectionManager,
+        conn: RedisConnection,
         name: &str,
     ) -> Result<Self, RedisError> {
         checked_name(name)?;
         Ok(RedisLock {
-            client,
             conn,
             name: name.to_string(),
             ttl: DEFAULT_TTL,
@@ -184,7 +179,7 @@ impl RedisLock {
         // Attempts until one takes the lock, woken between them by the
         // release messages on the lock's channel.
         let fencing_token =
-            waiting::until_acquired(&self.client, &self.channel(), || {
+            waiting::until_acquired(&self.conn, &self.channel(), || {
                 let (lock, token) = (self.clone(), token.clone());
                 async move { lock.attempt(&token).await }
             })
@@ -335,7 +330,7 @@ fn new_token() -> String {
 }
 
 async fn release(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConnection,
     name: &str,
     channel: &str,
     token: &str,
@@ -367,7 +362,7 @@ fn renewal_margin(ttl: Duration) -> Duration {
 /// timeout that may be longer than the lease.
 // ANCHOR: watchdog
 async fn watchdog(
-    mut conn: ConnectionManager,
+    mut conn: RedisConnection,
     name: String,
     token: String,
     ttl: Duration,
@@ -419,7 +414,7 @@ async fn watchdog(
 /// releases it in a background task when a tokio runtime is running;
 /// otherwise the TTL frees it.
 pub struct RedisLockGuard {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     name: String,
     channel: String,
     token: String,
@@ -443,12 +438,12 @@ impl std::fmt::Debug for RedisLockGuard {
 
 impl RedisLockGuard {
     /// Strictly increasing per lock, also across a server restart that
-    /// lost the counter (it starts again above every earlier token, from
-    /// the server's clock): give it to the resource you protect, which
-    /// refuses tokens lower than the highest it has seen (see
-    /// [`FencedStore`](super::FencedStore)). Tokens go up by one per
-    /// acquisition, starting from the server's time in microseconds when
-    /// the counter was created.
+    /// lost the counter and a failover to a replica that had not seen the
+    /// latest tokens: each is at least the server's time in microseconds
+    /// and above the last one the server saw (so the servers' clocks must
+    /// agree to within the time a failover takes). Give it to the resource
+    /// you protect, which refuses tokens lower than the highest it has seen
+    /// (see [`FencedStore`](super::FencedStore)).
     pub fn fencing_token(&self) -> u64 {
         self.fencing_token
     }

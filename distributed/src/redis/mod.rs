@@ -1,8 +1,9 @@
 //! Locks and limits on Redis.
 //!
-//! Start with [`RedisConfig`]: it reads `REDIS_URL` and connects through a
-//! [`ConnectionManager`](redis::aio::ConnectionManager), which reconnects by
-//! itself after a server restart. Then:
+//! Start with [`RedisConfig`]: it reads `REDIS_URL` and connects to one
+//! server, or through Redis Sentinel to the primary (`redis+sentinel://`),
+//! with a [`RedisConnection`] that reconnects by itself after a restart and
+//! follows a failover. Then:
 //!
 //! | primitive | what it gives |
 //! |---|---|
@@ -14,6 +15,7 @@
 //! | [`RedisWindowLimiter`] | a sliding log shared by many processes: at most `limit` in any window (Redisson's `RRateLimiter`) |
 
 mod config;
+mod connection;
 mod error;
 mod fenced_store;
 mod lock;
@@ -25,6 +27,7 @@ mod waiting;
 mod window_limiter;
 
 pub use config::{DEFAULT_URL, RedisConfig};
+pub use connection::RedisConnection;
 pub use error::RedisError;
 pub use fenced_store::FencedStore;
 pub use lock::{DEFAULT_TTL, RedisLock, RedisLockGuard};

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use cpr_resilience::{Decision, RateLimiter};
 use redis::Script;
-use redis::aio::ConnectionManager;
 
-use super::RedisError;
+use super::{RedisConnection, RedisError};
 
 /// GCRA (the generic cell rate algorithm): one "theoretical arrival time"
 /// per key. KEYS[1] tat; ARGV[1] microseconds per permit, ARGV[2] burst,
@@ -71,7 +70,7 @@ static GCRA: LazyLock<Script> = LazyLock::new(|| {
 /// ```
 #[derive(Clone)]
 pub struct RedisRateLimiter {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     key: String,
     interval_us: u64,
     burst: u32,
@@ -91,7 +90,7 @@ impl RedisRateLimiter {
     /// `rate_per_second` (> 0) permits a second, `burst` (>= 1) at once, on
     /// the key `name`.
     pub fn new(
-        conn: ConnectionManager,
+        conn: RedisConnection,
         name: &str,
         rate_per_second: f64,
         burst: u32,

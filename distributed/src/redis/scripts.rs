@@ -7,22 +7,27 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// A Lua function for the scripts that hand out fencing tokens:
-/// `next_fencing_token(key)` increments the counter at `key` and returns
-/// it. A counter that does not exist (new, or lost when the server
-/// restarted without persistence) starts at the server's time in
-/// microseconds, spelled from `TIME`'s own digits. Every token handed out
-/// since the counter last started took a round trip, so there are fewer of
-/// them than microseconds have passed: the new counter starts above all of
-/// them, and tokens keep increasing across the loss (as long as the
-/// server's clock does not step back).
+/// `next_fencing_token(key)` returns one more than the counter at `key`,
+/// or the server's time in microseconds if that is larger (spelled from
+/// `TIME`'s own digits), and stores what it returns.
+///
+/// The clock is what keeps tokens increasing when the counter goes back: a
+/// restart without persistence loses it, and a failover promotes a replica
+/// that may not have seen the latest increments. Every token handed out
+/// took a round trip, so none is ahead of the clock by more than a few;
+/// a later acquisition, on any server whose clock agrees to within the
+/// time a restart or failover takes, gets a larger one.
 // ANCHOR: acquire
 pub(crate) const NEXT_FENCING_TOKEN: &str = r"
     local function next_fencing_token(key)
-        if redis.call('EXISTS', key) == 0 then
-            local t = redis.call('TIME')
-            redis.call('SET', key, t[1] .. string.format('%06d', tonumber(t[2])))
+        local t = redis.call('TIME')
+        local micros = t[1] .. string.format('%06d', tonumber(t[2]))
+        local token = redis.call('INCR', key)
+        if token < tonumber(micros) then
+            redis.call('SET', key, micros)
+            return tonumber(micros)
         end
-        return redis.call('INCR', key)
+        return token
     end
 ";
 

@@ -5,13 +5,12 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 use tracing::{debug, instrument};
 
 use super::lock::{DEFAULT_TTL, checked_name, checked_ttl};
 use super::scripts::NEXT_FENCING_TOKEN;
 use super::waiting::{self, Attempt};
-use super::{RedisConfig, RedisError};
+use super::{RedisConfig, RedisConnection, RedisError};
 
 /// The most permits a semaphore may have.
 pub const MAX_REDIS_PERMITS: u32 = 1_000_000;
@@ -153,8 +152,7 @@ static HELD_NOW: LazyLock<Script> = LazyLock::new(|| {
 /// [`RedisError`].
 #[derive(Clone)]
 pub struct RedisSemaphore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    conn: RedisConnection,
     name: String,
     permits: u32,
     lease: Duration,
@@ -178,15 +176,13 @@ impl RedisSemaphore {
         name: &str,
         permits: u32,
     ) -> Result<Self, RedisError> {
-        let conn = config.connect().await?;
-        Self::with_connection(config.client()?, conn, name, permits)
+        Self::with_connection(config.connect().await?, name, permits)
     }
 
-    /// A semaphore on an existing connection. `client` is used for the
-    /// pub/sub connection that waiters open.
+    /// A semaphore on an existing connection (waiters also open pub/sub
+    /// connections to its server).
     pub fn with_connection(
-        client: redis::Client,
-        conn: ConnectionManager,
+        conn: RedisConnection,
         name: &str,
         permits: u32,
     ) -> Result<Self, RedisError> {
@@ -197,7 +193,6 @@ impl RedisSemaphore {
             )));
         }
         Ok(RedisSemaphore {
-            client,
             conn,
             name: name.to_string(),
             permits,
@@ -265,7 +260,7 @@ impl RedisSemaphore {
     pub async fn acquire(&self) -> Result<RedisPermit, RedisError> {
         let id = new_permit_id();
         let fencing_token =
-            waiting::until_acquired(&self.client, &self.channel(), || {
+            waiting::until_acquired(&self.conn, &self.channel(), || {
                 let (semaphore, id) = (self.clone(), id.clone());
                 async move { semaphore.attempt(&id).await }
             })
@@ -411,7 +406,7 @@ fn new_permit_id() -> String {
 }
 
 async fn release(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConnection,
     permits_key: &str,
     channel: &str,
     id: &str,
@@ -431,7 +426,7 @@ async fn release(
 /// releasing releases it in a background task when a tokio runtime is
 /// running; otherwise its lease frees it.
 pub struct RedisPermit {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     name: String,
     permits_key: String,
     channel: String,
@@ -459,9 +454,11 @@ impl RedisPermit {
         &self.id
     }
 
-    /// Strictly increasing per semaphore, also across a server restart that
-    /// lost the counter: give it to the resource you protect, which can
-    /// refuse tokens lower than the highest it has seen.
+    /// Strictly increasing per semaphore, also across a restart or a
+    /// failover that lost the counter (see
+    /// [`RedisLockGuard::fencing_token`](super::RedisLockGuard::fencing_token)):
+    /// give it to the resource you protect, which can refuse tokens lower
+    /// than the highest it has seen.
     pub fn fencing_token(&self) -> u64 {
         self.fencing_token
     }

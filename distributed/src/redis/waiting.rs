@@ -9,7 +9,7 @@ use futures::StreamExt;
 use tokio::sync::oneshot;
 use tracing::debug;
 
-use super::RedisError;
+use super::{RedisConnection, RedisError};
 
 /// The longest a waiter sleeps between checks when no release message
 /// arrives: covers a lost message, and a holder whose lease simply expired
@@ -31,7 +31,7 @@ pub(crate) enum Attempt<T> {
 /// passes, and tries again.
 // ANCHOR: wait
 pub(crate) async fn until_acquired<T, F, Fut>(
-    client: &redis::Client,
+    conn: &RedisConnection,
     channel: &str,
     mut attempt: F,
 ) -> Result<T, RedisError>
@@ -44,7 +44,7 @@ where
     if let Attempt::Acquired(taken) = attempt().await? {
         return Ok(taken);
     }
-    let mut pubsub = client.get_async_pubsub().await?;
+    let mut pubsub = conn.pubsub().await?;
     pubsub.subscribe(channel).await?;
     let mut releases = pubsub.on_message();
     let mut listening = true;

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use cpr_resilience::{Decision, RateLimiter};
 use redis::Script;
-use redis::aio::ConnectionManager;
 
-use super::RedisError;
 use super::rate_limit::{NEVER, decision};
+use super::{RedisConnection, RedisError};
 
 /// A sliding log. KEYS[1] the log (a sorted set of grants scored by
 /// server time in µs); ARGV[1] window µs, ARGV[2] limit, ARGV[3] permits
@@ -73,7 +72,7 @@ static WINDOW_LOG: LazyLock<Script> = LazyLock::new(|| {
 /// ```
 #[derive(Clone)]
 pub struct RedisWindowLimiter {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     key: String,
     window_us: u64,
     limit: u32,
@@ -103,7 +102,7 @@ impl RedisWindowLimiter {
     /// At most `limit` (1 to [`MAX_WINDOW_LOG_LIMIT`]) permits per `window`
     /// (1 ms to a day), on the key `name`.
     pub fn new(
-        conn: ConnectionManager,
+        conn: RedisConnection,
         name: &str,
         limit: u32,
         window: Duration,
