@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use concurrency_patterns::distributed::etcd::{Client, EtcdConfig};
 use concurrency_patterns::distributed::redis::RedisConfig;
-use testkit::{EtcdCluster, RedisServer};
+use testkit::{EtcdCluster, RedisCluster, RedisServer};
 
 /// Every benchmark, in the order they run. `NAME@PEER` is a peer's run of
 /// the bench NAME (benches/macro/peers.rs); it prints NAME's line with a
@@ -33,6 +33,7 @@ const BENCHES: &[&str] = &[
     "redis.lock.cycle",
     "redis.lock.cycle@rslock",
     "redis.semaphore.cycle",
+    "redis.lock.cycle.cluster",
     "redis.lock.handoff",
     "redis.lock.handoff@rslock",
     // Measured together: one entry prints all four lines.
@@ -51,6 +52,7 @@ const BENCHES: &[&str] = &[
 pub struct Servers {
     etcd: Option<(EtcdConfig, Option<EtcdCluster>)>,
     redis: Option<(RedisConfig, Option<RedisServer>)>,
+    redis_cluster: Option<(RedisConfig, Option<RedisCluster>)>,
 }
 
 impl Servers {
@@ -71,6 +73,27 @@ impl Servers {
         match &self.redis {
             Some((config, _)) => Ok(config.clone()),
             None => anyhow::bail!("redis was not configured"),
+        }
+    }
+
+    /// The Redis Cluster to use: `REDIS_CLUSTER_URL` (`redis+cluster://...`),
+    /// or three primaries and three replicas started for this run.
+    pub fn redis_cluster(&mut self) -> anyhow::Result<RedisConfig> {
+        if self.redis_cluster.is_none() {
+            self.redis_cluster = Some(match std::env::var("REDIS_CLUSTER_URL") {
+                Ok(url) => (RedisConfig::new(url), None),
+                Err(_) => {
+                    eprintln!(
+                        "bench: starting a Redis Cluster (set REDIS_CLUSTER_URL to use yours)"
+                    );
+                    let cluster = RedisCluster::start()?;
+                    (RedisConfig::new(cluster.url()), Some(cluster))
+                }
+            });
+        }
+        match &self.redis_cluster {
+            Some((config, _)) => Ok(config.clone()),
+            None => anyhow::bail!("the redis cluster was not configured"),
         }
     }
 
@@ -164,6 +187,7 @@ fn main() -> anyhow::Result<()> {
                 "redis.lock.cycle" => vec![redis_lock::cycle(&mut servers).await?],
                 "redis.lock.cycle@rslock" => vec![peers::rslock_cycle(&mut servers).await?],
                 "redis.semaphore.cycle" => vec![redis_lock::semaphore_cycle(&mut servers).await?],
+                "redis.lock.cycle.cluster" => vec![redis_lock::cluster_cycle(&mut servers).await?],
                 "redis.lock.handoff" => vec![redis_lock::handoff(&mut servers).await?],
                 "redis.lock.handoff@rslock" => vec![peers::rslock_handoff(&mut servers).await?],
                 "resilience.sliding_window.check+resilience.sliding_log.check+resilience.gcra.check+resilience.governor.check" => {

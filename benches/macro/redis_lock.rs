@@ -31,6 +31,27 @@ pub async fn cycle(servers: &mut Servers) -> anyhow::Result<String> {
     Ok(Samples::new(latencies, elapsed).line("redis.lock.cycle", &[]))
 }
 
+/// `redis.lock.cycle.cluster`: `redis.lock.cycle` on a Redis Cluster,
+/// through the `redis` crate's cluster client (the lock named with a hash
+/// tag, so that its keys share a slot).
+pub async fn cluster_cycle(servers: &mut Servers) -> anyhow::Result<String> {
+    let config = servers.redis_cluster()?;
+    let lock =
+        RedisLock::with_connection(config.connect().await?, "{bench-lock-cycle}")?;
+    for _ in 0..100 {
+        lock.lock().await?.unlock().await?;
+    }
+    let mut latencies = Vec::with_capacity(CYCLES);
+    let started = Instant::now();
+    for _ in 0..CYCLES {
+        let t = Instant::now();
+        lock.lock().await?.unlock().await?;
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    Ok(Samples::new(latencies, elapsed).line("redis.lock.cycle.cluster", &[]))
+}
+
 /// `redis.semaphore.cycle`: uncontended acquire+release of one of three
 /// permits: two scripts, two round trips, as the lock.
 pub async fn semaphore_cycle(servers: &mut Servers) -> anyhow::Result<String> {

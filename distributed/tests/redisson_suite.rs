@@ -289,10 +289,11 @@ async fn test_redis_failed() {
 
 // ---- RedissonFencedLockTest ----
 
-/// `testTokenIncrease`: every acquisition, however made, gets the next
-/// token. Redisson's start at 1; these start at the server's time in
-/// microseconds (so that they keep increasing after a restart that lost the
-/// counter), then go up by one: first, first + 1, ..., first + 4.
+/// `testTokenIncrease`: every acquisition, however made, gets a larger
+/// token. Redisson's start at 1 and go up by one; these are at least the
+/// server's time in microseconds (so that they keep increasing after a
+/// restart or a failover that lost the counter), so they go up by the time
+/// that passed, and never by less than one.
 #[tokio::test]
 async fn test_token_increase() {
     let name = format!("redisson-fenced-{:x}", rand::random::<u64>());
@@ -311,8 +312,10 @@ async fn test_token_increase() {
         tokens.push(held.fencing_token());
         held.unlock().await.unwrap();
     }
-    let first = tokens[0];
-    assert_eq!(tokens, [first, first + 1, first + 2, first + 3, first + 4]);
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "tokens did not increase: {tokens:?}"
+    );
 }
 
 // ---- RedissonLockExpirationRenewalTest ----

@@ -14,6 +14,8 @@ pub enum Binary {
     RedisServer,
     /// Redis Sentinel (Debian `redis-sentinel`).
     RedisSentinel,
+    /// The Redis command-line client, which creates clusters (Debian `redis-tools`).
+    RedisCli,
     /// The OpenSSL command, to make test certificates (Debian `openssl`).
     Openssl,
     /// The browser the book is checked in (Debian `chromium`).
@@ -28,6 +30,7 @@ impl Binary {
             Binary::Etcdctl => "etcdctl",
             Binary::RedisServer => "redis-server",
             Binary::RedisSentinel => "redis-sentinel",
+            Binary::RedisCli => "redis-cli",
             Binary::Openssl => "openssl",
             Binary::Chromium => "chromium",
         }
@@ -40,6 +43,7 @@ impl Binary {
             Binary::Etcdctl => "etcd-client",
             Binary::RedisServer => "redis-server",
             Binary::RedisSentinel => "redis-sentinel",
+            Binary::RedisCli => "redis-tools",
             Binary::Openssl => "openssl",
             Binary::Chromium => "chromium",
         }

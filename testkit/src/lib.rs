@@ -31,6 +31,7 @@
 
 mod binaries;
 mod certs;
+mod cluster;
 mod error;
 mod etcd;
 mod ports;
@@ -43,6 +44,7 @@ mod shared;
 
 pub use binaries::{Binary, find_binary};
 pub use certs::{Certificates, make_certificates};
+pub use cluster::RedisCluster;
 pub use error::TestkitError;
 pub use etcd::{EtcdBuilder, EtcdCluster};
 pub use ports::free_port;

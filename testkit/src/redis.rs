@@ -23,12 +23,20 @@ pub struct RedisBuilder {
     password: Option<String>,
     tls: bool,
     replica_of: Option<SocketAddr>,
+    cluster: bool,
 }
 
 impl RedisBuilder {
     /// Requires this password (`requirepass`); [`RedisServer::url`] includes it.
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(password.into());
+        self
+    }
+
+    /// Starts as a node of a Redis Cluster (`--cluster-enabled yes`, its bus
+    /// on another free port, 1 s node timeout), not yet joined to others.
+    pub fn cluster_node(mut self) -> Self {
+        self.cluster = true;
         self
     }
 
@@ -65,6 +73,11 @@ impl RedisBuilder {
                 password: self.password.clone(),
                 tls: self.tls,
                 replica_of: self.replica_of,
+                cluster_port: if self.cluster {
+                    Some(free_port()?)
+                } else {
+                    None
+                },
                 child: Mutex::new(None),
                 _dir: dir,
             };
@@ -89,6 +102,8 @@ pub struct RedisServer {
     password: Option<String>,
     tls: bool,
     replica_of: Option<SocketAddr>,
+    /// The cluster bus port, for a cluster node.
+    cluster_port: Option<u16>,
     child: Mutex<Option<Child>>,
     _dir: TempDir,
 }
@@ -135,6 +150,14 @@ impl RedisServer {
             .arg(self._dir.path());
         if let Some(password) = &self.password {
             command.arg("--requirepass").arg(password);
+        }
+        if let Some(bus) = self.cluster_port {
+            command
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "1000"])
+                .arg("--cluster-port")
+                .arg(bus.to_string());
         }
         if let Some(primary) = self.replica_of {
             command

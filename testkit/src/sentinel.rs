@@ -214,7 +214,7 @@ fn start_sentinel(
 }
 
 /// Polls `done` every 100 ms for at most `limit`.
-fn wait_for(
+pub(crate) fn wait_for(
     what: &str,
     limit: Duration,
     mut done: impl FnMut() -> bool,

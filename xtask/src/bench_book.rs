@@ -35,6 +35,11 @@ const SOLOS: &[Solo] = &[
         entry: "redis.semaphore.cycle",
         unit: "ops_per_s",
     },
+    Solo {
+        bench: "redis.lock.cycle.cluster",
+        entry: "redis.lock.cycle.cluster",
+        unit: "ops_per_s",
+    },
 ];
 
 /// The map benchmarks: one line per map kind and thread count.
@@ -92,7 +97,7 @@ const TABLES: &[Table] = &[
         file: "redis-lock.md",
         servers: &["redis"],
         pairs: &["redis.lock.cycle", "redis.lock.handoff"],
-        solos: &["redis.semaphore.cycle"],
+        solos: &["redis.semaphore.cycle", "redis.lock.cycle.cluster"],
     },
     Table {
         file: "rate-limits.md",

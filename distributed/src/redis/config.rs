@@ -4,7 +4,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{debug, instrument};
 
 use super::RedisError;
-use super::connection::{RedisConnection, SentinelRoute};
+use super::connection::{RedisConnection, SentinelRoute, cluster_nodes};
 use super::error::is_auth_error;
 
 /// The URL used when `REDIS_URL` is not set: the long-lived Redis of
@@ -15,6 +15,8 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/";
 /// the URL. A primary behind Redis Sentinel is named by its Sentinels and
 /// service: `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`
 /// (the password is the data servers'; the Sentinels are asked without one).
+/// A Redis Cluster by some of its nodes:
+/// `redis+cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...]`.
 ///
 /// Defaults: [`DEFAULT_URL`], 5 s to connect (including a first `PING`),
 /// 5 s per response.
@@ -94,12 +96,13 @@ impl RedisConfig {
     /// also for a Sentinel URL, which names no single server (use
     /// [`connect`](Self::connect)).
     pub fn client(&self) -> Result<redis::Client, RedisError> {
-        if self.url.starts_with("redis+sentinel://") {
+        if self.url.starts_with("redis+sentinel://")
+            || self.url.starts_with("redis+cluster://")
+        {
             return Err(RedisError::BadUrl {
                 url: self.display_url(),
-                reason:
-                    "a Sentinel URL names no single server; connect() finds the primary"
-                        .into(),
+                reason: "a Sentinel or Cluster URL names no single server; connect() finds them"
+                    .into(),
             });
         }
         // rustls needs a process-wide crypto provider for rediss://;
@@ -152,6 +155,39 @@ impl RedisConfig {
             .await
             {
                 Ok(connected) => connected,
+                Err(_elapsed) => Err(self.unreachable()),
+            };
+        }
+        if let Some(nodes) = cluster_nodes(&self.url) {
+            let nodes = nodes.map_err(|reason| RedisError::BadUrl {
+                url: self.display_url(),
+                reason,
+            })?;
+            let client = redis::cluster::ClusterClient::builder(nodes.clone())
+                .connection_timeout(self.connect_timeout)
+                .response_timeout(self.response_timeout)
+                .build()
+                .map_err(|error| RedisError::BadUrl {
+                    url: self.display_url(),
+                    reason: error.to_string(),
+                })?;
+            let attempt = async {
+                let mut conn = client.get_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut conn).await?;
+                Ok::<_, redis::RedisError>(conn)
+            };
+            return match tokio::time::timeout(self.connect_timeout, attempt).await {
+                Ok(Ok(conn)) => Ok(RedisConnection::to_cluster(conn, nodes)),
+                Ok(Err(error)) if is_auth_error(&error) => {
+                    Err(RedisError::AuthenticationFailed {
+                        url: self.display_url(),
+                        detail: error.to_string(),
+                    })
+                }
+                Ok(Err(error)) if error.is_io_error() || error.is_timeout() => {
+                    Err(self.unreachable())
+                }
+                Ok(Err(error)) => Err(RedisError::Client(error)),
                 Err(_elapsed) => Err(self.unreachable()),
             };
         }

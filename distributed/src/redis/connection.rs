@@ -1,10 +1,11 @@
-//! The connection every Redis primitive uses: to one server, or to whichever
-//! server Redis Sentinel names as the primary now. Machinery a reader of the
-//! recipes may skip.
+//! The connection every Redis primitive uses: to one server, to whichever
+//! server Redis Sentinel names as the primary now, or to a Redis Cluster.
+//! Machinery a reader of the recipes may skip.
 
 use std::sync::{Arc, Mutex};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tracing::{debug, info};
 
@@ -21,18 +22,43 @@ use super::RedisError;
 /// sent again (it may have been applied before the primary died); its
 /// error reaches the caller, as any lost reply does.
 ///
+/// For a `redis+cluster://` URL it is the `redis` crate's cluster client,
+/// which routes each request to the node that owns its key's slot and
+/// follows the slots when a replica takes over from a failed primary. The
+/// keys of one recipe must then share a slot: name it with a hash tag, as
+/// `{invoices}` (the lock, the semaphore and the fenced store check).
+///
 /// It is a [`redis::aio::ConnectionLike`], so `redis::cmd(..)
 /// .query_async(&mut conn)` works on it.
 #[derive(Clone)]
 pub struct RedisConnection {
-    shared: Arc<Shared>,
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    /// One server, or the primary behind Sentinel.
+    Single(Arc<Shared>),
+    Cluster(Arc<ClusterShared>),
+}
+
+struct ClusterShared {
+    conn: ClusterConnection,
+    /// The URLs of the nodes given, for pub/sub (a `PUBLISH` on a cluster
+    /// reaches the subscribers of every node).
+    nodes: Vec<String>,
 }
 
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Single(shared) if shared.sentinel.is_some() => "sentinel",
+            Kind::Single(_) => "server",
+            Kind::Cluster(_) => "cluster",
+        };
         f.debug_struct("RedisConnection")
+            .field("kind", &kind)
             .field("server", &self.server())
-            .field("sentinel", &self.shared.sentinel.is_some())
             .finish()
     }
 }
@@ -168,6 +194,35 @@ impl SentinelRoute {
     }
 }
 
+/// The nodes of a cluster URL:
+/// `redis+cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...][/]`, as `redis://`
+/// URLs of each node (with the password).
+pub(crate) fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, String>> {
+    let rest = url.strip_prefix("redis+cluster://")?;
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (Some(auth), hosts),
+        None => (None, rest),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    if hosts.contains('/') {
+        return Some(Err(
+            "a cluster has one database; give no path after the hosts".into(),
+        ));
+    }
+    let nodes: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
+    if nodes.is_empty() || nodes.iter().any(|h| !h.contains(':')) {
+        return Some(Err("every node needs HOST:PORT".into()));
+    }
+    let prefix = match auth {
+        Some(auth) => format!("{auth}@"),
+        None => String::new(),
+    };
+    Some(Ok(nodes
+        .iter()
+        .map(|node| format!("redis://{prefix}{node}/"))
+        .collect()))
+}
+
 impl RedisConnection {
     /// A connection to one server.
     pub(crate) fn to_server(
@@ -194,6 +249,22 @@ impl RedisConnection {
         ))
     }
 
+    /// A connection to the cluster whose nodes (some of them) are `nodes`.
+    pub(crate) fn to_cluster(
+        conn: ClusterConnection,
+        nodes: Vec<String>,
+    ) -> RedisConnection {
+        RedisConnection {
+            kind: Kind::Cluster(Arc::new(ClusterShared { conn, nodes })),
+        }
+    }
+
+    /// Whether this is a cluster connection, whose recipes' keys must share
+    /// a slot.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.kind, Kind::Cluster(_))
+    }
+
     fn new(
         client: redis::Client,
         manager: ConnectionManager,
@@ -202,7 +273,7 @@ impl RedisConnection {
         manager_config: ConnectionManagerConfig,
     ) -> RedisConnection {
         RedisConnection {
-            shared: Arc::new(Shared {
+            kind: Kind::Single(Arc::new(Shared {
                 current: Mutex::new(Current {
                     generation: 0,
                     client,
@@ -212,46 +283,72 @@ impl RedisConnection {
                 sentinel,
                 manager_config,
                 resolving: tokio::sync::Mutex::new(()),
-            }),
+            })),
         }
     }
 
+    /// `host:port` of the server requests go to now; for a cluster, the
+    /// nodes it was given, comma-separated.
+    pub fn server(&self) -> String {
+        match &self.kind {
+            Kind::Single(shared) => shared.current().server,
+            Kind::Cluster(cluster) => cluster
+                .nodes
+                .iter()
+                .map(|url| url.trim_start_matches("redis://").trim_end_matches('/'))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    /// A pub/sub connection to the server in use now, or to the first
+    /// cluster node that answers (for waiters).
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, RedisError> {
+        match &self.kind {
+            Kind::Single(shared) => {
+                Ok(shared.current().client.get_async_pubsub().await?)
+            }
+            Kind::Cluster(cluster) => {
+                let mut last = None;
+                for url in &cluster.nodes {
+                    match redis::Client::open(url.as_str())?.get_async_pubsub().await {
+                        Ok(pubsub) => return Ok(pubsub),
+                        Err(error) => last = Some(error),
+                    }
+                }
+                Err(last.map(RedisError::Client).unwrap_or_else(|| {
+                    RedisError::InvalidConfig("a cluster with no nodes".into())
+                }))
+            }
+        }
+    }
+}
+
+impl Shared {
     fn current(&self) -> Current {
-        self.shared
-            .current
+        self.current
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
-    }
-
-    /// `host:port` of the server requests go to now.
-    pub fn server(&self) -> String {
-        self.current().server
-    }
-
-    /// A pub/sub connection to the server in use now (for waiters).
-    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, RedisError> {
-        Ok(self.current().client.get_async_pubsub().await?)
     }
 
     /// After `error` on the server of `generation`: for a Sentinel
     /// connection whose server may have changed, asks the Sentinels again
     /// (once, whoever else hit the same error).
     async fn after_error(&self, generation: u64, error: &redis::RedisError) {
-        let Some(route) = &self.shared.sentinel else {
+        let Some(route) = &self.sentinel else {
             return;
         };
         if !may_be_a_failover(error) {
             return;
         }
-        let _one_at_a_time = self.shared.resolving.lock().await;
+        let _one_at_a_time = self.resolving.lock().await;
         if self.current().generation != generation {
             return; // someone else has already found the new primary
         }
-        match route.primary(&self.shared.manager_config).await {
+        match route.primary(&self.manager_config).await {
             Ok((client, manager, server)) => {
                 let mut current = self
-                    .shared
                     .current
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -285,16 +382,23 @@ fn may_be_a_failover(error: &redis::RedisError) -> bool {
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let Current {
-                generation,
-                mut manager,
-                ..
-            } = self.current();
-            let reply = manager.req_packed_command(cmd).await;
-            if let Err(error) = &reply {
-                self.after_error(generation, error).await;
+            match &self.kind {
+                Kind::Single(shared) => {
+                    let Current {
+                        generation,
+                        mut manager,
+                        ..
+                    } = shared.current();
+                    let reply = manager.req_packed_command(cmd).await;
+                    if let Err(error) = &reply {
+                        shared.after_error(generation, error).await;
+                    }
+                    reply
+                }
+                Kind::Cluster(cluster) => {
+                    cluster.conn.clone().req_packed_command(cmd).await
+                }
             }
-            reply
         })
     }
 
@@ -305,21 +409,36 @@ impl ConnectionLike for RedisConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let Current {
-                generation,
-                mut manager,
-                ..
-            } = self.current();
-            let reply = manager.req_packed_commands(pipeline, offset, count).await;
-            if let Err(error) = &reply {
-                self.after_error(generation, error).await;
+            match &self.kind {
+                Kind::Single(shared) => {
+                    let Current {
+                        generation,
+                        mut manager,
+                        ..
+                    } = shared.current();
+                    let reply =
+                        manager.req_packed_commands(pipeline, offset, count).await;
+                    if let Err(error) = &reply {
+                        shared.after_error(generation, error).await;
+                    }
+                    reply
+                }
+                Kind::Cluster(cluster) => {
+                    cluster
+                        .conn
+                        .clone()
+                        .req_packed_commands(pipeline, offset, count)
+                        .await
+                }
             }
-            reply
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.current().manager.get_db()
+        match &self.kind {
+            Kind::Single(shared) => shared.current().manager.get_db(),
+            Kind::Cluster(_) => 0,
+        }
     }
 }
 
@@ -328,7 +447,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_sentinel_url_names_the_sentinels_the_service_and_the_password() {
+    fn sentinel_and_cluster_urls_name_their_servers() {
         let route = SentinelRoute::parse(
             "redis+sentinel://:pw@127.0.0.1:1,127.0.0.1:2/cache/3",
         )
@@ -343,6 +462,20 @@ mod tests {
             "redis://:pw@10.0.0.1:6379/3"
         );
         assert!(SentinelRoute::parse("redis://127.0.0.1:6379/").is_none());
+        let nodes = cluster_nodes("redis+cluster://:pw@127.0.0.1:1,127.0.0.1:2/")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            nodes,
+            ["redis://:pw@127.0.0.1:1/", "redis://:pw@127.0.0.1:2/"]
+        );
+        assert!(
+            cluster_nodes("redis+cluster://127.0.0.1:1/0")
+                .unwrap()
+                .is_err()
+        );
+        assert!(cluster_nodes("redis+cluster://localhost").unwrap().is_err());
+        assert!(cluster_nodes("redis://127.0.0.1:1/").is_none());
         for bad in [
             "redis+sentinel://127.0.0.1:1",
             "redis+sentinel://127.0.0.1:1/",

@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use super::lock::checked_slot;
 use super::{RedisConnection, RedisError};
 
 /// KEYS[1] value, KEYS[2] highest token seen; ARGV[1] token, ARGV[2] value.
@@ -45,7 +46,9 @@ pub struct FencedStore {
 }
 
 impl FencedStore {
-    /// The store called `name` (keys `name` and `name:highest-token`).
+    /// The store called `name` (keys `name` and `name:highest-token`; on
+    /// Redis Cluster, give the name a hash tag, as `{report}`, or `write`
+    /// says so).
     pub fn new(conn: RedisConnection, name: &str) -> Self {
         FencedStore {
             conn,
@@ -59,6 +62,7 @@ impl FencedStore {
         fencing_token: u64,
         value: &str,
     ) -> Result<bool, RedisError> {
+        checked_slot(&self.conn, &self.name)?;
         let mut conn = self.conn.clone();
         let written: i64 = FENCED_WRITE
             .key(&self.name)

@@ -92,6 +92,7 @@ impl RedisLock {
         name: &str,
     ) -> Result<Self, RedisError> {
         checked_name(name)?;
+        checked_slot(&conn, name)?;
         Ok(RedisLock {
             conn,
             name: name.to_string(),
@@ -315,6 +316,26 @@ pub(crate) fn checked_name(name: &str) -> Result<(), RedisError> {
     Ok(())
 }
 
+/// On a cluster, the keys a script touches must share a hash slot: the
+/// name must carry a hash tag (`{...}` with something inside), which Redis
+/// hashes alone.
+pub(crate) fn checked_slot(
+    conn: &RedisConnection,
+    name: &str,
+) -> Result<(), RedisError> {
+    let tagged = name
+        .split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .is_some_and(|(tag, _)| !tag.is_empty());
+    if conn.is_cluster() && !tagged {
+        return Err(RedisError::InvalidConfig(format!(
+            "on Redis Cluster the keys of `{name}` must share a hash slot: name it with a \
+             hash tag, as `{{{name}}}`"
+        )));
+    }
+    Ok(())
+}
+
 /// A `PTTL` answer as a remaining lease: -2 (no key) is none, -1 (no
 /// expiry) is forever.
 fn lease_left(pttl_ms: i64) -> Option<Duration> {
@@ -534,5 +555,42 @@ impl Drop for RedisLockGuard {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client library may send a script again when a reply is lost (the
+    /// cluster client does, on a connection error). The second run of an
+    /// acquire that succeeded must not report the lock as busy: the caller
+    /// would wait for its own lock until the lease ran out.
+    #[tokio::test]
+    async fn an_acquire_sent_twice_with_one_token_takes_the_lock_once() {
+        let redis = testkit::shared_redis().unwrap();
+        let config = RedisConfig::new(redis.url());
+        let lock = RedisLock::connect(&config, "unit-acquire-twice")
+            .await
+            .unwrap();
+        let token = new_token();
+        let Attempt::Acquired(first) = lock.attempt_now(&token).await.unwrap() else {
+            panic!("the free lock was busy");
+        };
+        let Attempt::Acquired(second) = lock.attempt_now(&token).await.unwrap() else {
+            panic!("the resent acquire found its own lock busy");
+        };
+        assert!(second > first);
+        let rival = new_token();
+        assert!(matches!(
+            lock.attempt_now(&rival).await.unwrap(),
+            Attempt::Busy(_)
+        ));
+        let mut conn = lock.conn.clone();
+        assert!(
+            release(&mut conn, &lock.name, &lock.channel(), &token)
+                .await
+                .unwrap()
+        );
     }
 }

@@ -34,11 +34,14 @@ pub(crate) const NEXT_FENCING_TOKEN: &str = r"
 /// KEYS[1] lock, KEYS[2] fencing counter; ARGV[1] token, ARGV[2] ttl ms.
 /// Takes the lock if free and returns a fresh fencing token (> 0, in the
 /// same step); if busy, returns minus the lock's remaining milliseconds
-/// (or -1 if it has no expiry).
+/// (or -1 if it has no expiry). Running it twice with the same token (a
+/// client library that resends after a lost reply) takes the lock once: the
+/// second run finds our own token and answers as the first did.
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{NEXT_FENCING_TOKEN}
-        if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+        if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+            or redis.call('GET', KEYS[1]) == ARGV[1] then
             return next_fencing_token(KEYS[2])
         end
         local left = redis.call('PTTL', KEYS[1])

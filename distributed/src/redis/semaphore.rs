@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use redis::Script;
 use tracing::{debug, instrument};
 
-use super::lock::{DEFAULT_TTL, checked_name, checked_ttl};
+use super::lock::{DEFAULT_TTL, checked_name, checked_slot, checked_ttl};
 use super::scripts::NEXT_FENCING_TOKEN;
 use super::waiting::{self, Attempt};
 use super::{RedisConfig, RedisConnection, RedisError};
@@ -29,7 +29,9 @@ const NOW_MS: &str = r"
 ///
 /// Returns `{1, fencing token}` when the permit is taken, `{0, ms}` when
 /// all are held (the first of them expires in `ms`), `{-1, count}` when the
-/// semaphore was set up with another count.
+/// semaphore was set up with another count. Run twice with the same id (a
+/// resend after a lost reply), it takes one permit: the second run finds
+/// the id held and answers as the first did.
 // ANCHOR: acquire_script
 static ACQUIRE_PERMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
@@ -42,6 +44,9 @@ static ACQUIRE_PERMIT: LazyLock<Script> = LazyLock::new(|| {
         end
         -- Permits whose lease ran out are free again.
         redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+        if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+            return {{1, next_fencing_token(KEYS[3])}}
+        end
         if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
             redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
             -- The set lives exactly as long as its longest permit.
@@ -187,6 +192,7 @@ impl RedisSemaphore {
         permits: u32,
     ) -> Result<Self, RedisError> {
         checked_name(name)?;
+        checked_slot(&conn, name)?;
         if permits == 0 || permits > MAX_REDIS_PERMITS {
             return Err(RedisError::InvalidConfig(format!(
                 "a semaphore needs between 1 and {MAX_REDIS_PERMITS} permits, not {permits}"
@@ -526,5 +532,31 @@ impl Drop for RedisPermit {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As for the lock: an acquire run twice with one id takes one permit,
+    /// also when it was the last one.
+    #[tokio::test]
+    async fn an_acquire_sent_twice_with_one_id_takes_one_permit() {
+        let redis = testkit::shared_redis().unwrap();
+        let config = RedisConfig::new(redis.url());
+        let semaphore = RedisSemaphore::connect(&config, "unit-sem-twice", 1)
+            .await
+            .unwrap();
+        let id = new_permit_id();
+        for _ in 0..2 {
+            assert!(matches!(
+                semaphore.attempt_now(&id).await.unwrap(),
+                Attempt::Acquired(_)
+            ));
+        }
+        assert_eq!(semaphore.available_permits().await.unwrap(), 0);
+        semaphore.release_id(&id).await.unwrap();
+        assert_eq!(semaphore.available_permits().await.unwrap(), 1);
     }
 }
