@@ -42,7 +42,7 @@ const BENCHES: &[&str] = &[
     "resilience.breaker.closed_call@failsafe",
     "resilience.breaker.closed_call@clock+atomic",
     // Measured together, in alternation: one entry prints both lines.
-    "patterns.channel.hop+patterns.pipeline.item",
+    "patterns.channel.hop+patterns.pipeline.item+patterns.pipeline.ordered+patterns.pipeline.lesson",
     "patterns.map.read_heavy",
     "patterns.map.exchange",
 ];
@@ -196,7 +196,7 @@ fn main() -> anyhow::Result<()> {
                 "resilience.breaker.closed_call" => vec![resilience::breaker_closed_call()?],
                 "resilience.breaker.closed_call@failsafe" => vec![peers::failsafe_closed_call()],
                 "resilience.breaker.closed_call@clock+atomic" => vec![peers::clock_and_atomic()],
-                "patterns.channel.hop+patterns.pipeline.item" => {
+                "patterns.channel.hop+patterns.pipeline.item+patterns.pipeline.ordered+patterns.pipeline.lesson" => {
                     patterns::channel_hop_and_pipeline_item()
                 }
                 "patterns.map.read_heavy" | "patterns.map.exchange" => patterns::map_mix(name),

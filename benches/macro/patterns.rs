@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use concurrency_patterns::patterns::map::ConcurrentMap;
-use concurrency_patterns::patterns::pipeline::{Options, threads};
+use concurrency_patterns::patterns::pipeline::{Options, Order, threads};
 use dashmap::DashMap;
 
 /// Items through the pipeline and through the bare channel.
@@ -25,29 +25,73 @@ fn ns_line(bench: &str, elapsed: Duration, n: u64, extra: &str) -> String {
 /// machine the slow rounds measure the neighbours, not the code.
 const ROUNDS: usize = 5;
 
-/// `patterns.channel.hop` and `patterns.pipeline.item`, measured in
-/// alternation. The hop is one producer thread, one consumer and a bounded
-/// crossbeam channel of the pipeline's default capacity: the floor for
-/// anything that moves items between threads. The pipeline moves the same
-/// items through workers and the merge, with a trivial stage, so what is
-/// measured is the pipeline itself.
+/// `patterns.channel.hop`, `patterns.pipeline.item` (unordered, the
+/// default), `patterns.pipeline.ordered` and `patterns.pipeline.lesson`,
+/// measured in alternation so that all see the same machine.
+///
+/// - The hop is one producer thread, one consumer and a bounded crossbeam
+///   channel of the pipeline's default capacity: the floor for anything
+///   that moves items between threads.
+/// - The pipeline moves the same items through its workers and merge with
+///   a trivial stage, unordered and then in input order.
+/// - The lesson's shape is the peer: a generator thread feeding a jobs
+///   channel, the same number of worker threads, one results channel read
+///   by the caller (unordered), all over crossbeam channels of the same
+///   capacity, with no cancellation or error handling.
 pub fn channel_hop_and_pipeline_item() -> Vec<String> {
     let mut hop = Duration::MAX;
     let mut pipeline = Duration::MAX;
+    let mut ordered = Duration::MAX;
+    let mut lesson = Duration::MAX;
     for _ in 0..ROUNDS {
         hop = hop.min(channel_hop_once());
-        pipeline = pipeline.min(pipeline_item_once());
+        pipeline = pipeline.min(pipeline_item_once(Order::Unordered));
+        ordered = ordered.min(pipeline_item_once(Order::Preserved));
+        lesson = lesson.min(lesson_pipeline_once());
     }
     let rounds = format!(",\"rounds\":{ROUNDS}");
+    let workers = format!(",\"workers\":{WORKERS}{rounds}");
     vec![
         ns_line("patterns.channel.hop", hop, ITEMS, &rounds),
-        ns_line(
-            "patterns.pipeline.item",
-            pipeline,
-            ITEMS,
-            &format!(",\"workers\":{WORKERS}{rounds}"),
-        ),
+        ns_line("patterns.pipeline.item", pipeline, ITEMS, &workers),
+        ns_line("patterns.pipeline.ordered", ordered, ITEMS, &workers),
+        ns_line("patterns.pipeline.lesson", lesson, ITEMS, &workers),
     ]
+}
+
+/// The lesson's fan-out/fan-in: generator → jobs → workers → results.
+fn lesson_pipeline_once() -> Duration {
+    let started = Instant::now();
+    let (jobs_tx, jobs_rx) = crossbeam::channel::bounded::<u64>(64);
+    let (results_tx, results_rx) = crossbeam::channel::bounded::<u64>(64);
+    let generator = std::thread::spawn(move || {
+        for n in 0..ITEMS {
+            if jobs_tx.send(n).is_err() {
+                return;
+            }
+        }
+    });
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let (jobs, results) = (jobs_rx.clone(), results_tx.clone());
+            std::thread::spawn(move || {
+                for n in jobs {
+                    if results.send(black_box(n + 1)).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(results_tx);
+    let sum: u64 = results_rx.iter().sum();
+    let elapsed = started.elapsed();
+    let _ = generator.join();
+    for worker in workers {
+        let _ = worker.join();
+    }
+    assert_eq!(sum, ITEMS * (ITEMS + 1) / 2);
+    elapsed
 }
 
 fn channel_hop_once() -> Duration {
@@ -70,13 +114,13 @@ fn channel_hop_once() -> Duration {
 /// Workers in the pipeline benchmark: one per core of the reference machine.
 const WORKERS: usize = 2;
 
-fn pipeline_item_once() -> Duration {
+fn pipeline_item_once(order: Order) -> Duration {
     let workers = WORKERS;
     let started = Instant::now();
-    let out = threads::run(Options::default().workers(workers), 0..ITEMS, |n| {
-        Ok::<_, Infallible>(black_box(n + 1))
-    })
-    .unwrap_or_else(|e| panic!("pipeline options: {e}"));
+    let options = Options::default().workers(workers).order(order);
+    let out =
+        threads::run(options, 0..ITEMS, |n| Ok::<_, Infallible>(black_box(n + 1)))
+            .unwrap_or_else(|e| panic!("pipeline options: {e}"));
     let sum: u64 = out
         .map(|r| r.unwrap_or_else(|e| panic!("pipeline failed: {e}")))
         .sum();

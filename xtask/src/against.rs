@@ -46,7 +46,7 @@ pub struct Pair {
 
 const QUEUE: &str = "etcd.queue.enqueue+etcd.queue.dequeue";
 const LIMITERS: &str = "resilience.sliding_window.check+resilience.sliding_log.check+resilience.gcra.check+resilience.governor.check";
-const PIPELINE: &str = "patterns.channel.hop+patterns.pipeline.item";
+const PIPELINE: &str = "patterns.channel.hop+patterns.pipeline.item+patterns.pipeline.ordered+patterns.pipeline.lesson";
 const OPS: &[&str] = &["ops_per_s"];
 const NS: &[&str] = &["ns_per_op"];
 const TAIL: &[&str] = &["p50_us", "p99_us"];
@@ -142,6 +142,16 @@ pub const PAIRS: &[Pair] = &[
         "resilience.gcra.check",
         LIMITERS,
         "resilience.governor.check",
+    ),
+    same_run(
+        "patterns.pipeline.item",
+        PIPELINE,
+        "patterns.pipeline.lesson",
+    ),
+    same_run(
+        "patterns.pipeline.ordered",
+        PIPELINE,
+        "patterns.pipeline.lesson",
     ),
     same_run("patterns.pipeline.item", PIPELINE, "patterns.channel.hop"),
 ];

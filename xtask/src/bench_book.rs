@@ -118,7 +118,7 @@ const TABLES: &[Table] = &[
     Table {
         file: "fan-out-fan-in.md",
         servers: &[],
-        pairs: &["patterns.pipeline.item"],
+        pairs: &["patterns.pipeline.item", "patterns.pipeline.ordered"],
         solos: &[],
     },
 ];
@@ -271,6 +271,7 @@ fn peer_label(peer: &str) -> &str {
         "clock+atomic" => "clock + atomic",
         "resilience.governor.check" => "governor",
         "patterns.channel.hop" => "a channel hop",
+        "patterns.pipeline.lesson" => "the lesson's shape",
         other => other,
     }
 }
