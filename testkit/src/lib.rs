@@ -48,7 +48,7 @@ pub use cluster::RedisCluster;
 pub use error::TestkitError;
 pub use etcd::{EtcdBuilder, EtcdCluster};
 pub use ports::free_port;
-pub use probe::{etcd_grpc_calls, etcd_is_healthy, redis_answers};
+pub use probe::{etcd_grpc_calls, etcd_grpc_calls_of, etcd_is_healthy, redis_answers};
 pub use proxy::TcpProxy;
 pub use redis::{RedisBuilder, RedisServer};
 pub use sentinel::{DOWN_AFTER, RedisSentinels, SENTINEL_SERVICE};

@@ -67,10 +67,23 @@ pub fn redis_answers(addr: SocketAddr) -> bool {
 /// operation rather than what the code is believed to send. A watch stream
 /// counts once however many events it carries.
 pub fn etcd_grpc_calls(addr: SocketAddr) -> Option<u64> {
+    etcd_grpc_calls_of(addr, &[])
+}
+
+/// As [`etcd_grpc_calls`], counting only the calls of these gRPC methods
+/// (`Txn`, `Range`, `Put`, `DeleteRange`, `Watch`, `LeaseGrant`, ...); all
+/// of them when `methods` is empty.
+pub fn etcd_grpc_calls_of(addr: SocketAddr, methods: &[&str]) -> Option<u64> {
     let metrics = http_get(addr, "/metrics")?;
     let total = metrics
         .lines()
         .filter(|line| line.starts_with("grpc_server_started_total{"))
+        .filter(|line| {
+            methods.is_empty()
+                || methods
+                    .iter()
+                    .any(|m| line.contains(&format!("grpc_method=\"{m}\"")))
+        })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>();
     // Counters are printed as floats; they hold whole numbers.
