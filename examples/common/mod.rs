@@ -64,24 +64,38 @@ impl RedisFlags {
     }
 }
 
-/// Reads commands from stdin until `quit` or the end of input, after
-/// printing `ready; commands: <commands>, quit`. Each line, split into
-/// words, goes to `handle`, which answers false for a command it does not
-/// know (the loop then says so).
+/// Reads commands from stdin until `quit` (or `exit`) or the end of input,
+/// after printing `ready; commands: <commands>, quit`. Each line, split into
+/// words, goes to `handle`, which answers false for a line it does not take.
+/// The loop then says why: a known command with the wrong arguments gets
+/// its usage (`usage: push <value>`), anything else the list of commands.
 pub async fn repl(commands: &str, mut handle: impl AsyncFnMut(&[&str]) -> bool) {
     say(format!("ready; commands: {commands}, quit"));
     let mut lines = Commands::from_stdin();
     while let Some(words) = lines.next().await {
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        if words == ["quit"] {
+        if matches!(words.as_slice(), ["quit" | "exit"]) {
             break;
         }
         if !handle(&words).await {
-            say(format!(
-                "unknown command {:?}; try {commands}, quit",
-                words.join(" ")
-            ));
+            say(refusal(commands, &words));
         }
+    }
+}
+
+/// What to say about a line `handle` did not take, given the commands'
+/// usage list (`"push <value>, pop"`).
+fn refusal(commands: &str, words: &[&str]) -> String {
+    let usage = commands
+        .split(',')
+        .map(str::trim)
+        .find(|usage| usage.split_whitespace().next() == words.first().copied());
+    match usage {
+        Some(usage) => format!("usage: {usage}"),
+        None => format!(
+            "unknown command {:?}; try {commands}, quit",
+            words.join(" ")
+        ),
     }
 }
 
