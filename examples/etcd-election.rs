@@ -7,7 +7,9 @@
 //!
 //! Commands, one per line: `campaign <value>` (waits until elected),
 //! `proclaim <value>`, `resign`, `leader`, `observe` (prints leader changes
-//! in the background), `quit`. `etcdctl elect demo <value>` and
+//! in the background), `work <value>` (in the background: campaign, work
+//! while leading under `Election::lead`, campaign again whenever leadership
+//! is lost), `quit`. `etcdctl elect demo <value>` and
 //! `etcdctl elect -l demo` take part in the same election. `--scripted` runs
 //! a hand-over between two candidates instead.
 //!
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::say;
+use concurrency_patterns::distributed::etcd::etcd_client::DeleteOptions;
 use concurrency_patterns::distributed::etcd::{
     Election, LeaderChanges, Leadership, Session,
 };
@@ -56,7 +59,7 @@ async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
     let mut leadership: Option<Leadership> = None;
     say(format!("session {:x}", session.lease_id()));
     common::repl(
-        "campaign <v>, proclaim <v>, resign, leader, observe",
+        "campaign <v>, proclaim <v>, resign, leader, observe, work <v>",
         async |words| {
             match words {
                 ["campaign", value] => {
@@ -93,6 +96,9 @@ async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
                     Ok(None) => say("no leader"),
                     Err(error) => say(format!("leader failed: {error}")),
                 },
+                ["work", value] => {
+                    tokio::spawn(keep_leading(election.clone(), value.to_string()));
+                }
                 ["observe"] => {
                     let mut changes = election.observe();
                     tokio::spawn(async move {
@@ -119,7 +125,43 @@ async fn interactive(args: &Args, session: &Session) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Campaigns, works while leading (a tick a second, under
+/// [`Election::lead`], which stops the work the moment leadership is lost),
+/// and campaigns again each time it is lost, until the process ends.
+// ANCHOR: keep_leading
+async fn keep_leading(election: Election, value: String) {
+    loop {
+        say(format!("{value}: campaigning to work"));
+        let worked = election
+            .lead(value.clone(), |lost| async move {
+                let mut ticks = 0u64;
+                loop {
+                    ticks += 1;
+                    say(format!("working as leader (tick {ticks})"));
+                    tokio::select! {
+                        _ = lost.cancelled() => return ticks,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            })
+            .await;
+        match worked {
+            // The work loops until leadership ends; it never returns first.
+            Ok(ticks) => say(format!("{value}: done after {ticks} ticks")),
+            Err(error) => {
+                say(format!(
+                    "{value}: lost leadership ({error}); campaigning again"
+                ));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+// ANCHOR_END: keep_leading
+
 /// Alice leads, Bob waits; an observer sees alice, then bob, then no leader.
+/// Then Carol works under `lead`, loses leadership when her key is deleted
+/// behind her back, and is elected again.
 async fn scripted(args: &Args, first: &Session) -> anyhow::Result<()> {
     let name = format!("{}-scripted-{}", args.name, std::process::id());
     let second = args.etcd.session(args.ttl).await?;
@@ -153,7 +195,44 @@ async fn scripted(args: &Args, first: &Session) -> anyhow::Result<()> {
     }
     say(format!("the observer saw: {}", seen.join(" -> ")));
     anyhow::ensure!(seen.contains(&"bob".to_string()), "the observer missed bob");
+
+    let carol = Election::new(first, &name)?;
+    let working = tokio::spawn(keep_leading(carol.clone(), "carol".to_string()));
+    let first_term = leader_named(&carol, "carol", 0).await?;
+    say("carol leads and works; deleting her key behind her back");
+    let mut client = first.client().clone();
+    client
+        .delete(first_term.key.as_str(), Option::<DeleteOptions>::None)
+        .await?;
+    let second_term = leader_named(&carol, "carol", first_term.create_revision).await?;
+    say(format!(
+        "carol was elected again (revision {} > {})",
+        second_term.create_revision, first_term.create_revision
+    ));
+    working.abort();
     Ok(())
+}
+
+/// Waits (at most 10 s) until `who` leads with a key newer than `after`.
+async fn leader_named(
+    election: &Election,
+    who: &str,
+    after: i64,
+) -> anyhow::Result<concurrency_patterns::distributed::etcd::LeaderInfo> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(leader) = election.leader().await?
+            && leader.value == who
+            && leader.create_revision > after
+        {
+            return Ok(leader);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{who} was not elected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn next(changes: &mut LeaderChanges) -> anyhow::Result<String> {
