@@ -41,3 +41,29 @@ fn the_committed_plots_match_the_simulation() {
         );
     }
 }
+
+/// The retries chapter's plot of the retry wave, from the `retry` example's
+/// seeded simulation in virtual time. Regenerate it with
+/// `cargo run --example retry -- --svg book/src/resilience`.
+#[test]
+fn the_committed_retry_wave_matches_the_simulation() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(example_binary("retry"))
+        .arg("--svg")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let fresh = std::fs::read(dir.path().join("retry-wave.svg")).unwrap();
+    let committed =
+        std::fs::read(root().join("book/src/resilience/retry-wave.svg")).unwrap();
+    assert!(
+        fresh == committed,
+        "book/src/resilience/retry-wave.svg is stale; regenerate it with \
+         `cargo run --example retry -- --svg book/src/resilience`"
+    );
+}
