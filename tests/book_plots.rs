@@ -1,11 +1,12 @@
 //! The book's plots, and the table beside them, are what the tested
-//! simulation produces today: the `adaptive-limit` example regenerates them
-//! into a temporary directory and they must match the committed files byte
-//! for byte (the simulation runs
-//! in virtual time, so it is deterministic). If this fails after a change
-//! to the limiter, regenerate them:
+//! simulations produce today: the `adaptive-limit` and `retry` examples
+//! regenerate them into a temporary directory and they must match the
+//! committed files byte for byte (the simulations run in virtual time, with
+//! seeded draws, so they are deterministic). If this fails after a change
+//! to the limiter or the retries, regenerate them:
 //!
 //!     cargo run --example adaptive-limit -- --svg book/src/resilience
+//!     cargo run --example retry -- --svg book/src/resilience
 
 mod support;
 
@@ -13,10 +14,11 @@ use std::process::Command;
 
 use support::{example_binary, root};
 
-#[test]
-fn the_committed_plots_match_the_simulation() {
+/// Runs `example --svg DIR` into a temporary directory and checks that each
+/// of `files` matches the committed one in `book/src/resilience/`.
+fn assert_current(example: &str, files: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(example_binary("adaptive-limit"))
+    let output = Command::new(example_binary(example))
         .arg("--svg")
         .arg(dir.path())
         .output()
@@ -26,44 +28,33 @@ fn the_committed_plots_match_the_simulation() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for plot in [
-        "adaptive-limit.svg",
-        "adaptive-latency.svg",
-        "adaptive-overload.md",
-    ] {
-        let fresh = std::fs::read(dir.path().join(plot)).unwrap();
+    for file in files {
+        let fresh = std::fs::read(dir.path().join(file)).unwrap();
         let committed =
-            std::fs::read(root().join("book/src/resilience").join(plot)).unwrap();
+            std::fs::read(root().join("book/src/resilience").join(file)).unwrap();
         assert!(
             fresh == committed,
-            "book/src/resilience/{plot} is stale; regenerate it with \
-             `cargo run --example adaptive-limit -- --svg book/src/resilience`"
+            "book/src/resilience/{file} is stale; regenerate it with \
+             `cargo run --example {example} -- --svg book/src/resilience`"
         );
     }
 }
 
+#[test]
+fn the_committed_plots_match_the_simulation() {
+    assert_current(
+        "adaptive-limit",
+        &[
+            "adaptive-limit.svg",
+            "adaptive-latency.svg",
+            "adaptive-overload.md",
+        ],
+    );
+}
+
 /// The retries chapter's plot of the retry wave, from the `retry` example's
-/// seeded simulation in virtual time. Regenerate it with
-/// `cargo run --example retry -- --svg book/src/resilience`.
+/// seeded simulation in virtual time.
 #[test]
 fn the_committed_retry_wave_matches_the_simulation() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(example_binary("retry"))
-        .arg("--svg")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let fresh = std::fs::read(dir.path().join("retry-wave.svg")).unwrap();
-    let committed =
-        std::fs::read(root().join("book/src/resilience/retry-wave.svg")).unwrap();
-    assert!(
-        fresh == committed,
-        "book/src/resilience/retry-wave.svg is stale; regenerate it with \
-         `cargo run --example retry -- --svg book/src/resilience`"
-    );
+    assert_current("retry", &["retry-wave.svg"]);
 }

@@ -6,23 +6,16 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
-use support::{Proc, example_binary};
+use support::{Proc, etcd_example};
 use testkit::EtcdCluster;
 
 const LIMIT: Duration = Duration::from_secs(15);
 
+/// The example, started and ready for commands.
 fn example(name: &str, etcd: &EtcdCluster, args: &[&str]) -> Proc {
-    let mut proc = Proc::spawn(
-        Command::new(example_binary(name))
-            .arg("--addr")
-            .arg(etcd.endpoints_env())
-            .args(args)
-            .env_remove("ETCD_USER")
-            .env_remove("ETCD_PASSWORD"),
-    );
+    let mut proc = etcd_example(name, etcd, args);
     proc.expect_line("ready", LIMIT);
     proc
 }

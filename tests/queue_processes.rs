@@ -4,22 +4,10 @@
 mod support;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::Duration;
 
-use support::{Proc, example_binary};
+use support::{Proc, etcd_example as example};
 use testkit::EtcdCluster;
-
-fn example(name: &str, etcd: &EtcdCluster, args: &[&str]) -> Proc {
-    Proc::spawn(
-        Command::new(example_binary(name))
-            .arg("--addr")
-            .arg(etcd.endpoints_env())
-            .args(args)
-            .env_remove("ETCD_USER")
-            .env_remove("ETCD_PASSWORD"),
-    )
-}
 
 #[test]
 fn a_consumer_process_killed_mid_item_does_not_lose_it() {

@@ -18,7 +18,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Proc, example_binary};
+use support::{Proc, etcd_example, example_binary};
 use testkit::{EtcdCluster, RedisServer};
 
 const PROCESSES: usize = 4;
@@ -92,11 +92,11 @@ fn most_at_once(holds: &[Hold]) -> usize {
 
 /// Runs the processes, calls `fault` once a third of the holds are done,
 /// and checks the holds.
-fn run(spawn: impl Fn() -> Command, fault: impl FnOnce()) -> Vec<Hold> {
+fn run(spawn: impl Fn() -> Proc, fault: impl FnOnce()) -> Vec<Hold> {
     let holds = Arc::new(Mutex::new(Vec::new()));
     let drivers: Vec<_> = (0..PROCESSES)
         .map(|process| {
-            let proc = Proc::spawn(&mut spawn());
+            let proc = spawn();
             let holds = Arc::clone(&holds);
             std::thread::spawn(move || drive(process, proc, holds))
         })
@@ -148,13 +148,9 @@ fn etcd_semaphore_processes_never_exceed_the_permits_while_the_leader_dies() {
     let name = format!("procs-sem-{}", std::process::id());
     let holds = run(
         || {
-            let mut command = Command::new(example_binary("etcd-semaphore"));
-            command
-                .args(["--addr", &etcd.endpoints_env(), "--name", &name])
-                .args(["--permits", &PERMITS.to_string(), "--ttl", "10"])
-                .env_remove("ETCD_USER")
-                .env_remove("ETCD_PASSWORD");
-            command
+            let permits = PERMITS.to_string();
+            let args = ["--name", &name, "--permits", &permits, "--ttl", "10"];
+            etcd_example("etcd-semaphore", &etcd, &args)
         },
         || {
             let leader = etcd.leader().unwrap();
@@ -175,11 +171,11 @@ fn redis_semaphore_processes_never_exceed_the_permits_across_a_restart() {
     let name = format!("procs-sem-{}", std::process::id());
     let holds = run(
         || {
-            let mut command = Command::new(example_binary("redis-semaphore"));
-            command
-                .args(["--url", &redis.url(), "--name", &name])
-                .args(["--permits", &PERMITS.to_string(), "--lease", "10"]);
-            command
+            Proc::spawn(
+                Command::new(example_binary("redis-semaphore"))
+                    .args(["--url", &redis.url(), "--name", &name])
+                    .args(["--permits", &PERMITS.to_string(), "--lease", "10"]),
+            )
         },
         || redis.restart().unwrap(),
     );

@@ -13,18 +13,16 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use concurrency_patterns::resilience::{Clock as _, SystemClock};
 
 use crate::Servers;
+use crate::redis_lock::{timed_cycles, timed_handoffs};
 use crate::report::Samples;
-use crate::resilience::{CHECKS, ROUNDS, fastest};
+use crate::resilience::{closed_call_line, trivial_call};
 
-/// The same sizes as `redis_lock.rs`.
-const CYCLES: usize = 2000;
-const HANDOFFS: usize = 400;
-const CONTENDERS: usize = 4;
+/// The lease rslock's locks take.
 const TTL: Duration = Duration::from_secs(10);
 
 fn peer_line(samples: &Samples, bench: &str, peer: &str) -> String {
@@ -33,79 +31,49 @@ fn peer_line(samples: &Samples, bench: &str, peer: &str) -> String {
 }
 
 /// `redis.lock.cycle` with rslock: acquire (one `SET NX PX`) + release (one
-/// script), uncontended.
+/// script), uncontended, in the same loop as ours.
 pub async fn rslock_cycle(servers: &mut Servers) -> anyhow::Result<String> {
     let config = servers.redis()?;
     let manager = rslock::LockManager::from_clients(vec![config.client()?]);
-    let cycle = async || -> anyhow::Result<()> {
+    let samples = timed_cycles(async || {
         let lock = manager
             .lock("bench-rslock-cycle", TTL)
             .await
             .map_err(|e| anyhow::anyhow!("rslock: {e:?}"))?;
         manager.unlock(&lock).await;
         Ok(())
-    };
-    for _ in 0..100 {
-        cycle().await?;
-    }
-    let mut latencies = Vec::with_capacity(CYCLES);
-    let started = Instant::now();
-    for _ in 0..CYCLES {
-        let t = Instant::now();
-        cycle().await?;
-        latencies.push(t.elapsed());
-    }
-    let samples = Samples::new(latencies, started.elapsed());
+    })
+    .await?;
     Ok(peer_line(&samples, "redis.lock.cycle", "rslock"))
 }
 
-/// `redis.lock.handoff` with rslock: 4 contenders loop acquire/release
-/// (`acquire` retries with rslock's default delay until it gets the lock);
-/// the latency is from one holder's release to the next acquisition.
+/// `redis.lock.handoff` with rslock, in the same loop as ours: `acquire`
+/// retries with rslock's default delay until it gets the lock.
 pub async fn rslock_handoff(servers: &mut Servers) -> anyhow::Result<String> {
     let config = servers.redis()?;
     let manager = rslock::LockManager::from_clients(vec![config.client()?]);
-    let last_release = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
-    let started = Instant::now();
-    let per_contender = HANDOFFS / CONTENDERS;
-    let mut tasks = Vec::new();
-    for _ in 0..CONTENDERS {
-        let (manager, last_release) =
-            (manager.clone(), std::sync::Arc::clone(&last_release));
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_contender);
-            for _ in 0..per_contender {
-                let lock = manager
+    let releasing = manager.clone();
+    let samples = timed_handoffs(
+        move || {
+            let manager = manager.clone();
+            async move {
+                manager
                     .acquire_no_guard("bench-rslock-handoff", TTL)
                     .await
-                    .map_err(|e| anyhow::anyhow!("rslock: {e:?}"))?;
-                let acquired = Instant::now();
-                let released = last_release
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))?
-                    .take();
-                if let Some(released) = released {
-                    latencies.push(acquired - released);
-                }
-                tokio::time::sleep(Duration::from_micros(200)).await;
-                *last_release
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))? = Some(Instant::now());
-                manager.unlock(&lock).await;
+                    .map_err(|e| anyhow::anyhow!("rslock: {e:?}"))
             }
-            Ok::<_, anyhow::Error>(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let samples = Samples::new(latencies, started.elapsed());
+        },
+        move |lock: rslock::Lock| {
+            let manager = releasing.clone();
+            async move {
+                manager.unlock(&lock).await;
+                Ok(())
+            }
+        },
+    )
+    .await?;
     Ok(peer_line(&samples, "redis.lock.handoff", "rslock"))
 }
-
-#[derive(Debug)]
-struct Never;
 
 /// `resilience.breaker.closed_call` through failsafe's breaker (its default
 /// policy: consecutive failures with a backoff), measured as ours is: the
@@ -113,20 +81,9 @@ struct Never;
 pub fn failsafe_closed_call() -> String {
     use failsafe::CircuitBreaker as _;
     let breaker = failsafe::Config::new().build();
-    let mut x = 0u64;
-    let bare = fastest(|| {
-        x = black_box(x.wrapping_add(1));
-        Ok::<_, Never>(x).is_ok()
-    });
-    let through = fastest(|| {
-        breaker
-            .call(|| {
-                x = black_box(x.wrapping_add(1));
-                Ok::<_, Never>(x)
-            })
-            .is_ok()
-    });
-    overhead_line("failsafe", bare, through)
+    closed_call_line(Some("failsafe"), |x| {
+        breaker.call(|| trivial_call(x)).is_ok()
+    })
 }
 
 /// `resilience.breaker.closed_call`'s floor: one monotonic clock read and
@@ -136,25 +93,9 @@ pub fn failsafe_closed_call() -> String {
 pub fn clock_and_atomic() -> String {
     let clock = SystemClock::default();
     let counter = AtomicU64::new(0);
-    let mut x = 0u64;
-    let bare = fastest(|| {
-        x = black_box(x.wrapping_add(1));
-        Ok::<_, Never>(x).is_ok()
-    });
-    let through = fastest(|| {
+    closed_call_line(Some("clock+atomic"), |x| {
         let now = clock.now_nanos();
-        x = black_box(x.wrapping_add(1));
         counter.fetch_add(black_box(now) & 1, Ordering::Relaxed);
-        Ok::<_, Never>(x).is_ok()
-    });
-    overhead_line("clock+atomic", bare, through)
-}
-
-fn overhead_line(peer: &str, bare: Duration, through: Duration) -> String {
-    format!(
-        "{{\"bench\":\"resilience.breaker.closed_call\",\"peer\":\"{peer}\",\"ns_per_op\":{:.1},\"call_ns\":{:.1},\"bare_ns\":{:.1},\"rounds\":{ROUNDS},\"n\":{CHECKS}}}",
-        through.saturating_sub(bare).as_nanos() as f64 / CHECKS as f64,
-        through.as_nanos() as f64 / CHECKS as f64,
-        bare.as_nanos() as f64 / CHECKS as f64,
-    )
+        trivial_call(x).is_ok()
+    })
 }

@@ -8,8 +8,8 @@ use concurrency_patterns::resilience::{
     CircuitBreaker, CircuitBreakerConfig, Gcra, SlidingLog, SlidingWindow,
 };
 
-pub const CHECKS: u64 = 5_000_000;
-pub const ROUNDS: usize = 3;
+const CHECKS: u64 = 5_000_000;
+const ROUNDS: usize = 3;
 
 fn line(bench: &str, best: Duration) -> String {
     format!(
@@ -19,7 +19,7 @@ fn line(bench: &str, best: Duration) -> String {
 }
 
 /// Runs `check` CHECKS times per round, ROUNDS rounds; the fastest round.
-pub fn fastest(mut check: impl FnMut() -> bool) -> Duration {
+fn fastest(mut check: impl FnMut() -> bool) -> Duration {
     (0..ROUNDS)
         .map(|_| {
             let started = Instant::now();
@@ -59,33 +59,45 @@ pub fn limiter_checks() -> anyhow::Result<Vec<String>> {
     ])
 }
 
+/// The error type of the trivial calls, which never fail.
 #[derive(Debug, thiserror::Error)]
 #[error("never")]
-struct Never;
+pub struct Never;
+
+/// The trivial call every closed-call measurement wraps: bumps `x`.
+pub fn trivial_call(x: &mut u64) -> Result<u64, Never> {
+    *x = black_box(x.wrapping_add(1));
+    Ok(*x)
+}
+
+/// `resilience.breaker.closed_call`'s line for the call `through` makes
+/// (the trivial call wrapped by a breaker, or by a peer): what it adds to
+/// the trivial call made directly, both measured here, fastest of the
+/// rounds; `peer` names a peer's line.
+pub fn closed_call_line(
+    peer: Option<&str>,
+    mut through: impl FnMut(&mut u64) -> bool,
+) -> String {
+    let mut x = 0u64;
+    let bare = fastest(|| trivial_call(&mut x).is_ok());
+    let through = fastest(|| through(&mut x));
+    let peer = peer
+        .map(|p| format!(",\"peer\":\"{p}\""))
+        .unwrap_or_default();
+    format!(
+        "{{\"bench\":\"resilience.breaker.closed_call\"{peer},\"ns_per_op\":{:.1},\"call_ns\":{:.1},\"bare_ns\":{:.1},\"rounds\":{ROUNDS},\"n\":{CHECKS}}}",
+        through.saturating_sub(bare).as_nanos() as f64 / CHECKS as f64,
+        through.as_nanos() as f64 / CHECKS as f64,
+        bare.as_nanos() as f64 / CHECKS as f64,
+    )
+}
 
 /// `resilience.breaker.closed_call`: what a closed breaker adds to a call,
 /// in ns: a trivial call through `CircuitBreaker::call`, minus the same
-/// call made directly (both measured here, fastest of the rounds).
+/// call made directly.
 pub fn breaker_closed_call() -> anyhow::Result<String> {
     let breaker = CircuitBreaker::new(CircuitBreakerConfig::default());
-    let mut x = 0u64;
-    let bare = fastest(|| {
-        x = black_box(x.wrapping_add(1));
-        Ok::<_, Never>(x).is_ok()
-    });
-    let through = fastest(|| {
-        breaker
-            .call(|| {
-                x = black_box(x.wrapping_add(1));
-                Ok::<_, Never>(x)
-            })
-            .is_ok()
-    });
-    let overhead = through.saturating_sub(bare);
-    Ok(format!(
-        "{{\"bench\":\"resilience.breaker.closed_call\",\"ns_per_op\":{:.1},\"call_ns\":{:.1},\"bare_ns\":{:.1},\"rounds\":{ROUNDS},\"n\":{CHECKS}}}",
-        overhead.as_nanos() as f64 / CHECKS as f64,
-        through.as_nanos() as f64 / CHECKS as f64,
-        bare.as_nanos() as f64 / CHECKS as f64,
-    ))
+    Ok(closed_call_line(None, |x| {
+        breaker.call(|| trivial_call(x)).is_ok()
+    }))
 }

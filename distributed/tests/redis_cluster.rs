@@ -3,40 +3,23 @@
 //! keys share a slot through a hash tag, and a primary killed is replaced
 //! by its replica while the primitives carry on.
 
+mod support;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cpr_distributed::redis::{
     FencedStore, RedisConfig, RedisConnection, RedisError, RedisLock, RedisRateLimiter,
     RedisSemaphore,
 };
 use cpr_resilience::RateLimiter;
+use support::until_ok;
 use testkit::RedisCluster;
 
 async fn connect(cluster: &RedisCluster) -> RedisConnection {
     RedisConfig::new(cluster.url()).connect().await.unwrap()
-}
-
-/// Repeats `op` until it succeeds, for at most 20 s.
-async fn until_ok<T>(
-    what: &str,
-    mut op: impl AsyncFnMut() -> Result<T, RedisError>,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match op().await {
-            Ok(value) => return value,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{what} never worked again: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

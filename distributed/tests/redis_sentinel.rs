@@ -5,6 +5,8 @@
 //! once the replica is promoted. The fencing token still refuses the old
 //! holder's write.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use cpr_distributed::redis::{
@@ -12,34 +14,13 @@ use cpr_distributed::redis::{
     RedisSemaphore,
 };
 use cpr_resilience::RateLimiter;
+use support::until_ok;
 use testkit::RedisSentinels;
 
 const FAILOVER_LIMIT: Duration = Duration::from_secs(40);
 
 async fn connect(group: &RedisSentinels) -> RedisConnection {
     RedisConfig::new(group.url()).connect().await.unwrap()
-}
-
-/// Repeats `op` until it succeeds: the first requests after a failover
-/// fail (they went to the dead primary) and make the connection ask the
-/// Sentinels again.
-async fn until_ok<T>(
-    what: &str,
-    mut op: impl AsyncFnMut() -> Result<T, RedisError>,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match op().await {
-            Ok(value) => return value,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{what} never worked again: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

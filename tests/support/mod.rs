@@ -159,6 +159,19 @@ impl Drop for Proc {
     }
 }
 
+/// An example run as a process against `etcd` (`--addr` its endpoints,
+/// no credentials from the environment), with `args` after.
+pub fn etcd_example(name: &str, etcd: &testkit::EtcdCluster, args: &[&str]) -> Proc {
+    Proc::spawn(
+        Command::new(example_binary(name))
+            .arg("--addr")
+            .arg(etcd.endpoints_env())
+            .args(args)
+            .env_remove("ETCD_USER")
+            .env_remove("ETCD_PASSWORD"),
+    )
+}
+
 /// `etcdctl` pointed at `endpoints`.
 pub fn etcdctl(endpoints: &str) -> Command {
     let mut command = Command::new("etcdctl");

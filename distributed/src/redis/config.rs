@@ -176,20 +176,8 @@ impl RedisConfig {
                 redis::cmd("PING").query_async::<String>(&mut conn).await?;
                 Ok::<_, redis::RedisError>(conn)
             };
-            return match tokio::time::timeout(self.connect_timeout, attempt).await {
-                Ok(Ok(conn)) => Ok(RedisConnection::to_cluster(conn, nodes)),
-                Ok(Err(error)) if is_auth_error(&error) => {
-                    Err(RedisError::AuthenticationFailed {
-                        url: self.display_url(),
-                        detail: error.to_string(),
-                    })
-                }
-                Ok(Err(error)) if error.is_io_error() || error.is_timeout() => {
-                    Err(self.unreachable())
-                }
-                Ok(Err(error)) => Err(RedisError::Client(error)),
-                Err(_elapsed) => Err(self.unreachable()),
-            };
+            let conn = self.within_connect_timeout(attempt).await?;
+            return Ok(RedisConnection::to_cluster(conn, nodes));
         }
         let client = self.client()?;
         let server = client.get_connection_info().addr().to_string();
@@ -202,11 +190,20 @@ impl RedisConfig {
                 .await?;
             Ok::<_, redis::RedisError>(manager)
         };
+        let manager = self.within_connect_timeout(attempt).await?;
+        debug!("connected to redis");
+        Ok(RedisConnection::to_server(client, manager, server, config))
+    }
+
+    /// Runs a connection `attempt` within the connect timeout, and says what
+    /// went wrong as a user can act on it: a refused password, no answer, or
+    /// the server's own error.
+    async fn within_connect_timeout<T>(
+        &self,
+        attempt: impl Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, RedisError> {
         match tokio::time::timeout(self.connect_timeout, attempt).await {
-            Ok(Ok(manager)) => {
-                debug!("connected to redis");
-                Ok(RedisConnection::to_server(client, manager, server, config))
-            }
+            Ok(Ok(connected)) => Ok(connected),
             Ok(Err(error)) if is_auth_error(&error) => {
                 Err(RedisError::AuthenticationFailed {
                     url: self.display_url(),
