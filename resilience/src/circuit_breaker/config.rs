@@ -78,6 +78,7 @@ pub struct CircuitBreakerConfig {
     pub(crate) failure_rate_threshold: f64,
     pub(crate) slow_call_rate_threshold: f64,
     pub(crate) slow_call_duration_threshold: Duration,
+    pub(crate) slow_call_detection: bool,
     pub(crate) sliding_window: SlidingWindow,
     pub(crate) minimum_number_of_calls: u32,
     pub(crate) wait_in_open: WaitInOpen,
@@ -96,6 +97,7 @@ impl fmt::Debug for CircuitBreakerConfig {
                 "slow_call_duration_threshold",
                 &self.slow_call_duration_threshold,
             )
+            .field("slow_call_detection", &self.slow_call_detection)
             .field("sliding_window", &self.sliding_window)
             .field("minimum_number_of_calls", &self.minimum_number_of_calls)
             .field("wait_in_open", &self.wait_in_open)
@@ -119,6 +121,7 @@ impl Default for CircuitBreakerConfig {
             failure_rate_threshold: 50.0,
             slow_call_rate_threshold: 100.0,
             slow_call_duration_threshold: Duration::from_secs(60),
+            slow_call_detection: true,
             sliding_window: SlidingWindow::CountBased { size: 100 },
             minimum_number_of_calls: 100,
             wait_in_open: WaitInOpen::Fixed(Duration::from_secs(60)),
@@ -224,9 +227,21 @@ impl CircuitBreakerConfigBuilder {
         self
     }
 
-    /// A call taking at least this long is slow (default 60 s).
+    /// A call taking longer than this is slow (default 60 s). From a
+    /// second up, calls are timed on the clock's coarse reading (a few
+    /// milliseconds of grain, a few times cheaper than a precise read).
     pub fn slow_call_duration_threshold(mut self, duration: Duration) -> Self {
         self.config.slow_call_duration_threshold = duration;
+        self
+    }
+
+    /// Judges on failures alone: calls are not timed and none counts as
+    /// slow, so a closed breaker with a count-based window reads no clock
+    /// at all. resilience4j has no such switch (its default slow-call
+    /// settings stay on); this is for dependencies whose slowness a
+    /// timeout already turns into failures.
+    pub fn without_slow_call_detection(mut self) -> Self {
+        self.config.slow_call_detection = false;
         self
     }
 

@@ -5,6 +5,7 @@
 #![doc = include_str!("differences_from_resilience4j.md")]
 
 mod config;
+mod fast_lane;
 mod window;
 
 use std::error::Error;
@@ -26,6 +27,7 @@ pub use config::{
     MAX_PERMITTED_CALLS_IN_HALF_OPEN, MAX_TIME_WINDOW_SECONDS, SlidingWindow,
     WaitInOpen,
 };
+use fast_lane::FastLane;
 use window::{CountWindow, Outcome, TimeWindow, Totals};
 
 use crate::clock::{Clock, SystemClock};
@@ -161,6 +163,10 @@ struct Core {
     reopened_by: Option<Totals>,
     /// Openings since the breaker was last closed, for the exponential wait.
     consecutive_openings: u32,
+    /// The last epoch the fast lane was opened with.
+    lane_epoch: u32,
+    /// The second (on the call clock) of the lane's opening.
+    lane_second: u64,
 }
 
 /// A circuit breaker. Share it between tasks with an `Arc`.
@@ -178,8 +184,12 @@ struct Core {
 /// Two more states are set by hand: disabled (everything passes, nothing
 /// is recorded) and forced open (everything is refused).
 ///
-/// The closed path costs one atomic load and, when the call ends, a short
-/// lock to record it: `cargo xtask bench resilience.breaker` measures it.
+/// The closed path costs one atomic load and, when the call ends, one
+/// compare-and-swap while the window holds no failure and no slow call (see
+/// `fast_lane.rs`), a short lock otherwise. With a slow-call threshold of a
+/// second or more, calls are timed on the clock's coarse reading, so the
+/// closed path reads no precise clock at all. `cargo xtask bench --against
+/// resilience.breaker` measures it beside a published breaker.
 pub struct CircuitBreaker<C: Clock = SystemClock> {
     config: CircuitBreakerConfig,
     clock: C,
@@ -191,6 +201,10 @@ pub struct CircuitBreaker<C: Clock = SystemClock> {
     not_permitted: AtomicU64,
     /// The slow-call threshold in nanoseconds, for the hot path.
     slow_call_nanos: u64,
+    /// Which clock reading times calls, if any.
+    timing: CallTiming,
+    /// Clean successes counted without the lock.
+    lane: FastLane,
     core: Mutex<Core>,
     events: broadcast::Sender<StateTransition>,
 }
@@ -207,12 +221,20 @@ impl<C: Clock> CircuitBreaker<C> {
     pub fn with_clock(config: CircuitBreakerConfig, clock: C) -> Self {
         let window = new_window(config.sliding_window);
         let (events, _) = broadcast::channel(64);
-        CircuitBreaker {
+        let breaker = CircuitBreaker {
             clock,
             phase: AtomicU64::new(pack(0, State::Closed, 0)),
             deadline: AtomicU64::new(u64::MAX),
             not_permitted: AtomicU64::new(0),
             slow_call_nanos: nanos(config.slow_call_duration_threshold),
+            timing: if !config.slow_call_detection {
+                CallTiming::Untimed
+            } else if config.slow_call_duration_threshold >= COARSE_TIMING_FROM {
+                CallTiming::Coarse
+            } else {
+                CallTiming::Precise
+            },
+            lane: FastLane::default(),
             core: Mutex::new(Core {
                 state: State::Closed,
                 generation: 0,
@@ -220,10 +242,18 @@ impl<C: Clock> CircuitBreaker<C> {
                 trials: Totals::default(),
                 reopened_by: None,
                 consecutive_openings: 0,
+                lane_epoch: 0,
+                lane_second: 0,
             }),
             events,
             config,
+        };
+        {
+            let mut core = breaker.core.lock();
+            let now = breaker.call_now();
+            breaker.open_lane_if_clean(&mut core, now);
         }
+        breaker
     }
 
     /// The current state.
@@ -353,16 +383,18 @@ impl<C: Clock> CircuitBreaker<C> {
     /// resilience4j reports them.
     pub fn metrics(&self) -> Metrics {
         let _ = self.state(); // applies a half-open max wait that has passed
-        let now = self.clock.now();
+        let now = self.call_now();
         let mut core = self.core.lock();
+        self.drain_lane(&mut core);
         let totals = match (core.state, core.reopened_by) {
             (State::HalfOpen, _) => core.trials,
             (State::Open, Some(trials)) => trials,
             _ => match &mut core.window {
                 Window::Count(window) => window.totals(),
-                Window::Time(window) => window.totals(now),
+                Window::Time(window) => window.totals(Duration::from_nanos(now)),
             },
         };
+        self.open_lane_if_clean(&mut core, now);
         Metrics {
             state: core.state,
             calls: totals.calls,
@@ -391,7 +423,7 @@ impl<C: Clock> CircuitBreaker<C> {
         Permit {
             breaker: self,
             generation,
-            started: self.clock.now_nanos(),
+            started: self.call_started(),
             finished: false,
         }
     }
@@ -405,15 +437,96 @@ impl<C: Clock> CircuitBreaker<C> {
         self.clock.now_nanos()
     }
 
+    /// The clock calls are timed on (and a time window's seconds counted
+    /// on): the coarse reading unless a slow-call threshold under a second
+    /// needs the precise one.
+    fn call_now(&self) -> u64 {
+        match self.timing {
+            CallTiming::Precise => self.clock.now_nanos(),
+            CallTiming::Coarse | CallTiming::Untimed => self.clock.coarse_now_nanos(),
+        }
+    }
+
+    /// When a call starts, if it is timed.
+    fn call_started(&self) -> u64 {
+        match self.timing {
+            CallTiming::Untimed => 0,
+            CallTiming::Precise | CallTiming::Coarse => self.call_now(),
+        }
+    }
+
+    /// When a call ended, if it is timed or a time window needs its second.
+    fn call_ended(&self) -> u64 {
+        match (self.timing, self.config.sliding_window) {
+            (CallTiming::Untimed, SlidingWindow::CountBased { .. }) => 0,
+            _ => self.call_now(),
+        }
+    }
+
+    /// The second a call ending at `now` (call clock) is counted in, as the
+    /// fast lane keys it: 0 for a count window, where time plays no part.
+    fn lane_second_of(&self, now: u64) -> u64 {
+        match self.config.sliding_window {
+            SlidingWindow::CountBased { .. } => 0,
+            SlidingWindow::TimeBased { .. } => now / 1_000_000_000,
+        }
+    }
+
+    /// Moves the fast lane's count into the window (closing the lane).
+    /// Under the lock.
+    fn drain_lane(&self, core: &mut Core) {
+        let counted = self.lane.close();
+        if counted == 0 || core.state != State::Closed {
+            return;
+        }
+        let second = core.lane_second;
+        match &mut core.window {
+            Window::Count(window) => {
+                window.record_successes(counted);
+            }
+            Window::Time(window) => {
+                window.record_successes(Duration::from_secs(second), counted);
+            }
+        }
+    }
+
+    /// Opens the fast lane for calls ending in `now`'s second, if the
+    /// breaker is closed and its window holds no failure and no slow call.
+    /// Under the lock, with the lane drained.
+    fn open_lane_if_clean(&self, core: &mut Core, now: u64) {
+        if core.state != State::Closed {
+            return;
+        }
+        let totals = match &mut core.window {
+            Window::Count(window) => window.totals(),
+            Window::Time(window) => window.totals(Duration::from_nanos(now)),
+        };
+        if totals.failures != 0 || totals.slow != 0 {
+            return;
+        }
+        core.lane_epoch = core.lane_epoch.wrapping_add(1).max(1);
+        core.lane_second = self.lane_second_of(now);
+        self.lane
+            .open(core.lane_epoch, core.generation, core.lane_second);
+    }
+
     /// Records a call made under `generation`'s permit, started at
     /// `started` and finished `now` (nanoseconds on the clock).
     fn record(&self, generation: u64, failed: bool, started: u64, now: u64) {
         let outcome = Outcome {
             failed,
             // Slow only if longer than the threshold, as in resilience4j.
-            slow: now.saturating_sub(started) > self.slow_call_nanos,
+            slow: self.timing != CallTiming::Untimed
+                && now.saturating_sub(started) > self.slow_call_nanos,
         };
+        if !outcome.failed
+            && !outcome.slow
+            && self.lane.try_count(generation, self.lane_second_of(now))
+        {
+            return;
+        }
         let mut core = self.core.lock();
+        self.drain_lane(&mut core);
         if core.generation != generation {
             // The call began in an earlier phase (say, closed before the
             // breaker opened); it says nothing about this one.
@@ -431,6 +544,8 @@ impl<C: Clock> CircuitBreaker<C> {
                     && self.over_threshold(totals)
                 {
                     self.transition(&mut core, State::Open);
+                } else {
+                    self.open_lane_if_clean(&mut core, now);
                 }
             }
             State::HalfOpen => {
@@ -496,6 +611,8 @@ impl<C: Clock> CircuitBreaker<C> {
     /// The deadline is stored before the phase is published (release), so a
     /// caller that sees the new phase sees its deadline.
     fn transition_at(&self, core: &mut Core, to: State, now: u64) {
+        // Successes counted in the closed phase belong to its window.
+        self.drain_lane(core);
         let from = core.state;
         core.state = to;
         core.generation += 1;
@@ -530,6 +647,8 @@ impl<C: Clock> CircuitBreaker<C> {
         self.deadline.store(deadline, Relaxed);
         self.phase
             .store(pack(core.generation, to, permits), Release);
+        let call_now = self.call_now();
+        self.open_lane_if_clean(core, call_now);
         tracing::info!(%from, %to, "circuit breaker state change");
         // No subscriber is fine.
         let _ = self.events.send(StateTransition { from, to });
@@ -593,6 +712,21 @@ fn new_window(config: SlidingWindow) -> Window {
     }
 }
 
+/// Which clock reading times calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallTiming {
+    /// The precise reading: a slow-call threshold under a second.
+    Precise,
+    /// The coarse reading: a threshold of a second or more.
+    Coarse,
+    /// Not timed: slow-call detection is off.
+    Untimed,
+}
+
+/// Slow-call thresholds from this one up are timed on the clock's coarse
+/// reading: its grain (a few milliseconds) is under 1 % of them.
+const COARSE_TIMING_FROM: Duration = Duration::from_secs(1);
+
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -647,7 +781,7 @@ impl<C: Clock> Permit<'_, C> {
         self.finished = true;
         match failed {
             Some(failed) => {
-                let now = self.breaker.clock.now_nanos();
+                let now = self.breaker.call_ended();
                 self.breaker
                     .record(self.generation, failed, self.started, now);
             }

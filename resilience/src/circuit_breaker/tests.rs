@@ -590,3 +590,88 @@ fn no_wait_in_open_and_a_tiny_half_open_wait_cannot_spin_a_call_for_ever() {
         let _ = b.try_acquire();
     }
 }
+
+/// The fast lane counts clean successes outside the lock; failures close
+/// it until they leave the window. Four threads call at once, failing now
+/// and then in even seconds; after each second the window's totals are
+/// exactly what was called in the last two seconds: no success counted in
+/// the lane is lost or counted twice, or lands in the wrong second.
+#[test]
+fn successes_counted_outside_the_lock_are_all_in_the_window() {
+    const THREADS: u64 = 4;
+    const CALLS: u64 = 5_000;
+    const FAILURES: u64 = 5; // per thread, in even seconds
+    let config = CircuitBreakerConfig::builder()
+        .time_based_window(2)
+        .minimum_number_of_calls(1)
+        .build()
+        .unwrap();
+    let (b, clock) = breaker(config);
+    let mut per_second = Vec::new();
+    for second in 0..8u64 {
+        let failing = second % 2 == 0;
+        std::thread::scope(|scope| {
+            for _ in 0..THREADS {
+                scope.spawn(|| {
+                    for i in 0..CALLS {
+                        if failing && i % (CALLS / FAILURES) == 7 {
+                            let _ = fail(&b);
+                        } else {
+                            succeed(&b).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        per_second.push(if failing { THREADS * FAILURES } else { 0 });
+        let metrics = b.metrics();
+        let last_two: u64 = per_second.iter().rev().take(2).sum();
+        let seconds_in = per_second.len().min(2) as u64;
+        assert_eq!(metrics.state, State::Closed);
+        assert_eq!(
+            metrics.calls,
+            seconds_in * THREADS * CALLS,
+            "second {second}"
+        );
+        assert_eq!(metrics.failed_calls, last_two, "second {second}");
+        clock.advance(Duration::from_secs(1));
+    }
+}
+
+/// With the lane open, a failure that brings the rate to the threshold
+/// still opens the breaker: the successes counted in the lane are in the
+/// window by then, and count toward the minimum number of calls.
+#[test]
+fn lane_successes_count_toward_the_minimum() {
+    let (b, _) = breaker(small().build().unwrap());
+    for _ in 0..5 {
+        succeed(&b).unwrap(); // all in the lane: the window is clean
+    }
+    for _ in 0..4 {
+        let _ = fail(&b);
+    }
+    assert_eq!(b.state(), State::Closed, "9 calls, under the minimum of 10");
+    let _ = fail(&b);
+    assert_eq!(b.state(), State::Open, "5 of 10 failed");
+    let metrics = b.metrics();
+    assert_eq!((metrics.calls, metrics.failed_calls), (10, 5));
+}
+
+#[test]
+fn without_slow_call_detection_no_call_is_slow() {
+    let config = small()
+        .slow_call_duration_threshold(Duration::from_millis(10))
+        .without_slow_call_detection()
+        .build()
+        .unwrap();
+    let (b, clock) = breaker(config);
+    for _ in 0..20 {
+        b.call(|| {
+            clock.advance(Duration::from_secs(1)); // far over the threshold
+            Ok::<_, Boom>(())
+        })
+        .unwrap();
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.metrics().slow_calls, 0);
+}

@@ -70,6 +70,20 @@ impl CountWindow {
         self.totals
     }
 
+    /// Records `n` successes that were neither failed nor slow, counted
+    /// while the breaker's fast lane was open. Only the last `size` of them
+    /// can still be in the window.
+    pub fn record_successes(&mut self, n: u64) -> Totals {
+        let ok = Outcome {
+            failed: false,
+            slow: false,
+        };
+        for _ in 0..n.min(self.ring.len() as u64) {
+            self.record(ok);
+        }
+        self.totals
+    }
+
     pub fn totals(&self) -> Totals {
         self.totals
     }
@@ -110,6 +124,18 @@ impl TimeWindow {
         let bucket = &mut self.buckets[(second % len) as usize];
         bucket.totals.add(outcome);
         self.totals.add(outcome);
+        self.totals
+    }
+
+    /// Records `n` successes that were neither failed nor slow, all ended
+    /// in the second of `at` (counted while the breaker's fast lane was
+    /// open for that second).
+    pub fn record_successes(&mut self, at: Duration, n: u64) -> Totals {
+        let second = self.advance(at);
+        let len = self.buckets.len() as u64;
+        let bucket = &mut self.buckets[(second % len) as usize];
+        bucket.totals.calls += n;
+        self.totals.calls += n;
         self.totals
     }
 
@@ -197,6 +223,31 @@ mod tests {
             }
             assert_eq!(got, expected);
         }
+    }
+
+    #[test]
+    fn successes_in_bulk_are_counted_as_one_by_one() {
+        let mut one_by_one = CountWindow::new(5);
+        let mut in_bulk = CountWindow::new(5);
+        for window in [&mut one_by_one, &mut in_bulk] {
+            window.record(FAILED);
+            window.record(SLOW);
+        }
+        for _ in 0..3 {
+            one_by_one.record(OK);
+        }
+        assert_eq!(in_bulk.record_successes(3), one_by_one.totals());
+        // More than the window holds: only the last five count.
+        assert_eq!(in_bulk.record_successes(1_000_000), totals(5, 0, 0));
+
+        let mut time = TimeWindow::new(2);
+        time.record(Duration::from_millis(500), FAILED);
+        assert_eq!(
+            time.record_successes(Duration::from_millis(1_200), 40),
+            totals(41, 1, 0)
+        );
+        // The failure's second leaves the window; the 40 stay.
+        assert_eq!(time.totals(Duration::from_millis(2_100)), totals(40, 0, 0));
     }
 
     #[test]
