@@ -225,6 +225,63 @@ pub async fn queue_sequential(servers: &mut Servers) -> anyhow::Result<Vec<Strin
     ])
 }
 
+/// Items per bulk-enqueue benchmark, and the batch size of `enqueue_many`.
+const BULK_ITEMS: usize = 4096;
+const BULK_BATCH: usize = 64;
+
+/// `etcd.queue.enqueue_many` and `etcd.queue.enqueue_pipelined`: items/s
+/// from one client with many items per round trip — `enqueue_many` in
+/// batches of 64, then a `QueueProducer` with all 4,096 enqueues in flight
+/// at once (grouped into transactions as each one's answer comes). The
+/// peer is Go's `Queue.Enqueue` from one goroutine (`etcd.queue.enqueue`)
+/// and from eight (`etcd.queue.enqueue_x8`).
+pub async fn queue_bulk(servers: &mut Servers) -> anyhow::Result<Vec<String>> {
+    let (client, _) = servers.etcd().await?;
+    let name = format!("bench/queue-bulk-{}", std::process::id());
+    let queue = Queue::new(client.clone(), &name)?;
+    let items: Vec<String> = (0..BULK_ITEMS).map(|i| i.to_string()).collect();
+
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    for batch in items.chunks(BULK_BATCH) {
+        let t = Instant::now();
+        queue.enqueue_many(batch.iter().cloned()).await?;
+        // Each of a batch's items waited as long as its batch.
+        latencies.extend(std::iter::repeat_n(t.elapsed(), batch.len()));
+    }
+    let many = Samples::new(latencies, started.elapsed());
+
+    let producer = queue.producer();
+    let started = Instant::now();
+    let sent: Vec<_> = items
+        .iter()
+        .map(|item| {
+            let answer = producer.enqueue(item.clone());
+            async move {
+                let t = Instant::now();
+                answer.await.map(|_| t.elapsed())
+            }
+        })
+        .collect();
+    let latencies = futures::future::try_join_all(sent).await?;
+    let pipelined = Samples::new(latencies, started.elapsed());
+
+    client
+        .clone()
+        .delete(name, Some(etcd_client_delete_prefix()))
+        .await?;
+    Ok(vec![
+        many.line("etcd.queue.enqueue_many", &[("batch", BULK_BATCH as f64)]),
+        pipelined.line("etcd.queue.enqueue_pipelined", &[]),
+    ])
+}
+
+fn etcd_client_delete_prefix()
+-> concurrency_patterns::distributed::etcd::etcd_client::DeleteOptions {
+    concurrency_patterns::distributed::etcd::etcd_client::DeleteOptions::new()
+        .with_prefix()
+}
+
 /// `etcd.queue.mc8`: one producer, 8 consumers blocked in `dequeue` (one
 /// process, sharing the queue as the Go peer's goroutines do); items/s from
 /// the first enqueue to the last delivery, and requests per item.

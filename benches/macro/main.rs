@@ -29,6 +29,8 @@ const BENCHES: &[&str] = &[
     // One entry prints both lines: the dequeues drain what was enqueued.
     "etcd.queue.enqueue+etcd.queue.dequeue",
     "etcd.queue.mc8",
+    // One entry prints both lines.
+    "etcd.queue.enqueue_many+etcd.queue.enqueue_pipelined",
     "etcd.stm.bank",
     "redis.lock.cycle",
     "redis.lock.cycle@rslock",
@@ -183,6 +185,9 @@ fn main() -> anyhow::Result<()> {
                     etcd::queue_sequential(&mut servers).await?
                 }
                 "etcd.queue.mc8" => vec![etcd::queue_mc8(&mut servers).await?],
+                "etcd.queue.enqueue_many+etcd.queue.enqueue_pipelined" => {
+                    etcd::queue_bulk(&mut servers).await?
+                }
                 "etcd.stm.bank" => vec![etcd::stm_bank(&mut servers).await?],
                 "redis.lock.cycle" => vec![redis_lock::cycle(&mut servers).await?],
                 "redis.lock.cycle@rslock" => vec![peers::rslock_cycle(&mut servers).await?],

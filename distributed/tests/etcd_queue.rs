@@ -669,3 +669,127 @@ async fn consumers_carry_on_when_the_busiest_is_killed_mid_backlog() {
     assert_eq!(unique.len(), all.len(), "an item was delivered twice");
     assert_eq!(all.len(), ITEMS, "an item was lost");
 }
+
+/// Dequeues until the queue is empty (a short wait for stragglers).
+async fn drain(queue: &Queue) -> Vec<String> {
+    let mut taken = Vec::new();
+    while let Ok(Ok(value)) =
+        tokio::time::timeout(Duration::from_secs(2), queue.dequeue()).await
+    {
+        taken.push(text(value));
+    }
+    taken
+}
+
+/// `enqueue_many`: 300 items take three transactions (127, 127, 46); a
+/// second producer enqueues one by one meanwhile. A consumer takes every
+/// item once, each producer's items in its order, and a transaction's items
+/// together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_its_order_and_nothing_falls_inside_it() {
+    let queue = Queue::new(client().await, "q-many").unwrap();
+    let batch: Vec<String> = (0..300).map(|i| format!("b{i:03}")).collect();
+    let one_by_one = tokio::spawn({
+        let queue = Queue::new(client().await, "q-many").unwrap();
+        async move {
+            for i in 0..30 {
+                queue.enqueue(format!("s{i:03}")).await.unwrap();
+            }
+        }
+    });
+    let keys = queue.enqueue_many(batch.clone()).await.unwrap();
+    one_by_one.await.unwrap();
+    assert_eq!(keys.len(), 300);
+    assert!(
+        keys.windows(2).all(|pair| pair[0] < pair[1]),
+        "keys rise in order"
+    );
+
+    let taken = drain(&Queue::new(client().await, "q-many").unwrap()).await;
+    assert_eq!(taken.len(), 330, "every item once");
+    assert_eq!(
+        taken.iter().collect::<HashSet<_>>().len(),
+        330,
+        "no duplicate"
+    );
+    let of = |p: &str| -> Vec<String> {
+        taken.iter().filter(|v| v.starts_with(p)).cloned().collect()
+    };
+    assert_eq!(of("b"), batch, "the batch's items out of order");
+    let single: Vec<String> = (0..30).map(|i| format!("s{i:03}")).collect();
+    assert_eq!(of("s"), single);
+    // A transaction's 127 items follow each other in the take order.
+    for transaction in batch.chunks(127) {
+        let first = taken.iter().position(|v| v == &transaction[0]).unwrap();
+        assert_eq!(
+            &taken[first..first + transaction.len()],
+            transaction,
+            "another item fell inside a transaction's items"
+        );
+    }
+    assert!(
+        queue
+            .enqueue_many(Vec::<String>::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Values of 600 KB: two do not fit in a transaction under etcd's request
+/// limit, so each goes in its own, and all arrive in order.
+#[tokio::test]
+async fn a_batch_of_large_values_is_split_under_the_request_limit() {
+    let queue = Queue::new(client().await, "q-many-large").unwrap();
+    let values: Vec<Vec<u8>> = (0..3u8).map(|i| vec![b'a' + i; 600_000]).collect();
+    queue.enqueue_many(values.clone()).await.unwrap();
+    for value in values {
+        assert_eq!(queue.dequeue().await.unwrap(), value);
+    }
+}
+
+/// The producer: 1,000 enqueues in flight at once go in a few
+/// transactions, and come out in the order they were made, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_keeps_many_in_flight_in_order() {
+    let queue = Queue::new(client().await, "q-producer").unwrap();
+    let producer = queue.producer();
+    let sent: Vec<_> = (0..1_000)
+        .map(|i| producer.enqueue(format!("p{i:04}")))
+        .collect();
+    let keys: Vec<String> = futures::future::join_all(sent)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
+    let taken = drain(&queue).await;
+    let expected: Vec<String> = (0..1_000).map(|i| format!("p{i:04}")).collect();
+    assert_eq!(taken, expected);
+}
+
+/// Items whose keys run against their revisions (a Go producer whose clock
+/// stepped back, say) make etcd really sort a page by revision, and its
+/// sort leaves equal revisions — a batch's items — in arbitrary order:
+/// without the reads that order a revision by key, this test took b063
+/// first. A batch's items still come out in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_its_order_behind_keys_that_run_backwards() {
+    let mut c = client().await;
+    // Go layout, far-future nanos, written in falling key order.
+    for i in 0..60u64 {
+        let key = format!("q-many-back/{}", 9_000_000_000_000_000_000u64 - i);
+        c.put(key, format!("g{i:03}"), None).await.unwrap();
+    }
+    let queue = Queue::new(client().await, "q-many-back").unwrap();
+    let batch: Vec<String> = (0..127).map(|i| format!("b{i:03}")).collect();
+    queue.enqueue_many(batch.clone()).await.unwrap();
+    let taken = drain(&queue).await;
+    let go: Vec<String> = (0..60).map(|i| format!("g{i:03}")).collect();
+    assert_eq!(
+        taken[..60],
+        go[..],
+        "the older items first, in revision order"
+    );
+    assert_eq!(taken[60..], batch[..], "the batch's items out of order");
+}

@@ -45,6 +45,7 @@ pub struct Pair {
 }
 
 const QUEUE: &str = "etcd.queue.enqueue+etcd.queue.dequeue";
+const BULK: &str = "etcd.queue.enqueue_many+etcd.queue.enqueue_pipelined";
 const LIMITERS: &str = "resilience.sliding_window.check+resilience.sliding_log.check+resilience.gcra.check+resilience.governor.check";
 const PIPELINE: &str = "patterns.channel.hop+patterns.pipeline.item+patterns.pipeline.ordered+patterns.pipeline.lesson";
 const OPS: &[&str] = &["ops_per_s"];
@@ -64,6 +65,25 @@ const fn go(
         theirs: Run::Go(entry),
         theirs_bench: bench,
         units,
+    }
+}
+
+/// A bench of ours against another bench of etcd's Go recipes (`peer`
+/// names the variant, e.g. how many goroutines).
+const fn go_other(
+    bench: &'static str,
+    entry: &'static str,
+    peer: &'static str,
+    go_entry: &'static str,
+    go_bench: &'static str,
+) -> Pair {
+    Pair {
+        bench,
+        ours: Run::Macro(entry),
+        peer,
+        theirs: Run::Go(go_entry),
+        theirs_bench: go_bench,
+        units: OPS,
     }
 }
 
@@ -108,6 +128,34 @@ pub const PAIRS: &[Pair] = &[
     go("etcd.queue.enqueue", QUEUE, OPS),
     go("etcd.queue.dequeue", QUEUE, OPS),
     go("etcd.queue.mc8", "etcd.queue.mc8", OPS),
+    go_other(
+        "etcd.queue.enqueue_many",
+        BULK,
+        "go-recipes",
+        QUEUE,
+        "etcd.queue.enqueue",
+    ),
+    go_other(
+        "etcd.queue.enqueue_many",
+        BULK,
+        "go-recipes-x8",
+        "etcd.queue.enqueue_x8",
+        "etcd.queue.enqueue_x8",
+    ),
+    go_other(
+        "etcd.queue.enqueue_pipelined",
+        BULK,
+        "go-recipes",
+        QUEUE,
+        "etcd.queue.enqueue",
+    ),
+    go_other(
+        "etcd.queue.enqueue_pipelined",
+        BULK,
+        "go-recipes-x8",
+        "etcd.queue.enqueue_x8",
+        "etcd.queue.enqueue_x8",
+    ),
     go("etcd.stm.bank", "etcd.stm.bank", OPS),
     rust("redis.lock.cycle", "rslock", "redis.lock.cycle@rslock", OPS),
     rust(

@@ -89,6 +89,8 @@ const TABLES: &[Table] = &[
             "etcd.queue.enqueue",
             "etcd.queue.dequeue",
             "etcd.queue.mc8",
+            "etcd.queue.enqueue_many",
+            "etcd.queue.enqueue_pipelined",
             "etcd.stm.bank",
         ],
         solos: &[],
@@ -268,6 +270,7 @@ fn unit_label(unit: &str) -> &'static str {
 fn peer_label(peer: &str) -> &str {
     match peer {
         "go-recipes" => "Go's recipes",
+        "go-recipes-x8" => "Go's recipes, 8 goroutines",
         "clock+atomic" => "clock + atomic",
         "resilience.governor.check" => "governor",
         "patterns.channel.hop" => "a channel hop",

@@ -53,6 +53,7 @@ func main() {
 		"etcd.mutex.handoff":                    mutexHandoff,
 		"etcd.queue.enqueue+etcd.queue.dequeue": queueSequential,
 		"etcd.queue.mc8":                        queueMc8,
+		"etcd.queue.enqueue_x8":                 queueEnqueue8,
 		"etcd.stm.bank":                         stmBank,
 	}
 	run, ok := runs[*bench]
@@ -174,6 +175,35 @@ func queueSequential(client *clientv3.Client) {
 	queue := recipe.NewQueue(client, fmt.Sprintf("bench/go/queue-%d", os.Getpid()))
 	timed("etcd.queue.enqueue", queueItems, func(i int) error { return queue.Enqueue(strconv.Itoa(i)) })
 	timed("etcd.queue.dequeue", queueItems, func(int) error { _, err := queue.Dequeue(); return err })
+}
+
+// queueEnqueue8: eight goroutines enqueue at once, queueItems each, the
+// way Go gets several enqueues in flight; items per second over all.
+func queueEnqueue8(client *clientv3.Client) {
+	queue := recipe.NewQueue(client, fmt.Sprintf("bench/go/queue-x8-%d", os.Getpid()))
+	var wg sync.WaitGroup
+	latencies := make([][]time.Duration, 8)
+	started := time.Now()
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < queueItems; i++ {
+				t := time.Now()
+				check(queue.Enqueue(strconv.Itoa(i)))
+				latencies[g] = append(latencies[g], time.Since(t))
+			}
+		}(g)
+	}
+	wg.Wait()
+	elapsed := time.Since(started)
+	var all []time.Duration
+	for _, l := range latencies {
+		all = append(all, l...)
+	}
+	line("etcd.queue.enqueue_x8", all, elapsed)
+	_, err := client.Delete(context.Background(), fmt.Sprintf("bench/go/queue-x8-%d", os.Getpid()), clientv3.WithPrefix())
+	check(err)
 }
 
 // queueMc8: one producer, eight goroutines blocked in Dequeue; items per

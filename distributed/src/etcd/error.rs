@@ -228,6 +228,21 @@ pub enum EtcdError {
         reason: String,
     },
 
+    /// The batch a [`QueueProducer`](crate::etcd::QueueProducer) sent this
+    /// item in failed; the item shares that batch's fate (all of a batch is
+    /// written or none, and an [`EtcdError::OutcomeUnknown`] means at most
+    /// once).
+    #[error("the batch this item was sent in failed: {0}")]
+    BatchFailed(std::sync::Arc<EtcdError>),
+
+    /// A [`QueueProducer`](crate::etcd::QueueProducer)'s task has ended —
+    /// its tokio runtime is shutting down — so the item was not sent (or,
+    /// if it was, its answer is lost: at most once).
+    #[error(
+        "the queue producer's task has ended (its runtime is shutting down); make a new producer on a running runtime"
+    )]
+    ProducerGone,
+
     /// Any other error from the server or the client library.
     #[error("etcd request failed: {0}")]
     Client(#[from] etcd_client::Error),

@@ -50,6 +50,7 @@ pub use locks::mutex::{Mutex, MutexGuard};
 pub use locks::rwmutex::{RwMutex, RwMutexGuard};
 pub use locks::semaphore::{MAX_PERMITS, Semaphore, SemaphorePermit};
 pub use queues::priority_queue::PriorityQueue;
+pub use queues::producer::QueueProducer;
 pub use queues::queue::Queue;
 pub use queues::work_queue::{WorkItem, WorkQueue};
 pub use session::{DEFAULT_TTL, Session};

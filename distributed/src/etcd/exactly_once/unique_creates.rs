@@ -109,14 +109,47 @@ impl UniqueCreates {
         prefix: &str,
         value: Vec<u8>,
     ) -> Result<(String, i64), EtcdError> {
+        let (mut keys, revision) = self.create_many(client, prefix, &[value]).await?;
+        let key = keys.pop().ok_or_else(|| {
+            EtcdError::InvalidConfig("a create of one item made no key".to_string())
+        })?;
+        Ok((key, revision))
+    }
+
+    /// Creates one key `<prefix><unix nanos>` per value, in one transaction
+    /// (at most [`MAX_CREATES_PER_TXN`] values): all or none, under one
+    /// revision, the keys rising in the order of `values`. Exactly once
+    /// like [`create_unique`](Self::create_unique), which is this for one
+    /// value.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe — a dropped call may or may not have created its
+    /// keys (all of them or none).
+    pub(crate) async fn create_many(
+        &self,
+        client: &Client,
+        prefix: &str,
+        values: &[Vec<u8>],
+    ) -> Result<(Vec<String>, i64), EtcdError> {
+        if values.is_empty() || values.len() > MAX_CREATES_PER_TXN {
+            return Err(EtcdError::InvalidConfig(format!(
+                "one transaction creates 1 to {MAX_CREATES_PER_TXN} items, not {}",
+                values.len()
+            )));
+        }
         let deadline = client.deadline();
         loop {
             // Read before sending: the create can only apply after it.
             let since = self.revision_seen(client, deadline).await?;
             let generation = self.generation.load(Ordering::Acquire);
             let fence = fence_key(prefix, self.id, generation);
-            let key = unique_key(prefix);
-            let txn = fenced_create(&key, &fence, &value);
+            // Rising within this process: the batch's keys sort in its order.
+            let keys: Vec<String> = values.iter().map(|_| unique_key(prefix)).collect();
+            let txn = fenced_create(&keys, &fence, values);
+            // The transaction applies all its puts or none: whether the
+            // first key was created tells for the whole batch.
+            let (key, value) = (&keys[0], &values[0]);
             // Sending again is safe only if it never left this process.
             let sent = client
                 .retried_txn_until(Repeat::IfUnsent, deadline, txn)
@@ -126,7 +159,7 @@ impl UniqueCreates {
                     let revision = response.header().map(|h| h.revision()).unwrap_or(0);
                     self.saw(revision);
                     if response.succeeded() {
-                        return Ok((key, revision));
+                        return Ok((keys, revision));
                     }
                     // Another process took this key in the same nanosecond,
                     // or another create of ours has just raised this fence:
@@ -138,13 +171,13 @@ impl UniqueCreates {
                     let lost = Lost {
                         fence: &fence,
                         generation,
-                        key: &key,
-                        value: &value,
+                        key,
+                        value,
                         since,
                     };
                     let settled = self.settle(client, lost, deadline).await?;
                     if let Some(revision) = settled {
-                        return Ok((key, revision));
+                        return Ok((keys, revision));
                     }
                 }
                 Err(error) => return Err(error),
@@ -265,15 +298,29 @@ impl UniqueCreates {
     }
 }
 
-/// The create: `key` = `value` if neither `key` nor `fence` exists.
+/// The most items one fenced create writes: etcd refuses a transaction of
+/// more than 128 comparisons by default (`--max-txn-ops`), and each item
+/// adds one beside the fence's.
+pub(crate) const MAX_CREATES_PER_TXN: usize = 127;
+
+/// The create: every `keys[i]` = `values[i]` if none of the keys nor
+/// `fence` exists.
 // ANCHOR: fenced_create
-fn fenced_create(key: &str, fence: &[u8], value: &[u8]) -> Txn {
+fn fenced_create(keys: &[String], fence: &[u8], values: &[Vec<u8>]) -> Txn {
+    let absent = keys
+        .iter()
+        .map(|key| Compare::create_revision(key.as_str(), CompareOp::Equal, 0));
+    let puts = keys
+        .iter()
+        .zip(values)
+        .map(|(key, value)| TxnOp::put(key.as_str(), value.as_slice(), None));
     Txn::new()
-        .when([
-            Compare::create_revision(key, CompareOp::Equal, 0),
-            Compare::create_revision(fence, CompareOp::Equal, 0),
-        ])
-        .and_then([TxnOp::put(key, value, None)])
+        .when(
+            absent
+                .chain([Compare::create_revision(fence, CompareOp::Equal, 0)])
+                .collect::<Vec<_>>(),
+        )
+        .and_then(puts.collect::<Vec<_>>())
 }
 // ANCHOR_END: fenced_create
 
@@ -407,7 +454,11 @@ mod tests {
         let generation = fences.generation.load(Ordering::Acquire);
         let fence = fence_key(prefix, fences.id, generation);
         let key = unique_key(prefix);
-        let txn = fenced_create(&key, &fence, value.as_bytes());
+        let txn = fenced_create(
+            std::slice::from_ref(&key),
+            &fence,
+            &[value.as_bytes().to_vec()],
+        );
         Pending {
             key,
             fence,
@@ -501,6 +552,52 @@ mod tests {
         let there = client.clone().get(key.as_str(), None).await.unwrap();
         assert_eq!(there.kvs()[0].value(), b"next");
         assert_eq!(fences.generation.load(Ordering::Acquire), 3);
+    }
+
+    /// A batch's lost reply is settled by its first key: the transaction
+    /// applied all of its puts or none, and a late copy applies none.
+    #[tokio::test]
+    async fn a_lost_batch_is_settled_whole() {
+        let client = client().await;
+        let fences = UniqueCreates::new();
+        let prefix = "fence-batch-test/";
+        let values: Vec<Vec<u8>> =
+            ["x", "y", "z"].map(|v| v.as_bytes().to_vec()).to_vec();
+        let count = |keys: Vec<String>| {
+            let client = client.clone();
+            async move {
+                let mut found = 0;
+                for key in keys {
+                    found += client.clone().get(key, None).await.unwrap().count();
+                }
+                found
+            }
+        };
+        for applies in [true, false] {
+            let since = fences.revision_seen(&client, soon()).await.unwrap();
+            let generation = fences.generation.load(Ordering::Acquire);
+            let fence = fence_key(prefix, fences.id, generation);
+            let keys: Vec<String> = values.iter().map(|_| unique_key(prefix)).collect();
+            let txn = fenced_create(&keys, &fence, &values);
+            let applied_at = if applies {
+                let reply = client.clone().txn(txn.clone()).await.unwrap();
+                Some(reply.header().unwrap().revision())
+            } else {
+                None
+            };
+            let lost = Lost {
+                fence: &fence,
+                generation,
+                key: &keys[0],
+                value: &values[0],
+                since,
+            };
+            let settled = fences.settle(&client, lost, soon()).await.unwrap();
+            assert_eq!(settled, applied_at);
+            let late = client.clone().txn(txn).await.unwrap();
+            assert!(!late.succeeded(), "a late batch got past its fence");
+            assert_eq!(count(keys).await, if applies { 3 } else { 0 });
+        }
     }
 
     #[tokio::test]

@@ -7,14 +7,18 @@ use tracing::instrument;
 
 use crate::etcd::EtcdError;
 use crate::etcd::exactly_once::receipts::Receipts;
-use crate::etcd::exactly_once::unique_creates::UniqueCreates;
+use crate::etcd::exactly_once::unique_creates::{MAX_CREATES_PER_TXN, UniqueCreates};
 use crate::etcd::keys::name::RecipeName;
+use crate::etcd::queues::producer::QueueProducer;
 use crate::etcd::queues::take::{TakeOrder, Taker};
 
 /// How many of the oldest items one read fetches. Items are taken one at a
 /// time, with a transaction each; the rest wait in a local list, so a busy
 /// consumer reads the queue once per batch rather than once per item.
 const BATCH: i64 = 16;
+/// The most value bytes one `enqueue_many` transaction carries, under
+/// etcd's default request limit of 1.5 MiB.
+pub(crate) const MAX_BYTES_PER_TXN: usize = 1 << 20;
 
 /// A multi-producer, multi-consumer FIFO queue: each item a key
 /// `<name>/<unix nanos>`, taken in the order the items were created.
@@ -107,6 +111,74 @@ impl Queue {
             .create_unique(&self.client, &self.name.prefix(), value)
             .await?;
         Ok(key)
+    }
+
+    /// Appends `values` in their order, in as few round trips as etcd
+    /// allows: one transaction per 127 items (etcd's default limit on a
+    /// transaction's comparisons) or per MiB of values. Returns the items'
+    /// keys, in order.
+    ///
+    /// The items of one transaction share a create revision and follow
+    /// each other in key order, which is the order consumers of this crate
+    /// take them in; no other producer's item falls between them. Exactly
+    /// once, like [`enqueue`](Self::enqueue). (Go's `Queue.Dequeue` reads
+    /// one item by revision alone, so a Go consumer may take a
+    /// transaction's items in any order.)
+    ///
+    /// # Errors
+    ///
+    /// As [`enqueue`](Self::enqueue); when the values took several
+    /// transactions and one failed, the transactions before it stay
+    /// applied — their items are in the queue — and none after it was sent.
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped before it returns, some leading part of the
+    /// values — whole transactions — may have been added.
+    #[instrument(level = "debug", skip(self, values), fields(queue = self.name.as_str()))]
+    pub async fn enqueue_many<V: Into<Vec<u8>>>(
+        &self,
+        values: impl IntoIterator<Item = V>,
+    ) -> Result<Vec<String>, EtcdError> {
+        let mut keys = Vec::new();
+        let mut chunk: Vec<Vec<u8>> = Vec::new();
+        let mut chunk_bytes = 0;
+        let mut values = values.into_iter().map(Into::into).peekable();
+        while let Some(value) = values.next() {
+            chunk_bytes += value.len();
+            chunk.push(value);
+            let next_fits = values.peek().is_some_and(|next| {
+                chunk.len() < MAX_CREATES_PER_TXN
+                    && chunk_bytes + next.len() <= MAX_BYTES_PER_TXN
+            });
+            if !next_fits {
+                keys.extend(self.enqueue_chunk(&chunk).await?);
+                chunk.clear();
+                chunk_bytes = 0;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// One transaction of `enqueue_many`.
+    pub(crate) async fn enqueue_chunk(
+        &self,
+        values: &[Vec<u8>],
+    ) -> Result<Vec<String>, EtcdError> {
+        let (keys, _) = self
+            .creates
+            .create_many(&self.client, &self.name.prefix(), values)
+            .await?;
+        Ok(keys)
+    }
+
+    /// A producer that keeps many enqueues in flight: each
+    /// [`QueueProducer::enqueue`] joins the next transaction, sent as soon
+    /// as the one before it is answered, so items keep the order they were
+    /// enqueued in. For a producer that has many items to send and cannot
+    /// wait for each one's round trip.
+    pub fn producer(&self) -> QueueProducer {
+        QueueProducer::new(self.clone())
     }
 
     /// Takes the oldest item, if there is one; never waits for one.

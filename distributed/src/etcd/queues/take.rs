@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use crate::etcd::Client;
 use etcd_client::{
-    Compare, CompareOp, Event, EventType, GetOptions, SortOrder, SortTarget, TxnOp,
+    Compare, CompareOp, Event, EventType, GetOptions, KeyValue, SortOrder, SortTarget,
+    TxnOp,
 };
 use tokio::sync::{Mutex, oneshot};
 use tokio::time::Instant;
@@ -163,7 +164,14 @@ impl Taker {
                     )
                 })
                 .await?;
-            let kvs = response.kvs();
+            let full = response.kvs().len() as i64 >= limit;
+            let kvs = match self.order {
+                TakeOrder::ByRevision => {
+                    self.whole_revisions(response.kvs().to_vec(), full, limit, deadline)
+                        .await?
+                }
+                TakeOrder::ByKey => response.kvs().to_vec(),
+            };
             for kv in kvs.iter().filter(|kv| self.is_item(kv.key())) {
                 match kv.key_str() {
                     Ok(key) => {
@@ -183,7 +191,7 @@ impl Taker {
             let Some(last) = kvs.last() else {
                 return Ok(candidates.len());
             };
-            if !candidates.is_empty() || (kvs.len() as i64) < limit {
+            if !candidates.is_empty() || !full {
                 return Ok(candidates.len());
             }
             // A whole page of keys that are not ours: read on past them.
@@ -192,6 +200,47 @@ impl Taker {
                 TakeOrder::ByKey => start = [last.key(), b"\0"].concat(),
             }
         }
+    }
+
+    /// A page read by create revision, in the order items are taken: by
+    /// revision, then by key. Items enqueued together (`enqueue_many`)
+    /// share one revision, and etcd orders equal revisions arbitrarily — so
+    /// it may also have cut a full page in the middle of one revision, at
+    /// arbitrary keys. Such a cut revision is left for the next read, unless
+    /// it is the whole page (a batch larger than a page): then that
+    /// revision is read again by key, its first keys in order.
+    async fn whole_revisions(
+        &self,
+        mut page: Vec<KeyValue>,
+        full: bool,
+        limit: i64,
+        deadline: Instant,
+    ) -> Result<Vec<KeyValue>, EtcdError> {
+        page.sort_by(|a, b| {
+            (a.create_revision(), a.key()).cmp(&(b.create_revision(), b.key()))
+        });
+        let (Some(first), Some(last)) = (page.first(), page.last()) else {
+            return Ok(page);
+        };
+        let (first, last) = (first.create_revision(), last.create_revision());
+        if !full {
+            return Ok(page);
+        }
+        if first != last {
+            page.retain(|kv| kv.create_revision() != last);
+            return Ok(page);
+        }
+        let prefix_end = format!("{}0", &self.prefix[..self.prefix.len() - 1]);
+        let options = GetOptions::new()
+            .with_range(prefix_end.as_str())
+            .with_min_create_revision(last)
+            .with_max_create_revision(last)
+            .with_limit(limit);
+        let by_key = self
+            .client
+            .retried_get_until(deadline, self.prefix.as_str(), Some(options))
+            .await?;
+        Ok(by_key.kvs().to_vec())
     }
 
     /// Whether `key` is an item of this queue: `<name>/<id>` for a FIFO
