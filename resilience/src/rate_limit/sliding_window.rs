@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{
     AtomicU64,
-    Ordering::{AcqRel, Acquire},
+    Ordering::{AcqRel, Acquire, Relaxed},
 };
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ const COUNT_BITS: u32 = 20;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 const INDEX_BITS: u32 = 64 - 2 * COUNT_BITS;
 const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+/// Windows from this long up are timed on the clock's coarse reading.
+const COARSE_FROM: Duration = Duration::from_secs(1);
 /// The largest limit that fits in a count.
 pub const MAX_WINDOW_LIMIT: u32 = COUNT_MASK as u32;
 
@@ -32,13 +34,25 @@ pub const MAX_WINDOW_LIMIT: u32 = COUNT_MASK as u32;
 ///
 /// The state — window index (44 bits, wrapping), previous and current counts
 /// (20 bits each) — is one `AtomicU64` updated by compare-and-swap: no lock.
+///
+/// A window of a second or more is timed on the clock's coarse reading
+/// ([`Clock::coarse_now_nanos`], the kernel's last tick: a few ms of grain,
+/// under 1 % of the window, and a few times cheaper than a precise read);
+/// the weight of the previous window, and `retry_after`, are then rounded
+/// to that grain.
 pub struct SlidingWindow<C: Clock = SystemClock> {
     limit: u64,
     window_nanos: u64,
     /// `1 / window_nanos`, so that the hot path multiplies instead of dividing.
     per_window_nano: f64,
+    /// Windows of a second or more read the clock's coarse reading (a few
+    /// ms of grain, under 1 % of the window): a few times cheaper.
+    coarse: bool,
     clock: C,
     state: AtomicU64,
+    /// The newest window index seen: a hint that spares the hot path a
+    /// division while `now` is still inside that window.
+    latest_window: AtomicU64,
 }
 
 fn pack(index: u64, previous: u64, current: u64) -> u64 {
@@ -85,17 +99,22 @@ impl<C: Clock> SlidingWindow<C> {
             limit: u64::from(limit),
             window_nanos,
             per_window_nano: 1.0 / window_nanos as f64,
+            coarse: window >= COARSE_FROM,
             clock,
             state: AtomicU64::new(0),
+            latest_window: AtomicU64::new(0),
         })
     }
 
     /// The decision for `n` permits now, taking them if allowed.
     pub fn check_n(&self, n: u32) -> Decision {
         let n = u64::from(n);
-        let now = self.clock.now_nanos();
-        let now_index = now / self.window_nanos;
-        let into_window = now - now_index * self.window_nanos;
+        let now = if self.coarse {
+            self.clock.coarse_now_nanos()
+        } else {
+            self.clock.now_nanos()
+        };
+        let (now_index, into_window) = self.window_of(now);
         let mut state = self.state.load(Acquire);
         loop {
             let (index, previous, current) = unpack(state);
@@ -124,6 +143,22 @@ impl<C: Clock> SlidingWindow<C> {
                 Err(changed) => state = changed, // another thread got there first
             }
         }
+    }
+
+    /// Which window `now` falls in, and how far into it. While `now` is
+    /// still inside the newest window seen, that takes a multiplication;
+    /// only the first call in a new window divides (a 64-bit division
+    /// costs about as much as the rest of a check).
+    fn window_of(&self, now: u64) -> (u64, u64) {
+        let latest = self.latest_window.load(Relaxed);
+        let start = latest.saturating_mul(self.window_nanos);
+        if now >= start && now - start < self.window_nanos {
+            return (latest, now - start);
+        }
+        let index = now / self.window_nanos;
+        // Only a hint: any value is checked above before it is used.
+        self.latest_window.fetch_max(index, Relaxed);
+        (index, now - index * self.window_nanos)
     }
 
     /// When the estimate will have dropped enough for `n` more, if nothing
