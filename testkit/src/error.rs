@@ -59,6 +59,18 @@ pub enum TestkitError {
     #[error("an etcd test cluster has 1 or 3 members, not {0}")]
     BadMemberCount(usize),
 
+    /// A partition was asked of a cluster started without proxies.
+    #[error(
+        "this cluster has no proxies to cut: start it with `EtcdCluster::builder().behind_proxies()`"
+    )]
+    NotBehindProxies,
+
+    /// A member's metrics did not say its id.
+    #[error(
+        "etcd member {0} did not report its id (`etcd_server_id`) on its metrics port"
+    )]
+    NoMemberId(usize),
+
     /// No member reported itself leader in time.
     #[error("no etcd member reported itself leader within {0} s")]
     NoLeader(u64),

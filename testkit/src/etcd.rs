@@ -13,7 +13,7 @@ use crate::certs::{Certificates, make_certificates};
 use crate::ports::free_port;
 use crate::probe::{etcd_is_healthy, etcd_is_leader};
 use crate::process::{kill_and_wait, signal, spawn_child, wait_until_ready};
-use crate::{TestkitError, temp_prefix};
+use crate::{TcpProxy, TestkitError, temp_prefix};
 
 /// How long a cluster may take to elect a leader and answer `/health`.
 const READY_LIMIT: Duration = Duration::from_secs(30);
@@ -27,6 +27,7 @@ pub struct EtcdBuilder {
     members: usize,
     root_password: Option<String>,
     tls: Option<ClientCertificates>,
+    behind_proxies: bool,
 }
 
 /// Whether a TLS cluster asks its clients for certificates.
@@ -64,6 +65,15 @@ impl EtcdBuilder {
         self
     }
 
+    /// Puts a [`TcpProxy`] in front of every member's client port and peer
+    /// port, and has the members advertise the proxies: clients and the
+    /// other members reach a member only through them, so
+    /// [`EtcdCluster::isolate`] can cut one off while it runs.
+    pub fn behind_proxies(mut self) -> Self {
+        self.behind_proxies = true;
+        self
+    }
+
     /// Starts the cluster and waits until every member is healthy.
     pub fn start(self) -> Result<EtcdCluster, TestkitError> {
         if self.members != 1 && self.members != 3 {
@@ -93,6 +103,28 @@ struct Member {
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// In front of `client` and `peer`, when the cluster is behind proxies.
+    proxies: Option<MemberProxies>,
+}
+
+#[derive(Debug)]
+struct MemberProxies {
+    client: TcpProxy,
+    peer: TcpProxy,
+}
+
+impl Member {
+    /// Where clients reach this member: its proxy, if it has one.
+    fn advertised_client(&self) -> SocketAddr {
+        self.proxies
+            .as_ref()
+            .map_or(self.client, |p| p.client.addr())
+    }
+
+    /// Where the other members reach it.
+    fn advertised_peer(&self) -> SocketAddr {
+        self.proxies.as_ref().map_or(self.peer, |p| p.peer.addr())
+    }
 }
 
 /// A running etcd cluster; every member is killed when this is dropped.
@@ -117,6 +149,7 @@ impl EtcdCluster {
             members: 1,
             root_password: None,
             tls: None,
+            behind_proxies: false,
         }
     }
 
@@ -140,9 +173,20 @@ impl EtcdCluster {
         let mut members = Vec::with_capacity(options.members);
         for index in 0..options.members {
             let name = format!("m{index}");
+            let client = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let peer = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let proxies = if options.behind_proxies {
+                Some(MemberProxies {
+                    client: TcpProxy::start(client)?,
+                    peer: TcpProxy::start(peer)?,
+                })
+            } else {
+                None
+            };
             members.push(Member {
-                client: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-                peer: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+                client,
+                peer,
+                proxies,
                 metrics: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
                 data_dir: dir.path().join(format!("{name}.etcd")),
                 log: dir.path().join(format!("{name}.log")),
@@ -153,7 +197,7 @@ impl EtcdCluster {
         }
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://{}", m.name, m.peer))
+            .map(|m| format!("{}=http://{}", m.name, m.advertised_peer()))
             .collect::<Vec<_>>()
             .join(",");
         let tls = match options.tls {
@@ -211,13 +255,13 @@ impl EtcdCluster {
             .arg(format!(
                 "--advertise-client-urls={}://{}",
                 self.scheme(),
-                member.client
+                member.advertised_client()
             ))
             .arg(format!("--listen-metrics-urls=http://{}", member.metrics))
             .arg(format!("--listen-peer-urls=http://{}", member.peer))
             .arg(format!(
                 "--initial-advertise-peer-urls=http://{}",
-                member.peer
+                member.advertised_peer()
             ))
             .arg(format!("--initial-cluster={}", self.initial_cluster))
             .arg("--initial-cluster-state=new")
@@ -329,11 +373,16 @@ impl EtcdCluster {
         self.endpoints().join(",")
     }
 
-    /// Client socket addresses, one per member.
+    /// Client socket addresses, one per member (their proxies', for a
+    /// cluster behind proxies).
     pub fn client_addrs(&self) -> Vec<SocketAddr> {
         self.members
             .iter()
-            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).client)
+            .map(|m| {
+                m.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .advertised_client()
+            })
             .collect()
     }
 
@@ -403,6 +452,54 @@ impl EtcdCluster {
             member.paused = false;
         }
         Ok(())
+    }
+
+    /// Cuts member `index` off from clients and from the other members
+    /// while it keeps running — a partition: its client and peer proxies
+    /// drop every byte, and the other members' peer proxies drop what it
+    /// sends them (its requests name it in `X-Server-From`). Only for a
+    /// cluster [`behind_proxies`](EtcdBuilder::behind_proxies).
+    pub fn isolate(&self, index: usize) -> Result<(), TestkitError> {
+        let id = self.member_id(index)?;
+        for other in 0..self.members.len() {
+            let member = self.lock(other)?;
+            let proxies = member
+                .proxies
+                .as_ref()
+                .ok_or(TestkitError::NotBehindProxies)?;
+            if other == index {
+                proxies.client.blackhole();
+                proxies.peer.blackhole();
+            } else {
+                proxies.peer.blackhole_from(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every partition made by [`isolate`](Self::isolate): all proxies
+    /// forward again, and the connections that were cut are reset (their
+    /// half-delivered frames would confuse both ends).
+    pub fn heal(&self) -> Result<(), TestkitError> {
+        for index in 0..self.members.len() {
+            let member = self.lock(index)?;
+            let proxies = member
+                .proxies
+                .as_ref()
+                .ok_or(TestkitError::NotBehindProxies)?;
+            for proxy in [&proxies.client, &proxies.peer] {
+                proxy.reset_connections();
+                proxy.heal();
+            }
+        }
+        Ok(())
+    }
+
+    /// Member `index`'s id in hex, as it names itself to its peers; read
+    /// from its metrics (`etcd_server_id`).
+    pub fn member_id(&self, index: usize) -> Result<String, TestkitError> {
+        let metrics = self.lock(index)?.metrics;
+        crate::probe::etcd_member_id(metrics).ok_or(TestkitError::NoMemberId(index))
     }
 
     /// The index of the current Raft leader, waiting up to 10 s for one to be

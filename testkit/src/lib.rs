@@ -34,6 +34,7 @@ mod certs;
 mod cluster;
 mod error;
 mod etcd;
+pub mod history;
 mod ports;
 mod probe;
 mod process;

@@ -39,6 +39,17 @@ pub(crate) fn etcd_is_leader(addr: SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
+/// The member id (hex) of the etcd member whose metrics listen on `addr`,
+/// from the `etcd_server_id{server_id="…"}` gauge.
+pub(crate) fn etcd_member_id(addr: SocketAddr) -> Option<String> {
+    let metrics = http_get(addr, "/metrics")?;
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix("etcd_server_id{server_id=\"")?;
+        let (id, _) = rest.split_once('"')?;
+        Some(id.to_ascii_lowercase())
+    })
+}
+
 /// True when a Redis server answers on `addr`, with `+PONG`, or with
 /// `-NOAUTH` when it requires a password: both mean it is up.
 pub fn redis_answers(addr: SocketAddr) -> bool {

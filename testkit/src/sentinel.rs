@@ -119,12 +119,12 @@ impl RedisSentinels {
     /// Stops replication from the primary to the replica: both keep
     /// running, and the primary's writes no longer reach the replica.
     pub fn cut_replication(&self) {
-        self.link.stop_forwarding();
+        self.link.blackhole();
     }
 
     /// Lets replication through again.
     pub fn heal_replication(&self) {
-        self.link.resume_forwarding();
+        self.link.heal();
     }
 
     /// Kills the primary (SIGKILL).
