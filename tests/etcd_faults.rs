@@ -14,6 +14,7 @@ use concurrency_patterns::distributed::etcd::{
 };
 use support::{Proc, example_binary};
 use testkit::EtcdCluster;
+use testkit::history::{Call, FencedLock, LockOp};
 
 const HOLDER_TTL: u64 = 2;
 
@@ -136,8 +137,12 @@ async fn increment(
     mutex: &Mutex,
     client: &mut Client,
     marker: &str,
+    history: &History,
 ) -> Result<(), EtcdError> {
+    let invoked = Instant::now();
     let guard = mutex.lock().await?;
+    let token = u64::try_from(guard.fencing_token()).unwrap_or(0);
+    history.record(invoked, Some(Instant::now()), LockOp::Acquired(token));
     let counter = client.get("faults-counter", None).await?;
     let (value, revision) = match counter.kvs().first() {
         Some(kv) => (
@@ -156,8 +161,17 @@ async fn increment(
             TxnOp::put("faults-counter", (value + 1).to_string(), None),
             TxnOp::put(marker, "", None),
         ]);
-    let applied = client.txn(txn).await?.succeeded();
-    let _ = guard.unlock().await;
+    // The holder stops holding when it starts to unlock; a failed unlock
+    // has no response (the key may have gone then, or with the lease).
+    let (applied, unlocking) = match client.txn(txn).await {
+        Ok(reply) => (reply.succeeded(), Instant::now()),
+        Err(error) => {
+            history.record(Instant::now(), None, LockOp::Released(token));
+            return Err(error.into());
+        }
+    };
+    let unlocked = guard.unlock().await.is_ok().then(Instant::now);
+    history.record(unlocking, unlocked, LockOp::Released(token));
     if applied || client.get(marker, None).await?.count() == 1 {
         Ok(())
     } else {
@@ -167,17 +181,36 @@ async fn increment(
     }
 }
 
+/// What the workers of one test saw, from one clock, for the checker.
+#[derive(Clone, Default)]
+struct History(std::sync::Arc<std::sync::Mutex<Vec<Call<LockOp>>>>);
+
+impl History {
+    fn record(&self, invoked: Instant, returned: Option<Instant>, op: LockOp) {
+        self.0.lock().unwrap().push(Call {
+            process: 0,
+            invoked,
+            returned,
+            op,
+        });
+    }
+}
+
+/// Also checks the history of grants and releases: some order of them,
+/// each within its call, is one holder at a time with rising tokens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_etcd_leader_during_contention_loses_no_update() {
     const CLIENTS: usize = 3;
     const STEPS: usize = 20;
     let etcd = std::sync::Arc::new(EtcdCluster::start(3).unwrap());
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let history = History::default();
     let mut workers = Vec::new();
     for id in 0..CLIENTS {
-        let (etcd, progress) = (
+        let (etcd, progress, history) = (
             std::sync::Arc::clone(&etcd),
             std::sync::Arc::clone(&progress),
+            history.clone(),
         );
         workers.push(tokio::spawn(async move {
             let mut client = client(&etcd).await;
@@ -193,7 +226,7 @@ async fn killing_the_etcd_leader_during_contention_loses_no_update() {
                     let mutex = Mutex::new(&session, "faults-contended").unwrap();
                     match tokio::time::timeout(
                         Duration::from_secs(10),
-                        increment(&mutex, &mut client, &marker),
+                        increment(&mutex, &mut client, &marker, &history),
                     )
                     .await
                     {
@@ -241,6 +274,34 @@ async fn killing_the_etcd_leader_during_contention_loses_no_update() {
         .await
         .unwrap();
     assert_eq!(markers.count() as usize, CLIENTS * STEPS);
+    let mut calls = history.0.lock().unwrap().clone();
+    assert!(calls.len() >= 2 * CLIENTS * STEPS);
+    // A holder whose call was cut short (an error, a timeout) stopped
+    // holding at some moment after its grant, unknown: a release with no
+    // response.
+    let released: std::collections::HashSet<u64> = calls
+        .iter()
+        .filter_map(|c| match c.op {
+            LockOp::Released(token) => Some(token),
+            LockOp::Acquired(_) => None,
+        })
+        .collect();
+    let cut_short: Vec<Call<LockOp>> = calls
+        .iter()
+        .filter_map(|c| match c.op {
+            LockOp::Acquired(token) if !released.contains(&token) => Some(Call {
+                process: 0,
+                invoked: c.returned.unwrap_or(c.invoked),
+                returned: None,
+                op: LockOp::Released(token),
+            }),
+            _ => None,
+        })
+        .collect();
+    calls.extend(cut_short);
+    if let Err(anomaly) = testkit::history::check(&FencedLock, &calls) {
+        panic!("{anomaly}");
+    }
 }
 
 /// The `etcd-semaphore` example as a holder process with one permit taken.

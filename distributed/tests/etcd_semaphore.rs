@@ -136,7 +136,7 @@ async fn a_crashed_holders_permit_returns_when_its_lease_ends() {
         .acquire()
         .await
         .unwrap();
-    link.stop_forwarding();
+    link.blackhole();
     // Kept, never released: its holder is gone.
     let _held_by_the_dead = permit;
     let other = session(etcd, 10).await;

@@ -700,7 +700,7 @@ async fn the_watchdog_reports_the_loss_before_another_client_can_take_the_lock()
     // Renewed a few times through the proxy first.
     tokio::time::sleep(ttl * 2).await;
     assert!(!held.is_lost());
-    proxy.stop_forwarding();
+    proxy.blackhole();
     let cut = Instant::now();
     let rival = shared_lock("redis-watchdog-partition").await;
     let (lost_at, taken_at) = tokio::join!(

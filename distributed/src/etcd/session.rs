@@ -307,6 +307,14 @@ impl Drop for Claim {
     }
 }
 
+/// How long before the lease's end, as this side can know it, the session
+/// calls itself lost: a twentieth of the TTL, at least 50 ms — room for a
+/// late wake-up of the keep-alive task, so that the holder hears of the
+/// loss before another process can be granted what it held.
+fn loss_margin(ttl: Duration) -> Duration {
+    (ttl / 20).max(Duration::from_millis(50)).min(ttl / 2)
+}
+
 /// Renews the lease every TTL/3 until it expires or cannot be renewed before
 /// its deadline, then reports the loss.
 async fn keep_alive(
@@ -319,8 +327,12 @@ async fn keep_alive(
 ) {
     let ttl_duration = Duration::from_secs(ttl.unsigned_abs());
     let period = ttl_duration / 3;
-    // The lease is certainly alive until this instant.
-    let mut deadline = tokio::time::Instant::now() + ttl_duration;
+    // The lease is certainly alive until this instant: the server extends
+    // it by the TTL from when it *receives* a renewal, which is after we
+    // sent it. Less a margin, so that the loss is reported before the
+    // server can revoke the lease even if this task is woken late.
+    let margin = loss_margin(ttl_duration);
+    let mut deadline = tokio::time::Instant::now() + ttl_duration - margin;
     loop {
         tokio::time::sleep(period).await;
         loop {
@@ -339,8 +351,9 @@ async fn keep_alive(
             };
             match tokio::time::timeout_at(deadline, renewed).await {
                 Ok(Ok(Some(response))) if response.ttl() > 0 => {
-                    deadline =
-                        sent_at + Duration::from_secs(response.ttl().unsigned_abs());
+                    deadline = sent_at
+                        + Duration::from_secs(response.ttl().unsigned_abs())
+                            .saturating_sub(margin);
                     break;
                 }
                 Ok(Ok(Some(_expired))) => {
@@ -352,7 +365,11 @@ async fn keep_alive(
                     // The stream broke (for example the etcd member we talk
                     // to died) or the renewal is late: open a new stream and
                     // try again, until the deadline above says it is too late.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // The pause never runs past the deadline: the loss must
+                    // be reported on time, not a pause later.
+                    let pause =
+                        tokio::time::Instant::now() + Duration::from_millis(100);
+                    tokio::time::sleep_until(pause.min(deadline)).await;
                     match tokio::time::timeout_at(
                         deadline,
                         client.clone().lease_keep_alive(lease),
