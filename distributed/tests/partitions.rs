@@ -70,6 +70,7 @@ async fn an_etcd_holder_cut_off_learns_it_lost_the_lock_before_another_takes_it(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     tokio::time::sleep(Duration::from_millis(10)).await; // its answer back
+    // ANCHOR: cut_holder
     link.blackhole();
     let cut = Instant::now();
     let direct = etcd_client(etcd.endpoints()[0].clone()).await;
@@ -135,6 +136,7 @@ async fn an_etcd_holder_cut_off_learns_it_lost_the_lock_before_another_takes_it(
     if let Err(anomaly) = history::check(&FencedLock, &history) {
         panic!("{anomaly}: {history:#?}");
     }
+    // ANCHOR_END: cut_holder
 
     // Healed (and the half-sent frames of the cut connection reset): the
     // old holder's fenced write is refused, the new holder's applied.

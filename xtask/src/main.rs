@@ -20,6 +20,7 @@ mod ensure;
 mod leftovers;
 mod run;
 mod services;
+mod soak;
 mod test;
 mod tour;
 
@@ -40,6 +41,10 @@ commands:
   bench --book [--rounds N]
                            the comparisons and benchmarks the chapters quote, written to
                            book/src/generated/*.md with their conditions
+  soak [--seconds N] [--seed S]
+                           a randomized schedule of kills, pauses and partitions against a
+                           3-member etcd and a Redis while the recipes run (60 s); every history
+                           checked; ends with one JSON line; a failing seed replays its schedule
   services up|down|status  a long-lived etcd on 127.0.0.1:2379 and Redis on 127.0.0.1:6379
   ensure                   only install what is missing (etcd, etcdctl, redis-server, redis-sentinel, protoc, openssl, chromium, mdbook)";
 
@@ -68,6 +73,9 @@ fn main() -> ExitCode {
         },
         ["bench"] => bench::run(""),
         ["bench", filter] if !filter.starts_with("--") => bench::run(filter),
+        ["soak", rest @ ..] => soak::parse(rest).and_then(|(seconds, seed)| {
+            ensure::servers().and_then(|()| soak::run(seconds, seed, None))
+        }),
         ["services", "up"] => services::up(),
         ["services", "down"] => services::down(),
         ["services", "status"] => services::status(),

@@ -3,7 +3,11 @@
 use std::time::Instant;
 
 use crate::run::{cargo, step};
-use crate::{Result, book, crates, ensure, leftovers};
+use crate::{Result, book, crates, ensure, leftovers, soak};
+
+/// How long the soak runs in `cargo xtask test` (its faults and checks
+/// take some seconds more); longer soaks are for people.
+const SOAK_SECONDS: u64 = 45;
 
 /// Crates with loom models (`#[cfg(loom)]` tests), checked with `--cfg loom`.
 const LOOM_CRATES: &[&str] = &["cpr-patterns"];
@@ -43,7 +47,8 @@ pub fn run() -> Result {
         cargo()
             .args(["test", "--workspace"])
             .env(testkit::RUN_VAR, &run),
-    );
+    )
+    .and_then(|()| soak::run(SOAK_SECONDS, None, Some(&run)));
     // Checked even when tests failed: a leaked server is its own bug.
     let leaked = leftovers::kill_testkit_processes(&run);
     leftovers::remove_temp_dirs(&run);
