@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use cpr_distributed::etcd::etcd_client::{Compare, Txn, TxnOp};
-use cpr_distributed::etcd::{Client, EtcdConfig, Mutex, Queue, Session};
+use cpr_distributed::etcd::{Client, EtcdConfig, Mutex, Queue, Session, WorkQueue};
 use cpr_distributed::redis::{RedisConfig, RedisError, RedisLock, Redlock};
 use testkit::history::{self, Call, FencedLock, LockOp};
 use testkit::{RedisServer, TcpProxy};
@@ -499,5 +499,60 @@ async fn a_cut_off_leader_loses_nothing_and_doubles_nothing() {
     assert!(
         during_cut > 0,
         "no enqueue succeeded while the old leader was cut off: no new leader"
+    );
+}
+
+/// A WorkQueue consumer cut off while it works on an item: its claim dies
+/// with its lease, the item is delivered again to a consumer that can
+/// reach etcd, and after the link heals the first consumer's late ack is
+/// refused. Every item is acked; the cut one was delivered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_work_queue_consumer_cut_off_mid_item_loses_nothing() {
+    const ITEMS: usize = 20;
+    let etcd = testkit::shared_etcd().unwrap();
+    let link = TcpProxy::start(etcd.client_addrs()[0]).unwrap();
+    let direct = etcd_client(etcd.endpoints()[0].clone()).await;
+    let steady_session = Session::new(direct, Duration::from_secs(10)).await.unwrap();
+    let steady = WorkQueue::new(&steady_session, "partition-work").unwrap();
+    for i in 0..ITEMS {
+        steady.enqueue(format!("job-{i:02}")).await.unwrap();
+    }
+
+    let cut_session = Session::new(
+        etcd_client(link.addr().to_string()).await,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let cut_consumer = WorkQueue::new(&cut_session, "partition-work").unwrap();
+    let in_hand = cut_consumer.dequeue().await.unwrap();
+    link.blackhole();
+
+    let mut acked = HashSet::new();
+    let mut redelivered = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.len() < ITEMS {
+        assert!(Instant::now() < deadline, "only {} acked", acked.len());
+        let item = tokio::time::timeout(Duration::from_secs(5), steady.dequeue())
+            .await
+            .expect("no item came back")
+            .unwrap();
+        if item.id == in_hand.id {
+            redelivered = Some(item.deliveries);
+        }
+        steady.ack(&item).await.unwrap();
+        acked.insert(String::from_utf8(item.value).unwrap());
+    }
+    assert_eq!(
+        redelivered,
+        Some(2),
+        "the cut consumer's item was not delivered again"
+    );
+
+    link.reset_connections();
+    link.heal();
+    assert!(
+        cut_consumer.ack(&in_hand).await.is_err(),
+        "a late ack from a consumer whose claim had died was accepted"
     );
 }
