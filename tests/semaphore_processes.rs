@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::{Proc, etcd_example, example_binary};
+use testkit::history::{self, Call, LockOp};
 use testkit::{EtcdCluster, RedisServer};
 
 const PROCESSES: usize = 4;
@@ -29,8 +30,12 @@ const PERMITS: usize = 3;
 #[derive(Debug, Clone)]
 struct Hold {
     process: usize,
+    /// When the acquire was asked for.
+    asked: Instant,
     entered: Instant,
     left: Instant,
+    /// When the release was answered.
+    answered: Instant,
     fencing_token: u64,
     /// The server confirmed the release: the permit was held throughout.
     confirmed: bool,
@@ -44,6 +49,7 @@ fn drive(process: usize, mut proc: Proc, holds: Arc<Mutex<Vec<Hold>>>) {
     let give_up = Instant::now() + Duration::from_secs(120);
     while done < ROUNDS {
         assert!(Instant::now() < give_up, "process {process} is stuck");
+        let asked = Instant::now();
         proc.send("acquire");
         let line = proc.expect_line("acquire", Duration::from_secs(60));
         if !line.starts_with("acquired") {
@@ -61,8 +67,11 @@ fn drive(process: usize, mut proc: Proc, holds: Arc<Mutex<Vec<Hold>>>) {
         let left = Instant::now();
         proc.send("release");
         let answer = proc.expect_line("release", Duration::from_secs(60));
+        let answered = Instant::now();
         holds.lock().unwrap().push(Hold {
             process,
+            asked,
+            answered,
             entered,
             left,
             fencing_token,
@@ -139,6 +148,40 @@ fn run(spawn: impl Fn() -> Proc, fault: impl FnOnce()) -> Vec<Hold> {
         most <= PERMITS,
         "{most} confirmed holders at once: {holds:#?}"
     );
+    // The same as a history, all holds included: a hold whose release was
+    // refused lost its permit at some moment after it was granted.
+    let calls: Vec<Call<LockOp>> = holds
+        .iter()
+        .flat_map(|h| {
+            let token = h.fencing_token;
+            let acquired = Call {
+                process: h.process,
+                invoked: h.asked,
+                returned: Some(h.entered),
+                op: LockOp::Acquired(token),
+            };
+            let released = if h.confirmed {
+                Call {
+                    process: h.process,
+                    invoked: h.left,
+                    returned: Some(h.answered),
+                    op: LockOp::Released(token),
+                }
+            } else {
+                Call {
+                    process: h.process,
+                    invoked: h.entered,
+                    returned: None,
+                    op: LockOp::Released(token),
+                }
+            };
+            [acquired, released]
+        })
+        .collect();
+    let model = history::Semaphore { permits: PERMITS };
+    if let Err(anomaly) = history::check(&model, &calls) {
+        panic!("{anomaly}");
+    }
     holds
 }
 
@@ -195,8 +238,10 @@ fn the_overlap_count_sees_a_fourth_holder() {
     let at = |ms: u64| t0 + Duration::from_millis(ms);
     let hold = |process, from, to, confirmed| Hold {
         process,
+        asked: at(from),
         entered: at(from),
         left: at(to),
+        answered: at(to),
         fencing_token: process as u64,
         confirmed,
     };

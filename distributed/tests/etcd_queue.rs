@@ -2,11 +2,13 @@
 //! cancel safety, no herd, and Go-layout interoperability.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cpr_distributed::etcd::etcd_client::{GetOptions, WatchOptions};
 use cpr_distributed::etcd::{Client, EtcdConfig, PriorityQueue, Queue};
 use testkit::EtcdCluster;
+use testkit::history::{self, Call, QueueOp};
 
 async fn client() -> Client {
     let etcd = testkit::shared_etcd().unwrap();
@@ -64,12 +66,26 @@ async fn every_item_is_delivered_exactly_once_to_concurrent_consumers() {
     const PRODUCERS: usize = 4;
     const ITEMS: usize = 50;
     let name = "q-concurrent";
+    // Every call, on one clock, for the FIFO check at the end.
+    let calls: Arc<Mutex<Vec<Call<QueueOp>>>> = Arc::default();
+    let record = |calls: &Mutex<Vec<Call<QueueOp>>>, invoked: Instant, op| {
+        calls.lock().unwrap().push(Call {
+            process: 0,
+            invoked,
+            returned: Some(Instant::now()),
+            op,
+        });
+    };
     let mut producers = Vec::new();
     for p in 0..PRODUCERS {
         let queue = Queue::new(client().await, name).unwrap();
+        let calls = calls.clone();
         producers.push(tokio::spawn(async move {
             for i in 0..ITEMS {
-                queue.enqueue(format!("{p}-{i}")).await.unwrap();
+                let item = format!("{p}-{i}");
+                let invoked = Instant::now();
+                queue.enqueue(item.clone()).await.unwrap();
+                record(&calls, invoked, QueueOp::Enqueued(item));
             }
         }));
     }
@@ -78,12 +94,18 @@ async fn every_item_is_delivered_exactly_once_to_concurrent_consumers() {
     for _ in 0..2 {
         let queue = Queue::new(client().await, name).unwrap();
         for _ in 0..2 {
-            let queue = queue.clone();
+            let (queue, calls) = (queue.clone(), calls.clone());
             consumers.push(tokio::spawn(async move {
                 let mut got = Vec::new();
-                while let Ok(Ok(value)) =
-                    tokio::time::timeout(Duration::from_secs(2), queue.dequeue()).await
-                {
+                loop {
+                    let invoked = Instant::now();
+                    let Ok(Ok(value)) =
+                        tokio::time::timeout(Duration::from_secs(2), queue.dequeue())
+                            .await
+                    else {
+                        break;
+                    };
+                    record(&calls, invoked, QueueOp::Dequeued(text(value.clone())));
                     got.push(text(value));
                 }
                 got
@@ -100,6 +122,13 @@ async fn every_item_is_delivered_exactly_once_to_concurrent_consumers() {
     let unique: HashSet<&String> = all.iter().collect();
     assert_eq!(unique.len(), all.len(), "an item was delivered twice");
     assert_eq!(all.len(), PRODUCERS * ITEMS, "an item was lost");
+    // And in order: some order of the calls, each within its own span, is
+    // a FIFO queue's (checked by its patterns: 400 overlapping calls are
+    // too many for the general search).
+    let calls = calls.lock().unwrap().clone();
+    if let Err(anomaly) = history::check_fifo(&calls, true) {
+        panic!("not FIFO: {anomaly}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
