@@ -7,6 +7,7 @@
 //!
 //!     cargo run --example adaptive-limit -- --svg book/src/resilience
 //!     cargo run --example retry -- --svg book/src/resilience
+//!     cargo run --example watch -- --svg book/src/etcd
 
 mod support;
 
@@ -17,6 +18,12 @@ use support::{example_binary, root};
 /// Runs `example --svg DIR` into a temporary directory and checks that each
 /// of `files` matches the committed one in `book/src/resilience/`.
 fn assert_current(example: &str, files: &[&str]) {
+    assert_current_in(example, "resilience", files);
+}
+
+/// The same, for the committed files in `book/src/<dir>/`.
+fn assert_current_in(example: &str, dir: &str, files: &[&str]) {
+    let book_dir = dir;
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(example_binary(example))
         .arg("--svg")
@@ -31,11 +38,11 @@ fn assert_current(example: &str, files: &[&str]) {
     for file in files {
         let fresh = std::fs::read(dir.path().join(file)).unwrap();
         let committed =
-            std::fs::read(root().join("book/src/resilience").join(file)).unwrap();
+            std::fs::read(root().join("book/src").join(book_dir).join(file)).unwrap();
         assert!(
             fresh == committed,
-            "book/src/resilience/{file} is stale; regenerate it with \
-             `cargo run --example {example} -- --svg book/src/resilience`"
+            "book/src/{book_dir}/{file} is stale; regenerate it with \
+             `cargo run --example {example} -- --svg book/src/{book_dir}`"
         );
     }
 }
@@ -57,4 +64,11 @@ fn the_committed_plots_match_the_simulation() {
 #[test]
 fn the_committed_retry_wave_matches_the_simulation() {
     assert_current("retry", &["retry-wave.svg"]);
+}
+
+/// The picture of the live view in the locks chapter: the test backend's
+/// screen for a fixed lock (a holder, two waiters, a key just gone).
+#[test]
+fn the_committed_picture_of_the_live_view_is_current() {
+    assert_current_in("watch", "etcd", &["watch-mutex.svg"]);
 }

@@ -44,11 +44,19 @@ struct Args {
     /// Make a lock with a holder and two waiters, show it once, check it.
     #[arg(long)]
     scripted: bool,
+    /// Write the book's picture of the view (watch-mutex.svg) into DIR.
+    #[arg(long, value_name = "DIR")]
+    svg: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(dir) = &args.svg {
+        let picture = ui::svg(&ui::sample(), 110, 16)?;
+        std::fs::write(dir.join("watch-mutex.svg"), picture)?;
+        return Ok(());
+    }
     let forced = match &args.recipe {
         Some(name) => Some(Recipe::parse(name).ok_or_else(|| {
             anyhow::anyhow!(

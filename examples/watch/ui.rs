@@ -23,7 +23,14 @@ fn lease_left(key: &KeyView, read_at: Instant, now: Instant) -> String {
         Some(left) if left < 0 => "expired".to_string(),
         Some(left) => {
             let since = now.saturating_duration_since(read_at).as_secs_f64();
-            format!("{:x} {:.1} s", key.lease, (left as f64 - since).max(0.0))
+            let left = format!("{:.1} s", (left as f64 - since).max(0.0));
+            // A lock's key is its lease; other keys name the lease.
+            let lease = format!("{:x}", key.lease);
+            if key.key.contains(&lease) {
+                left
+            } else {
+                format!("{lease} {left}")
+            }
         }
     }
 }
@@ -84,11 +91,11 @@ pub fn draw(frame: &mut Frame<'_>, live: &Live, now: Instant) {
         rows,
         [
             Constraint::Length(11),
-            Constraint::Percentage(30),
-            Constraint::Length(9),
-            Constraint::Length(22),
-            Constraint::Percentage(25),
-            Constraint::Percentage(20),
+            Constraint::Fill(2),
+            Constraint::Length(8),
+            Constraint::Length(24),
+            Constraint::Fill(2),
+            Constraint::Fill(1),
         ],
     )
     .header(
@@ -112,4 +119,122 @@ pub fn draw(frame: &mut Frame<'_>, live: &Live, now: Instant) {
             .block(Block::default().borders(Borders::TOP).title(" events ")),
         log,
     );
+}
+
+/// A lock as the scripted run leaves it, with fixed leases and times: the
+/// book's picture of the view (the same every time, so a test can check
+/// the committed picture is current).
+pub fn sample() -> Live {
+    use super::model::{Recipe, Role, Snapshot};
+    let read_at = Instant::now();
+    let key =
+        |lease: i64, role: Role, revision: i64, ttl: i64, watches: Option<i64>| {
+            KeyView {
+                key: format!("{lease:x}"),
+                role,
+                create_revision: revision,
+                lease,
+                ttl: Some(ttl),
+                watches: watches.map(|w| format!("{w:x}")),
+                value: String::new(),
+                gone: false,
+            }
+        };
+    let (a, b, c, d) = (
+        0x694d_9a2e_1c4f_0b07_i64,
+        0x694d_9a2e_1c4f_0b0c,
+        0x694d_9a2e_1c4f_0b11,
+        0x694d_9a2e_1c4f_0afe,
+    );
+    let mut live = Live::new(Snapshot {
+        name: "demo".into(),
+        recipe: Recipe::Mutex,
+        revision: 1_228,
+        keys: vec![
+            key(a, Role::Holder, 1_222, 9, None),
+            key(b, Role::Waiter, 1_223, 8, Some(a)),
+            key(c, Role::Waiter, 1_224, 10, Some(b)),
+        ],
+        read_at,
+    });
+    let mut gone = key(d, Role::Holder, 1_219, 0, None);
+    gone.gone = true;
+    live.gone.push((gone, read_at));
+    for line in [
+        format!("rev 1219 created {d:x} on lease {d:x}"),
+        format!("rev 1222 created {a:x} on lease {a:x}"),
+        format!("rev 1223 created {b:x} on lease {b:x}"),
+        format!("rev 1224 created {c:x} on lease {c:x}"),
+        format!("rev 1228 deleted {d:x} (lease {d:x}, its lease ended)"),
+    ] {
+        live.event(line);
+    }
+    live
+}
+
+/// `live` drawn on a `width` × `height` test terminal, as an SVG: one
+/// text element per word (a run of cells with the same look and no space),
+/// each at its column, so that no renderer's handling of spaces can move
+/// the columns.
+pub fn svg(live: &Live, width: u16, height: u16) -> std::io::Result<String> {
+    use ratatui::backend::TestBackend;
+    let mut terminal = ratatui::Terminal::new(TestBackend::new(width, height))?;
+    let at = live.now.read_at;
+    terminal.draw(|frame| draw(frame, live, at))?;
+    let buffer = terminal.backend().buffer();
+    let (cell_w, cell_h) = (8.4_f64, 18.0_f64);
+    let (w, h) = (
+        f64::from(width) * cell_w + 16.0,
+        f64::from(height) * cell_h + 16.0,
+    );
+    let mut out = format!(
+        "<svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" xmlns=\"http://www.w3.org/2000/svg\">\n\
+         <rect width=\"{w}\" height=\"{h}\" rx=\"6\" fill=\"#1e1e1e\"/>\n\
+         <g font-family=\"DejaVu Sans Mono, monospace\" font-size=\"14\">\n"
+    );
+    for y in 0..height {
+        let mut x = 0;
+        while x < width {
+            let look = |x: u16| {
+                let cell = &buffer[(x, y)];
+                (cell.fg, cell.modifier)
+            };
+            if buffer[(x, y)].symbol().trim().is_empty() {
+                x += 1;
+                continue;
+            }
+            let start = x;
+            let mut text = String::new();
+            while x < width
+                && look(x) == look(start)
+                && !buffer[(x, y)].symbol().trim().is_empty()
+            {
+                text.push_str(buffer[(x, y)].symbol());
+                x += 1;
+            }
+            let (fg, modifier) = look(start);
+            let fill = match fg {
+                Color::DarkGray => "#7a7a7a",
+                _ => "#e6e6e6",
+            };
+            let mut attrs = format!("fill=\"{fill}\"");
+            if modifier.contains(Modifier::BOLD) {
+                attrs.push_str(" font-weight=\"bold\"");
+            }
+            if modifier.contains(Modifier::CROSSED_OUT) {
+                attrs.push_str(" text-decoration=\"line-through\"");
+            }
+            let escaped = text
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            out.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" {attrs}>{escaped}</text>\n",
+                8.0 + f64::from(start) * cell_w,
+                8.0 + (f64::from(y) + 0.8) * cell_h
+            ));
+        }
+    }
+    out.push_str("</g>\n</svg>\n");
+    Ok(out)
 }
