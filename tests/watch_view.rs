@@ -4,6 +4,8 @@
 
 #[path = "../examples/watch/model.rs"]
 mod model;
+#[path = "../examples/watch/redis_model.rs"]
+mod redis_model;
 #[path = "../examples/watch/ui.rs"]
 mod ui;
 
@@ -244,4 +246,146 @@ async fn a_lease_that_ends_shows_its_key_gone_within_a_second() {
         shown_gone.saturating_duration_since(deleted_at)
     );
     following.abort();
+}
+
+/// A Redis lock: the holder's token, its time left and the fencing
+/// counter as the lock wrote them; a release is seen on the channel and
+/// the lock shown free within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_lock_shows_its_holder_counter_and_release() {
+    use concurrency_patterns::distributed::redis::{RedisConfig, RedisLock};
+    let redis = testkit::shared_redis().unwrap();
+    let config = RedisConfig::new(redis.url());
+    let lock = RedisLock::connect(&config, "watch-redis")
+        .await
+        .unwrap()
+        .ttl(Duration::from_secs(5))
+        .unwrap();
+    let held = lock.lock().await.unwrap();
+    let conn = config.connect().await.unwrap();
+    let seen = redis_model::redis_snapshot(&conn, "watch-redis")
+        .await
+        .unwrap();
+    assert_eq!(seen.holder.as_deref(), Some(held.token()));
+    assert!(
+        seen.left_ms.is_some_and(|left| left > 0 && left <= 5_000),
+        "{seen:?}"
+    );
+    assert_eq!(seen.fencing_counter, Some(held.fencing_token()));
+
+    let (view, mut looking) =
+        tokio::sync::watch::channel(redis_model::RedisLive::new(seen));
+    let following = tokio::spawn(redis_model::follow_redis(
+        conn,
+        "watch-redis".to_string(),
+        view,
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await; // subscribed
+    let released_at = Instant::now();
+    assert!(held.unlock().await.unwrap());
+    tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            {
+                let live = looking.borrow_and_update();
+                if live.now.holder.is_none()
+                    && live.log.iter().any(|l| l.contains("watch-redis:released"))
+                {
+                    return;
+                }
+            }
+            looking.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!("no release shown {:?} after it", released_at.elapsed())
+    });
+    following.abort();
+}
+
+/// Two readers hold an RW lock, a writer waits for the second reader, and a
+/// reader that came after the writer waits for the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rw_lock_shows_readers_holding_and_the_writer_waiting() {
+    use concurrency_patterns::distributed::etcd::RwMutex;
+    let name = "watch-rw";
+    let sessions = [
+        session().await,
+        session().await,
+        session().await,
+        session().await,
+    ];
+    let r1 = RwMutex::new(&sessions[0], name)
+        .unwrap()
+        .read_lock()
+        .await
+        .unwrap();
+    let r2 = RwMutex::new(&sessions[1], name)
+        .unwrap()
+        .read_lock()
+        .await
+        .unwrap();
+    let writer = RwMutex::new(&sessions[2], name).unwrap();
+    let writing = tokio::spawn(async move { writer.write_lock().await });
+    let c = client().await;
+    until_keys(&c, name, 3).await;
+    let late = RwMutex::new(&sessions[3], name).unwrap();
+    let late_reading = tokio::spawn(async move { late.read_lock().await });
+    let seen = until_keys(&c, name, 4).await;
+    assert_eq!(seen.recipe, Recipe::RwMutex);
+    let roles: Vec<Role> = seen.keys.iter().map(|k| k.role).collect();
+    assert_eq!(
+        roles,
+        [Role::Holder, Role::Holder, Role::Waiter, Role::Waiter]
+    );
+    assert!(seen.keys[2].key.starts_with("write/"));
+    assert_eq!(
+        seen.keys[2].watches.as_deref(),
+        Some(seen.keys[1].key.as_str())
+    );
+    assert_eq!(
+        seen.keys[3].watches.as_deref(),
+        Some(seen.keys[2].key.as_str())
+    );
+    r1.unlock().await.unwrap();
+    r2.unlock().await.unwrap();
+    writing.await.unwrap().unwrap().unlock().await.unwrap();
+    late_reading.await.unwrap().unwrap().unlock().await.unwrap();
+}
+
+/// A semaphore of two: two permits held, a third in line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_semaphore_shows_its_permits_and_the_line() {
+    use concurrency_patterns::distributed::etcd::Semaphore;
+    let name = "watch-sem";
+    let sessions = [session().await, session().await, session().await];
+    let a = Semaphore::new(&sessions[0], name, 2)
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap();
+    let b = Semaphore::new(&sessions[1], name, 2)
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap();
+    let third = Semaphore::new(&sessions[2], name, 2).unwrap();
+    let waiting = tokio::spawn(async move { third.acquire().await });
+    let c = client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let seen = snapshot(&c, name, None).await.unwrap();
+        if seen.keys.iter().any(|k| k.role == Role::Waiter) {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "no one in line: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(seen.recipe, Recipe::Semaphore);
+    let permits = seen.keys.iter().filter(|k| k.role == Role::Permit).count();
+    let waiters = seen.keys.iter().filter(|k| k.role == Role::Waiter).count();
+    assert_eq!((permits, waiters), (2, 1), "{seen:?}");
+    a.release().await.unwrap();
+    waiting.await.unwrap().unwrap().release().await.unwrap();
+    b.release().await.unwrap();
 }

@@ -17,6 +17,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod model;
+mod redis_model;
 mod ui;
 
 use std::time::{Duration, Instant};
@@ -44,6 +45,10 @@ struct Args {
     /// Make a lock with a holder and two waiters, show it once, check it.
     #[arg(long)]
     scripted: bool,
+    /// Follow the Redis lock `--name` on this Redis instead (its key, its
+    /// fencing counter, its release channel).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     /// Write the book's picture of the view (watch-mutex.svg) into DIR.
     #[arg(long, value_name = "DIR")]
     svg: Option<std::path::PathBuf>,
@@ -65,6 +70,9 @@ async fn main() -> anyhow::Result<()> {
         })?),
         None => None,
     };
+    if let Some(url) = &args.redis {
+        return redis_view(url, &args).await;
+    }
     let client = args.etcd.connect().await?;
     if args.scripted {
         return scripted(&args.etcd).await;
@@ -155,13 +163,38 @@ async fn scripted(etcd: &common::EtcdFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Draws the view four times a second until q, Esc or Ctrl-C.
+/// The Redis lock `--name`: once, or live.
+async fn redis_view(url: &str, args: &Args) -> anyhow::Result<()> {
+    use concurrency_patterns::distributed::redis::RedisConfig;
+    let conn = RedisConfig::new(url).connect().await?;
+    let first = redis_model::redis_snapshot(&conn, &args.name).await?;
+    if args.once {
+        println!("{}", serde_json::to_string_pretty(&first.to_json())?);
+        return Ok(());
+    }
+    let (view, looking) =
+        tokio::sync::watch::channel(redis_model::RedisLive::new(first));
+    let following =
+        tokio::spawn(redis_model::follow_redis(conn, args.name.clone(), view));
+    let shown = tokio::task::spawn_blocking(move || {
+        show_with(|frame| ui::draw_redis(frame, &looking.borrow(), Instant::now()))
+    })
+    .await?;
+    following.abort();
+    shown
+}
+
+/// Draws the etcd view four times a second until q, Esc or Ctrl-C.
 fn show(looking: tokio::sync::watch::Receiver<Live>) -> anyhow::Result<()> {
+    show_with(|frame| ui::draw(frame, &looking.borrow(), Instant::now()))
+}
+
+/// Draws with `draw` four times a second until q, Esc or Ctrl-C.
+fn show_with(mut draw: impl FnMut(&mut ratatui::Frame<'_>)) -> anyhow::Result<()> {
     let mut terminal = ratatui::init();
     let result = (|| -> anyhow::Result<()> {
         loop {
-            terminal
-                .draw(|frame| ui::draw(frame, &looking.borrow(), Instant::now()))?;
+            terminal.draw(&mut draw)?;
             if event::poll(Duration::from_millis(250))?
                 && let Event::Key(key) = event::read()?
             {

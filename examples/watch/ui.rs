@@ -238,3 +238,63 @@ pub fn svg(live: &Live, width: u16, height: u16) -> std::io::Result<String> {
     out.push_str("</g>\n</svg>\n");
     Ok(out)
 }
+
+/// Draws a Redis lock: who holds it and for how long yet, the fencing
+/// counter, and the log of takes and published releases.
+pub fn draw_redis(
+    frame: &mut Frame<'_>,
+    live: &super::redis_model::RedisLive,
+    now: Instant,
+) {
+    let [title, state, log] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Length(4),
+        Constraint::Min(4),
+    ])
+    .areas(frame.area());
+    let lock = &live.now;
+    frame.render_widget(
+        Paragraph::new(vec![
+            Line::from(format!(
+                "{}: RedisLock (keys {0}, {0}:fence; channel {0}:released)",
+                lock.name
+            )),
+            Line::from("q to quit").style(Style::default().fg(Color::DarkGray)),
+        ]),
+        title,
+    );
+    let since = now.saturating_duration_since(live.read_at).as_millis() as i64;
+    let holder = match (&lock.holder, lock.left_ms) {
+        (Some(token), Some(left)) if left >= 0 => {
+            format!("holder   {token}   {} ms left", (left - since).max(0))
+        }
+        (Some(token), _) => format!("holder   {token}   (no expiry)"),
+        _ => "holder   none: the lock is free".to_string(),
+    };
+    let counter = match lock.fencing_counter {
+        Some(counter) => format!("fencing  {counter} (the last token handed out)"),
+        None => "fencing  no token handed out yet".to_string(),
+    };
+    frame.render_widget(
+        Paragraph::new(vec![
+            Line::from(holder).style(Style::default().add_modifier(Modifier::BOLD)),
+            Line::from(counter),
+        ])
+        .block(Block::default().borders(Borders::TOP).title(" lock ")),
+        state,
+    );
+    let lines = log.height.saturating_sub(1) as usize;
+    let events: Vec<ListItem<'_>> = live
+        .log
+        .iter()
+        .rev()
+        .take(lines)
+        .rev()
+        .map(|line| ListItem::new(line.as_str()))
+        .collect();
+    frame.render_widget(
+        List::new(events)
+            .block(Block::default().borders(Borders::TOP).title(" events ")),
+        log,
+    );
+}
