@@ -389,3 +389,30 @@ async fn a_semaphore_shows_its_permits_and_the_line() {
     waiting.await.unwrap().unwrap().release().await.unwrap();
     b.release().await.unwrap();
 }
+
+/// A queue after one take: the items left, in the order they will be
+/// taken, and the receipt lane the take wrote on its process's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_shows_its_items_in_taking_order_and_the_receipts() {
+    use concurrency_patterns::distributed::etcd::Queue;
+    let name = "watch-queue";
+    let queue = Queue::new(client().await, name).unwrap();
+    queue.enqueue_many(["a", "b", "c"]).await.unwrap();
+    queue.enqueue("d").await.unwrap();
+    assert_eq!(queue.dequeue().await.unwrap(), b"a");
+    let seen = snapshot(&client().await, name, None).await.unwrap();
+    assert_eq!(seen.recipe, Recipe::Queue);
+    let items: Vec<&str> = seen
+        .keys
+        .iter()
+        .filter(|k| k.role == Role::Item)
+        .map(|k| k.value.as_str())
+        .collect();
+    assert_eq!(items, ["b", "c", "d"]);
+    assert!(
+        seen.keys
+            .iter()
+            .any(|k| k.role == Role::Receipt && k.lease != 0),
+        "{seen:?}"
+    );
+}

@@ -82,6 +82,7 @@ pub enum Role {
     Participant,
     Ready,
     Fence,
+    Receipt,
     Other,
 }
 
@@ -101,6 +102,7 @@ impl Role {
             Role::Participant => "participant",
             Role::Ready => "ready",
             Role::Fence => "fence",
+            Role::Receipt => "receipt",
             Role::Other => "other",
         }
     }
@@ -162,6 +164,19 @@ pub async fn snapshot(
     let mut keys = roles(recipe, name, &kvs);
     for kv in fences.kvs() {
         keys.push(view(kv, name, Role::Fence, None));
+    }
+    // Takes from a queue also write receipts (exactly once when a reply is
+    // lost): one lane per process, under a prefix of their own.
+    if matches!(
+        recipe,
+        Recipe::Queue | Recipe::PriorityQueue | Recipe::WorkQueue
+    ) {
+        let receipts = client
+            .get("cpr-receipts/", Some(GetOptions::new().with_prefix()))
+            .await?;
+        for kv in receipts.kvs() {
+            keys.push(view(kv, name, Role::Receipt, None));
+        }
     }
     // One question per lease.
     let mut ttls: HashMap<i64, i64> = HashMap::new();
