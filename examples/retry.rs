@@ -144,6 +144,13 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "the wave, {name}: {calls} calls, at most {peak} in one {BUCKET_MS} ms"
         );
+        // The lesson's schedule (the same pause for everyone) brings every
+        // client back in the same instant; jitter must spread them.
+        if *name == "backoff without jitter" {
+            anyhow::ensure!(peak == CLIENTS, "no synchronized wave: {peak}");
+        } else {
+            anyhow::ensure!(peak < CLIENTS / 4, "{name}: {peak} at once");
+        }
     }
     if let Some(dir) = svg_dir {
         std::fs::create_dir_all(&dir)?;
