@@ -17,6 +17,7 @@ mod book;
 mod crates;
 mod dedent;
 mod ensure;
+mod exercises;
 mod leftovers;
 mod run;
 mod services;
@@ -46,6 +47,8 @@ commands:
                            3-member etcd and a Redis while the recipes run (60 s); every history
                            checked; ends with one JSON line; a failing seed replays its schedule
   services up|down|status  a long-lived etcd on 127.0.0.1:2379 and Redis on 127.0.0.1:6379
+  exercises --check        every Break it exercise in the book, applied to a scratch copy:
+                           the named test fails with the change and passes without it
   ensure                   only install what is missing (etcd, etcdctl, redis-server, redis-sentinel, protoc, openssl, chromium, mdbook)";
 
 /// An error for the user: printed as is, then the command exits with 1.
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         ["services", "up"] => services::up(),
         ["services", "down"] => services::down(),
         ["services", "status"] => services::status(),
+        ["exercises", "--check"] => exercises::check(),
         ["ensure"] => ensure::everything(),
         ["mdbook-dedent", rest @ ..] => dedent::run(rest),
         ["help" | "--help" | "-h"] => {

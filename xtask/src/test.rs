@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use crate::run::{cargo, step};
-use crate::{Result, book, crates, ensure, leftovers, soak};
+use crate::{Result, book, crates, ensure, exercises, leftovers, soak};
 
 /// How long the soak runs in `cargo xtask test` (its faults and checks
 /// take some seconds more); longer soaks are for people.
@@ -60,6 +60,13 @@ pub fn run() -> Result {
         ));
     }
     eprintln!("    no test server left running");
+    eprintln!("==> the book's Break it exercises (in a scratch copy)");
+    let started_exercises = Instant::now();
+    exercises::check()?;
+    eprintln!(
+        "    ok ({:.1} s)",
+        started_exercises.elapsed().as_secs_f64()
+    );
     crates::check()?;
     for krate in LOOM_CRATES {
         // A separate target dir: `--cfg loom` changes RUSTFLAGS, which would
