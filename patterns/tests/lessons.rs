@@ -49,19 +49,21 @@ async fn lesson_throttle(jobs: usize, k: usize, alive: Arc<Alive>) {
 }
 // ANCHOR_END: lesson_throttle
 
-/// 2,000 jobs, 4 at a time: the lesson has all 2,000 tasks alive at once;
-/// `map_with_semaphore` takes the permit before it spawns, so at most 4
-/// tasks exist.
+/// 2,000 jobs, 4 at a time: the lesson has (nearly) all 2,000 tasks alive
+/// at once; `map_with_semaphore` takes the permit before it spawns, so at
+/// most 4 tasks exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lessons_throttle_spawns_every_job_at_once() {
     const JOBS: usize = 2_000;
     const K: usize = 4;
     let lesson = Arc::new(Alive::default());
     lesson_throttle(JOBS, K, lesson.clone()).await;
-    assert_eq!(
-        lesson.most.load(SeqCst),
-        JOBS,
-        "the lesson's tasks all existed at once"
+    // Nearly all of them (the first ones may finish while the last are
+    // spawned): far more than K.
+    assert!(
+        lesson.most.load(SeqCst) >= JOBS / 2,
+        "only {} of the lesson's tasks alive at once",
+        lesson.most.load(SeqCst)
     );
 
     let ours = Arc::new(Alive::default());
