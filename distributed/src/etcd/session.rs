@@ -349,7 +349,12 @@ async fn keep_alive(
                 keeper.keep_alive().await?;
                 stream.message().await
             };
-            match tokio::time::timeout_at(deadline, renewed).await {
+            // One renewal may hang (a member that forwards it to a leader
+            // being elected, a cut link): give each a third of the TTL, then
+            // try again on a fresh stream, so that one slow answer cannot
+            // use up the whole lease.
+            let attempt_until = (sent_at + period).min(deadline);
+            match tokio::time::timeout_at(attempt_until, renewed).await {
                 Ok(Ok(Some(response))) if response.ttl() > 0 => {
                     deadline = sent_at
                         + Duration::from_secs(response.ttl().unsigned_abs())
