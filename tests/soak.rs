@@ -117,26 +117,7 @@ impl LockHistory {
     /// moment after its grant — a release with no response.
     fn calls(&self) -> Vec<Call<LockOp>> {
         let mut calls = self.0.lock().unwrap().clone();
-        let released: HashSet<u64> = calls
-            .iter()
-            .filter_map(|c| match c.op {
-                LockOp::Released(token) => Some(token),
-                LockOp::Acquired(_) => None,
-            })
-            .collect();
-        let open: Vec<Call<LockOp>> = calls
-            .iter()
-            .filter_map(|c| match c.op {
-                LockOp::Acquired(token) if !released.contains(&token) => Some(Call {
-                    process: c.process,
-                    invoked: c.returned.unwrap_or(c.invoked),
-                    returned: None,
-                    op: LockOp::Released(token),
-                }),
-                _ => None,
-            })
-            .collect();
-        calls.extend(open);
+        history::close_open_holds(&mut calls);
         calls
     }
 }

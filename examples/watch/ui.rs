@@ -35,6 +35,20 @@ fn lease_left(key: &KeyView, read_at: Instant, now: Instant) -> String {
     }
 }
 
+/// The event log pane: the newest lines that fit, oldest first.
+fn events(frame: &mut Frame<'_>, area: ratatui::layout::Rect, log: &[String]) {
+    let lines = area.height.saturating_sub(1) as usize;
+    let shown: Vec<ListItem<'_>> = log[log.len().saturating_sub(lines)..]
+        .iter()
+        .map(|line| ListItem::new(line.as_str()))
+        .collect();
+    frame.render_widget(
+        List::new(shown)
+            .block(Block::default().borders(Borders::TOP).title(" events ")),
+        area,
+    );
+}
+
 /// Draws `live` as of `now`.
 pub fn draw(frame: &mut Frame<'_>, live: &Live, now: Instant) {
     let [title, keys, log] = Layout::vertical([
@@ -105,20 +119,7 @@ pub fn draw(frame: &mut Frame<'_>, live: &Live, now: Instant) {
     .block(Block::default().borders(Borders::TOP).title(" keys "));
     frame.render_widget(table, keys);
 
-    let lines = log.height.saturating_sub(1) as usize;
-    let events: Vec<ListItem<'_>> = live
-        .log
-        .iter()
-        .rev()
-        .take(lines)
-        .rev()
-        .map(|line| ListItem::new(line.as_str()))
-        .collect();
-    frame.render_widget(
-        List::new(events)
-            .block(Block::default().borders(Borders::TOP).title(" events ")),
-        log,
-    );
+    events(frame, log, &live.log);
 }
 
 /// A lock as the scripted run leaves it, with fixed leases and times: the
@@ -283,18 +284,5 @@ pub fn draw_redis(
         .block(Block::default().borders(Borders::TOP).title(" lock ")),
         state,
     );
-    let lines = log.height.saturating_sub(1) as usize;
-    let events: Vec<ListItem<'_>> = live
-        .log
-        .iter()
-        .rev()
-        .take(lines)
-        .rev()
-        .map(|line| ListItem::new(line.as_str()))
-        .collect();
-    frame.render_widget(
-        List::new(events)
-            .block(Block::default().borders(Borders::TOP).title(" events ")),
-        log,
-    );
+    events(frame, log, &live.log);
 }

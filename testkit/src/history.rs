@@ -354,6 +354,33 @@ pub fn check_fifo(history: &[Call<QueueOp>], complete: bool) -> Result<(), Strin
     Ok(())
 }
 
+/// Completes a lock or semaphore history for the checker: a holder whose
+/// release was never recorded (its task was stopped, its call cut short)
+/// stopped holding at some unknown moment after its grant — a release
+/// with no response, invoked when the grant returned.
+pub fn close_open_holds(calls: &mut Vec<Call<LockOp>>) {
+    let released: HashSet<u64> = calls
+        .iter()
+        .filter_map(|c| match c.op {
+            LockOp::Released(token) => Some(token),
+            LockOp::Acquired(_) => None,
+        })
+        .collect();
+    let open: Vec<Call<LockOp>> = calls
+        .iter()
+        .filter_map(|c| match c.op {
+            LockOp::Acquired(token) if !released.contains(&token) => Some(Call {
+                process: c.process,
+                invoked: c.returned.unwrap_or(c.invoked),
+                returned: None,
+                op: LockOp::Released(token),
+            }),
+            _ => None,
+        })
+        .collect();
+    calls.extend(open);
+}
+
 /// A FIFO queue that delivers each item once. The general search on it
 /// grows fast with overlapping enqueues; for long histories of distinct
 /// items use [`check_fifo`].
