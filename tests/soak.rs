@@ -538,7 +538,9 @@ async fn soak() {
     assert!(
         mutex_history.0.lock().unwrap().len() > 10
             && redis_history.0.lock().unwrap().len() > 10
-            && bank_calls.len() > 10,
+            && bank_calls.len() > 10
+            && acknowledged.lock().unwrap().len() > 10
+            && delivered.len() > 10,
         "the recipes were hardly used: nothing was tested"
     );
 }

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use concurrency_patterns::distributed::etcd::etcd_client::GetOptions;
+use concurrency_patterns::distributed::etcd::etcd_client::{DeleteOptions, GetOptions};
 use concurrency_patterns::distributed::etcd::{
     Client, EtcdError, Mutex, Queue, Semaphore, Session, StmOptions, run_stm,
 };
@@ -268,18 +268,12 @@ pub async fn queue_bulk(servers: &mut Servers) -> anyhow::Result<Vec<String>> {
 
     client
         .clone()
-        .delete(name, Some(etcd_client_delete_prefix()))
+        .delete(name, Some(DeleteOptions::new().with_prefix()))
         .await?;
     Ok(vec![
         many.line("etcd.queue.enqueue_many", &[("batch", BULK_BATCH as f64)]),
         pipelined.line("etcd.queue.enqueue_pipelined", &[]),
     ])
-}
-
-fn etcd_client_delete_prefix()
--> concurrency_patterns::distributed::etcd::etcd_client::DeleteOptions {
-    concurrency_patterns::distributed::etcd::etcd_client::DeleteOptions::new()
-        .with_prefix()
 }
 
 /// `etcd.queue.mc8`: one producer, 8 consumers blocked in `dequeue` (one

@@ -17,17 +17,28 @@ use cpr_distributed::redis::{RedisConfig, RedisError, RedisLock, Redlock};
 use testkit::history::{self, Call, FencedLock, LockOp};
 use testkit::{RedisServer, TcpProxy};
 
-fn call<O>(
-    process: usize,
-    invoked: Instant,
-    returned: Option<Instant>,
-    op: O,
-) -> Call<O> {
-    Call {
+/// One hand-over after a cut, checked as a history: the holder's grant
+/// (its lock call), its release at the moment it learned of the loss, and
+/// the rival's grant, each `(invoked, returned, token)`. Some order with
+/// one holder at a time and rising tokens must explain what both saw.
+fn assert_handed_over(
+    holder: (Instant, Instant, u64),
+    lost_at: Instant,
+    rival: (Instant, Instant, u64),
+) {
+    let call = |process, invoked, returned, op| Call {
         process,
         invoked,
-        returned,
+        returned: Some(returned),
         op,
+    };
+    let history = [
+        call(0, holder.0, holder.1, LockOp::Acquired(holder.2)),
+        call(0, lost_at, lost_at, LockOp::Released(holder.2)),
+        call(1, rival.0, rival.1, LockOp::Acquired(rival.2)),
+    ];
+    if let Err(anomaly) = history::check(&FencedLock, &history) {
+        panic!("{anomaly}: {history:#?}");
     }
 }
 
@@ -113,29 +124,11 @@ async fn an_etcd_holder_cut_off_learns_it_lost_the_lock_before_another_takes_it(
     // The same as a history: the old holder stops holding the moment it
     // learns of the loss; a legal order of grants and releases with rising
     // tokens must explain what both saw.
-    let history = [
-        call(
-            0,
-            lock_invoked,
-            Some(lock_returned),
-            LockOp::Acquired(token(held.fencing_token())),
-        ),
-        call(
-            0,
-            lost_at,
-            Some(lost_at),
-            LockOp::Released(token(held.fencing_token())),
-        ),
-        call(
-            1,
-            rival_invoked,
-            Some(taken_at),
-            LockOp::Acquired(token(rivals.fencing_token())),
-        ),
-    ];
-    if let Err(anomaly) = history::check(&FencedLock, &history) {
-        panic!("{anomaly}: {history:#?}");
-    }
+    assert_handed_over(
+        (lock_invoked, lock_returned, token(held.fencing_token())),
+        lost_at,
+        (rival_invoked, taken_at, token(rivals.fencing_token())),
+    );
     // ANCHOR_END: cut_holder
 
     // Healed (and the half-sent frames of the cut connection reset): the
@@ -224,29 +217,11 @@ async fn a_redis_holder_cut_off_cannot_release_the_new_holders_lock_after_heal()
         lost_at - cut
     );
     assert!(rival.fencing_token() > held.fencing_token());
-    let history = [
-        call(
-            0,
-            lock_invoked,
-            Some(lock_returned),
-            LockOp::Acquired(held.fencing_token()),
-        ),
-        call(
-            0,
-            lost_at,
-            Some(lost_at),
-            LockOp::Released(held.fencing_token()),
-        ),
-        call(
-            1,
-            rival_invoked,
-            Some(taken_at),
-            LockOp::Acquired(rival.fencing_token()),
-        ),
-    ];
-    if let Err(anomaly) = history::check(&FencedLock, &history) {
-        panic!("{anomaly}: {history:#?}");
-    }
+    assert_handed_over(
+        (lock_invoked, lock_returned, held.fencing_token()),
+        lost_at,
+        (rival_invoked, taken_at, rival.fencing_token()),
+    );
 
     link.reset_connections();
     link.heal();

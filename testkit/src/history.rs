@@ -632,22 +632,24 @@ mod tests {
         assert!(check(&two, &token_twice).is_err());
     }
 
-    #[test]
-    fn fifo_with_overlapping_calls_is_accepted() {
-        let t0 = Instant::now();
+    /// b's and c's enqueues overlap, so either order is fine, and the
+    /// dequeues pick c first.
+    fn overlapping_fifo(t0: Instant) -> [Call<QueueOp>; 6] {
         let e = |s: &str| QueueOp::Enqueued(s.to_string());
         let d = |s: &str| QueueOp::Dequeued(s.to_string());
-        let history = [
+        [
             call(t0, 1, 0, Some(10), e("a")),
-            // b's and c's enqueues overlap: either order is fine...
             call(t0, 1, 20, Some(40), e("b")),
             call(t0, 2, 25, Some(35), e("c")),
-            // ...and the dequeues pick c first.
             call(t0, 3, 50, Some(60), d("a")),
             call(t0, 3, 70, Some(80), d("c")),
             call(t0, 3, 90, Some(100), d("b")),
-        ];
-        assert_eq!(check(&FifoQueue, &history), Ok(()));
+        ]
+    }
+
+    #[test]
+    fn fifo_with_overlapping_calls_is_accepted() {
+        assert_eq!(check(&FifoQueue, &overlapping_fifo(Instant::now())), Ok(()));
     }
 
     #[test]
@@ -655,15 +657,7 @@ mod tests {
         let t0 = Instant::now();
         let e = |s: &str| QueueOp::Enqueued(s.to_string());
         let d = |s: &str| QueueOp::Dequeued(s.to_string());
-        let good = [
-            call(t0, 1, 0, Some(10), e("a")),
-            call(t0, 1, 20, Some(40), e("b")),
-            call(t0, 2, 25, Some(35), e("c")),
-            call(t0, 3, 50, Some(60), d("a")),
-            call(t0, 3, 70, Some(80), d("c")),
-            call(t0, 3, 90, Some(100), d("b")),
-        ];
-        assert_eq!(check_fifo(&good, true), Ok(()));
+        assert_eq!(check_fifo(&overlapping_fifo(t0), true), Ok(()));
         let reordered = [
             call(t0, 1, 0, Some(10), e("a")),
             call(t0, 1, 20, Some(30), e("b")),
@@ -678,6 +672,7 @@ mod tests {
             call(t0, 2, 40, Some(50), d("b")),
         ];
         assert!(check_fifo(&skipped, true).is_err());
+        assert!(check(&FifoQueue, &skipped).is_err());
         assert_eq!(check_fifo(&skipped, false), Ok(()), "a may still be taken");
         let twice = [
             call(t0, 1, 0, Some(10), e("a")),
@@ -685,8 +680,10 @@ mod tests {
             call(t0, 3, 25, Some(35), d("a")),
         ];
         assert!(check_fifo(&twice, true).is_err());
+        assert!(check(&FifoQueue, &twice).is_err());
         let invented = [call(t0, 2, 20, Some(30), d("x"))];
         assert!(check_fifo(&invented, true).is_err());
+        assert!(check(&FifoQueue, &invented).is_err());
     }
 
     #[test]

@@ -141,8 +141,7 @@ impl Taker {
         candidates: &mut VecDeque<(String, i64, Vec<u8>)>,
         deadline: Instant,
     ) -> Result<usize, EtcdError> {
-        // Our prefix ends with `/`; the first key after all of it ends in `0`.
-        let prefix_end = format!("{}0", &self.prefix[..self.prefix.len() - 1]);
+        let prefix_end = self.prefix_end();
         let mut start = self.prefix.clone().into_bytes();
         let mut after_revision = 0;
         loop {
@@ -230,7 +229,7 @@ impl Taker {
             page.retain(|kv| kv.create_revision() != last);
             return Ok(page);
         }
-        let prefix_end = format!("{}0", &self.prefix[..self.prefix.len() - 1]);
+        let prefix_end = self.prefix_end();
         let options = GetOptions::new()
             .with_range(prefix_end.as_str())
             .with_min_create_revision(last)
@@ -241,6 +240,12 @@ impl Taker {
             .retried_get_until(deadline, self.prefix.as_str(), Some(options))
             .await?;
         Ok(by_key.kvs().to_vec())
+    }
+
+    /// The first key after everything under our prefix (which ends with
+    /// `/`, so the end is the prefix with that `/` turned into `0`).
+    fn prefix_end(&self) -> String {
+        format!("{}0", &self.prefix[..self.prefix.len() - 1])
     }
 
     /// Whether `key` is an item of this queue: `<name>/<id>` for a FIFO
