@@ -121,17 +121,28 @@ fn scratch_copy(root: &Path, to: &Path) -> Result {
     Ok(())
 }
 
-/// Runs `command` (a `cargo …` line) in the scratch copy; its success and
-/// its output.
+/// Runs `command` (a `cargo …` line, perhaps after `NAME=value` settings
+/// of the environment) in the scratch copy; its success and its output.
 fn run(scratch: &Path, target: &Path, command: &str) -> Result<(bool, String)> {
-    let mut words = command.split_whitespace();
-    if words.next() != Some("cargo") {
-        return Err(format!(
-            "an exercise's command must be a cargo command: {command}"
-        ));
-    }
+    let (settings, words) = split_command(command)?;
+    // Settings such as RUSTFLAGS change every artifact: they get a target
+    // directory of their own, so the plain one keeps its cache.
+    let target = if settings.is_empty() {
+        target.to_path_buf()
+    } else {
+        let name: String = settings
+            .iter()
+            .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+            .collect::<Vec<_>>()
+            .join("-")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        target.with_file_name(format!("target-{name}"))
+    };
     let output = cargo()
         .args(words)
+        .envs(settings)
         .current_dir(scratch)
         .env("CARGO_TARGET_DIR", target)
         .stdin(Stdio::null())
@@ -143,6 +154,25 @@ fn run(scratch: &Path, target: &Path, command: &str) -> Result<(bool, String)> {
         String::from_utf8_lossy(&output.stderr)
     );
     Ok((output.status.success(), text))
+}
+
+/// `NAME=value` settings of the environment.
+type Settings = Vec<(String, String)>;
+
+/// An exercise's command as its settings and the words after `cargo`.
+fn split_command(command: &str) -> Result<(Settings, Vec<&str>)> {
+    let mut words = command.split_whitespace().peekable();
+    let mut settings = Vec::new();
+    while let Some((name, value)) = words.peek().and_then(|w| w.split_once('=')) {
+        settings.push((name.to_string(), value.to_string()));
+        words.next();
+    }
+    if words.next() != Some("cargo") {
+        return Err(format!(
+            "an exercise's command must be a cargo command: {command}"
+        ));
+    }
+    Ok((settings, words.collect()))
 }
 
 /// `cargo xtask exercises --check`.
@@ -241,5 +271,21 @@ mod tests {
         );
         assert!(parse("t.md", "## Break it\n- In `a`, change `b`.\n").is_err());
         assert!(parse("t.md", "no section").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_command_may_set_the_environment_before_cargo() {
+        let (settings, words) =
+            split_command("RUSTFLAGS=--cfg=loom N=3 cargo test -p x").unwrap();
+        assert_eq!(
+            settings,
+            [
+                ("RUSTFLAGS".to_string(), "--cfg=loom".to_string()),
+                ("N".to_string(), "3".to_string())
+            ]
+        );
+        assert_eq!(words, ["test", "-p", "x"]);
+        assert!(split_command("make test").is_err());
+        assert!(split_command("A=1 make").is_err());
     }
 }
