@@ -2,12 +2,14 @@
 //! lesson wrote it in Go, with a test against a real etcd that shows what
 //! goes wrong. The chapters include them from here.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use cpr_distributed::etcd::etcd_client::{
     Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
-use cpr_distributed::etcd::{Client, EtcdConfig, Mutex, Session, transfer};
+use cpr_distributed::etcd::{Client, Election, EtcdConfig, Mutex, Session, transfer};
 
 async fn client() -> Client {
     let etcd = testkit::shared_etcd().unwrap();
@@ -171,4 +173,84 @@ async fn the_lessons_unlock_leaves_the_key_until_the_lease_ends() {
         .unwrap();
     assert!(taken.is_some(), "our unlock left the key behind");
     assert!(unlocked.elapsed() < Duration::from_secs(1));
+}
+
+/// The lesson's leader: campaign, then hand over to a leadership handler
+/// that works until the process ends. Nothing tells the work that
+/// leadership is gone.
+// ANCHOR: lesson_leader
+async fn lesson_leader(election: Election, name: &str, work_done: Arc<AtomicU64>) {
+    let Ok(_leadership) = election.campaign(name).await else {
+        return;
+    };
+    handle_leadership(&work_done).await
+}
+
+/// The leader's work, in a loop.
+async fn handle_leadership(work_done: &AtomicU64) {
+    loop {
+        work_done.fetch_add(1, SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+// ANCHOR_END: lesson_leader
+
+/// Counts the work done by one leader over `period`.
+async fn work_during(work_done: &AtomicU64, period: Duration) -> u64 {
+    let before = work_done.load(SeqCst);
+    tokio::time::sleep(period).await;
+    work_done.load(SeqCst) - before
+}
+
+/// Alice leads; her key is deleted behind her back (an operator, or a
+/// lease that ran out during a pause), and Bob is elected. The lesson's
+/// Alice goes on working beside Bob: two leaders. Under `Election::lead`
+/// her work is stopped as soon as her key goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lessons_leader_keeps_working_after_losing_leadership() {
+    let c = client().await;
+    for (name, ours) in [("lesson-leader", false), ("our-leader", true)] {
+        let session = |c: Client| async move {
+            Session::new(c, Duration::from_secs(5)).await.unwrap()
+        };
+        let (alice_session, bob_session) =
+            (session(c.clone()).await, session(c.clone()).await);
+        let alice = Election::new(&alice_session, name).unwrap();
+        let alice_work = Arc::new(AtomicU64::new(0));
+        let alice_running = if ours {
+            let work_done = Arc::clone(&alice_work);
+            tokio::spawn(async move {
+                let _ = alice
+                    .lead("alice", async move |_stop| {
+                        handle_leadership(&work_done).await
+                    })
+                    .await;
+            })
+        } else {
+            tokio::spawn(lesson_leader(alice, "alice", Arc::clone(&alice_work)))
+        };
+        let bob = Election::new(&bob_session, name).unwrap();
+        let leader = loop {
+            if let Some(leader) = bob.leader().await.unwrap() {
+                break leader;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(leader.value, "alice");
+        assert!(work_during(&alice_work, Duration::from_millis(200)).await > 0);
+
+        c.clone().delete(leader.key, None).await.unwrap();
+        let _bob_leads = bob.campaign("bob").await.unwrap();
+        let alice_beside_bob =
+            work_during(&alice_work, Duration::from_millis(300)).await;
+        if ours {
+            assert_eq!(alice_beside_bob, 0, "our Alice worked on after losing");
+        } else {
+            assert!(
+                alice_beside_bob > 0,
+                "the lesson's Alice stopped: the failure was not shown"
+            );
+        }
+        alice_running.abort();
+    }
 }
