@@ -12,11 +12,13 @@
 //! what its change touches.
 
 use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::Result;
 use crate::run::cargo;
+use crate::{Result, leftovers};
 
 /// One exercise, as the book states it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,21 +142,62 @@ fn run(scratch: &Path, target: &Path, command: &str) -> Result<(bool, String)> {
             .collect();
         target.with_file_name(format!("target-{name}"))
     };
-    let output = cargo()
+    // The output goes to a file, read when the command ends: a pipe would
+    // need a reader while we wait with a time limit.
+    let log_path = target.with_file_name("command.log");
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log_too = log
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let run = format!("exercises{}", std::process::id());
+    let mut child = cargo()
         .args(words)
         .envs(settings)
         .current_dir(scratch)
         .env("CARGO_TARGET_DIR", target)
+        .env(testkit::RUN_VAR, &run)
         .stdin(Stdio::null())
-        .output()
+        .stdout(log)
+        .stderr(log_too)
+        .process_group(0)
+        .spawn()
         .map_err(|e| format!("{command}: {e}"))?;
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok((output.status.success(), text))
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait().map_err(|e| format!("{command}: {e}"))? {
+            Some(status) => break Some(status),
+            None if started.elapsed() > COMMAND_TIME_LIMIT => {
+                // The whole group: cargo and the test binary it runs.
+                if let Ok(group) = libc::pid_t::try_from(child.id()) {
+                    // Safety: kill(2) has no memory-safety preconditions.
+                    unsafe { libc::kill(-group, libc::SIGKILL) };
+                }
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    // Servers of a test that was killed (or that leaked them) go too.
+    leftovers::kill_testkit_processes(&run);
+    leftovers::remove_temp_dirs(&run);
+    let mut text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    match status {
+        Some(status) => Ok((status.success(), text)),
+        None => {
+            text.push_str(&format!(
+                "\nstopped after {} s: `{command}` ran past the exercises' time limit",
+                COMMAND_TIME_LIMIT.as_secs()
+            ));
+            Ok((false, text))
+        }
+    }
 }
+
+/// How long one exercise's command may run. A broken line can make a test
+/// wait for ever; past this the command is stopped and counts as failed.
+const COMMAND_TIME_LIMIT: Duration = Duration::from_secs(600);
 
 /// `NAME=value` settings of the environment.
 type Settings = Vec<(String, String)>;
@@ -223,6 +266,8 @@ pub fn check() -> Result {
                 exercise.command,
                 if passed {
                     "still passed"
+                } else if output.contains("ran past the exercises' time limit") {
+                    "ran past the time limit"
                 } else {
                     "failed, but not at the named test"
                 }
