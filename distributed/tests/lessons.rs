@@ -1,15 +1,20 @@
 //! The lesson's etcd code, beside ours: each written here in Rust as the
 //! lesson wrote it in Go, with a test against a real etcd that shows what
-//! goes wrong. The chapters include them from here.
+//! goes wrong; and, where the lesson has none, the first version one would
+//! write (the Redis semaphore). The chapters include them from here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use cpr_distributed::etcd::etcd_client::{
-    Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse,
+    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse,
 };
-use cpr_distributed::etcd::{Client, Election, EtcdConfig, Mutex, Session, transfer};
+use cpr_distributed::etcd::{
+    Barrier, Client, Election, EtcdConfig, Mutex, Queue, Session, WorkQueue, transfer,
+};
+use cpr_distributed::redis::{FencedStore, RedisConfig, RedisLock, RedisSemaphore};
 
 async fn client() -> Client {
     let etcd = testkit::shared_etcd().unwrap();
@@ -253,4 +258,368 @@ async fn the_lessons_leader_keeps_working_after_losing_leadership() {
         }
         alice_running.abort();
     }
+}
+
+/// The lesson's dequeue (Go's recipe): the oldest key under the queue's
+/// name — read as a bare prefix — deleted if it is still the version read.
+/// The item is gone from etcd before the caller has done anything with it.
+// ANCHOR: lesson_dequeue
+async fn lesson_dequeue(client: &Client, name: &str) -> Option<String> {
+    let mut client = client.clone();
+    loop {
+        let oldest = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(1);
+        let read = client.get(name, Some(oldest)).await.ok()?;
+        let item = read.kvs().first()?; // (Go waits for a put here.)
+        let take = Txn::new()
+            .when([Compare::mod_revision(
+                item.key(),
+                CompareOp::Equal,
+                item.mod_revision(),
+            )])
+            .and_then([TxnOp::delete(item.key(), None)]);
+        if client.txn(take).await.ok()?.succeeded() {
+            return item.value_str().ok().map(str::to_string);
+        }
+    }
+}
+// ANCHOR_END: lesson_dequeue
+
+/// Two queues, `mail` and `mail-urgent`. The lesson's consumer of `mail`
+/// takes `mail-urgent`'s item: its bare prefix `mail` matches both. Ours
+/// reads under `mail/` and finds its queue empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lessons_queue_takes_another_queues_items() {
+    let c = client().await;
+    let urgent = Queue::new(c.clone(), "lesson-mail-urgent").unwrap();
+    urgent.enqueue("for the urgent queue").await.unwrap();
+    let ours = Queue::new(c.clone(), "lesson-mail").unwrap();
+    assert_eq!(ours.try_dequeue().await.unwrap(), None, "ours: empty");
+    assert_eq!(
+        lesson_dequeue(&c, "lesson-mail").await.as_deref(),
+        Some("for the urgent queue"),
+        "the lesson's consumer of lesson-mail did not take the other's item"
+    );
+}
+
+/// A consumer takes an item and dies before finishing it. With the
+/// lesson's queue the item is lost: it was deleted when it was taken. With
+/// a `WorkQueue` the item is only claimed, on the consumer's lease; when the
+/// lease ends the next consumer gets it, as its second delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lessons_queue_loses_the_item_of_a_consumer_that_dies() {
+    let c = client().await;
+    let queue = Queue::new(c.clone(), "lesson-at-most-once").unwrap();
+    queue.enqueue("invoice 7").await.unwrap();
+    let taken = lesson_dequeue(&c, "lesson-at-most-once/").await;
+    assert_eq!(taken.as_deref(), Some("invoice 7"));
+    // The consumer dies here, before it has sent the invoice.
+    assert_eq!(
+        queue.try_dequeue().await.unwrap(),
+        None,
+        "the lesson's item survived its consumer"
+    );
+
+    let dying = Session::new(c.clone(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let work = WorkQueue::new(&dying, "ours-at-least-once").unwrap();
+    work.enqueue("invoice 8").await.unwrap();
+    let first = work.dequeue().await.unwrap();
+    c.clone().lease_revoke(dying.lease_id()).await.unwrap(); // it dies
+    let next = Session::new(c.clone(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let work = WorkQueue::new(&next, "ours-at-least-once").unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(10), work.dequeue())
+        .await
+        .expect("the dead consumer's item never came back")
+        .unwrap();
+    assert_eq!(
+        (again.id.as_str(), again.deliveries),
+        (first.id.as_str(), 2)
+    );
+    assert_eq!(again.value, b"invoice 8");
+    work.ack(&again).await.unwrap();
+}
+
+/// The lesson's barrier holder: the key, with no lease.
+// ANCHOR: lesson_barrier
+async fn lesson_hold(client: &Client, name: &str) {
+    client.clone().put(name, "", None).await.unwrap();
+}
+// ANCHOR_END: lesson_barrier
+
+/// A holder dies without releasing. The lesson's barrier key has no lease,
+/// so it stays, and the waiters wait for ever. Held through
+/// `Barrier::with_session`, the key goes with the holder's lease, and the
+/// waiters go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lessons_barrier_blocks_for_ever_when_its_holder_dies() {
+    let c = client().await;
+    lesson_hold(&c, "lesson-barrier").await;
+    // The holder dies here. Its key has no lease to end.
+    let waiter = Barrier::new(c.clone(), "lesson-barrier").unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(3), waiter.wait()).await;
+    assert!(waited.is_err(), "the lesson's barrier opened on its own");
+
+    let holder = Session::new(c.clone(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let held = Barrier::with_session(&holder, "our-barrier").unwrap();
+    assert!(held.hold().await.unwrap());
+    let waiter = Barrier::new(c.clone(), "our-barrier").unwrap();
+    let waiting = tokio::spawn(async move { waiter.wait().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "our barrier opened while held");
+    c.clone().lease_revoke(holder.lease_id()).await.unwrap(); // it dies
+    tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .expect("our barrier stayed closed after its holder died")
+        .unwrap()
+        .unwrap();
+}
+
+/// Not from the lesson, which has no semaphore: the one usually written
+/// first. A counter of holders: `INCR` takes a permit if the count stays
+/// within `permits` (and gives it back at once if not), `DECR` releases.
+// ANCHOR: counter_semaphore
+async fn counter_try_acquire(
+    redis: &mut redis::aio::MultiplexedConnection,
+    name: &str,
+    permits: i64,
+) -> redis::RedisResult<bool> {
+    let holders: i64 = redis::cmd("INCR").arg(name).query_async(redis).await?;
+    if holders <= permits {
+        return Ok(true);
+    }
+    let _: i64 = redis::cmd("DECR").arg(name).query_async(redis).await?;
+    Ok(false)
+}
+// ANCHOR_END: counter_semaphore
+
+/// One permit; its holder dies without releasing. The counter semaphore
+/// never gets the permit back: nothing but the holder could decrement it.
+/// `RedisSemaphore`'s permits have a lease: the permit is free again when
+/// the lease ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counter_semaphore_loses_the_permit_of_a_holder_that_dies() {
+    let server = testkit::shared_redis().unwrap();
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    assert!(
+        counter_try_acquire(&mut redis, "counter-sem", 1)
+            .await
+            .unwrap()
+    );
+    // The holder dies here, before its DECR.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        assert!(
+            !counter_try_acquire(&mut redis, "counter-sem", 1)
+                .await
+                .unwrap(),
+            "the dead holder's permit came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let ours = RedisSemaphore::connect(&RedisConfig::new(server.url()), "our-sem", 1)
+        .await
+        .unwrap()
+        .lease(Duration::from_millis(500))
+        .unwrap();
+    let held = ours.try_acquire().await.unwrap().unwrap();
+    std::mem::forget(held); // it dies: no release, no drop
+    let next = ours.acquire_timeout(Duration::from_secs(3)).await;
+    assert!(
+        next.is_ok(),
+        "our semaphore kept the dead holder's permit: {next:?}"
+    );
+}
+
+/// The lesson's enqueue: a put of a fresh key `<name>/<unix nanos>`. Its
+/// caller, when the reply does not come, can only send it again — or not.
+// ANCHOR: lesson_enqueue
+async fn lesson_enqueue(client: &Client, name: &str, value: &str) -> bool {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let key = format!("{name}/{nanos}");
+    client.clone().put(key, value, None).await.is_ok()
+}
+// ANCHOR_END: lesson_enqueue
+
+/// How many keys are under `prefix`.
+async fn items_under(client: &Client, prefix: &str) -> usize {
+    let options = GetOptions::new().with_prefix().with_count_only();
+    let count = client
+        .clone()
+        .get(prefix, Some(options))
+        .await
+        .unwrap()
+        .count();
+    usize::try_from(count).unwrap()
+}
+
+/// The link loses an enqueue's reply: the request reaches etcd and is
+/// applied, the reply is dropped on the way back, and the client gives up
+/// waiting. The lesson's caller sends the enqueue again and the queue
+/// holds the item twice (or more). Our enqueue, through the same link, settles the
+/// lost reply by its fence and adds the item once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lessons_enqueue_sent_again_after_a_lost_reply_adds_the_item_twice() {
+    let etcd = testkit::shared_etcd().unwrap();
+    let link = testkit::TcpProxy::start(etcd.client_addrs()[0]).unwrap();
+    let lossy = EtcdConfig::new([link.addr().to_string()])
+        .request_timeout(Duration::from_millis(1500))
+        .connect()
+        .await
+        .unwrap();
+    let direct = client().await;
+    // Connected before the faults: the requests below go out at once.
+    assert_eq!(items_under(&lossy, "lesson-twice/").await, 0);
+
+    let first = tokio::spawn({
+        let lossy = lossy.clone();
+        async move { lesson_enqueue(&lossy, "lesson-twice", "pay invoice 9").await }
+    });
+    lose_the_reply(&link).await;
+    assert!(!first.await.unwrap(), "the reply came: nothing was lost");
+    assert_eq!(items_under(&direct, "lesson-twice/").await, 1, "applied");
+    // The caller cannot know that, and sends it again until it hears back
+    // (each unanswered try may have been applied too).
+    while !lesson_enqueue(&lossy, "lesson-twice", "pay invoice 9").await {}
+    let copies = items_under(&direct, "lesson-twice/").await;
+    assert!(copies >= 2, "the lesson's retry did not double the item");
+
+    let ours = Queue::new(lossy, "ours-once").unwrap();
+    let enqueued = tokio::spawn(async move { ours.enqueue("pay invoice 9").await });
+    lose_the_reply(&link).await;
+    enqueued.await.unwrap().unwrap();
+    assert_eq!(items_under(&direct, "ours-once/").await, 1);
+}
+
+/// Slows the link so that a request sent now reaches etcd after 400 ms,
+/// and its reply, 400 ms on its way back, is dropped when the link goes
+/// dark at 600 ms; two seconds later, past the client's request timeout,
+/// the link heals on fresh connections.
+async fn lose_the_reply(link: &testkit::TcpProxy) {
+    link.delay(Duration::from_millis(400), Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    link.blackhole();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    link.heal();
+    link.reset_connections();
+}
+
+/// The lesson's Redis lock: `SET key token NX PX ttl`, and an unlock that
+/// deletes the key only while it still holds our token.
+// ANCHOR: lesson_redis_lock
+async fn lesson_redis_lock(
+    redis: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    token: &str,
+    ttl: Duration,
+) -> redis::RedisResult<bool> {
+    let set: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg(token)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl.as_millis().to_string())
+        .query_async(redis)
+        .await?;
+    Ok(set.is_some())
+}
+
+async fn lesson_redis_unlock(
+    redis: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    token: &str,
+) -> redis::RedisResult<bool> {
+    let only_ours = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+         return redis.call('DEL', KEYS[1]) else return 0 end",
+    );
+    let deleted: i64 = only_ours.key(key).arg(token).invoke_async(redis).await?;
+    Ok(deleted == 1)
+}
+// ANCHOR_END: lesson_redis_lock
+
+/// A holder stops for longer than its lease (a pause, a stalled VM); the
+/// next client takes the lock and writes the report; the first wakes and
+/// writes too. With the lesson's lock nothing tells the first that it is
+/// late: its write lands over the new holder's. With ours the write
+/// carries the lock's fencing token, and the store refuses the stale one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lessons_redis_lock_lets_a_paused_holder_overwrite_the_next() {
+    const LEASE: Duration = Duration::from_millis(300);
+    let server = testkit::shared_redis().unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut a = client.get_multiplexed_async_connection().await.unwrap();
+    let mut b = client.get_multiplexed_async_connection().await.unwrap();
+    assert!(
+        lesson_redis_lock(&mut a, "lesson-report-lock", "a", LEASE)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(LEASE * 2).await; // A stops, past its lease
+    assert!(
+        lesson_redis_lock(&mut b, "lesson-report-lock", "b", LEASE * 10)
+            .await
+            .unwrap()
+    );
+    let write =
+        |value: &'static str| redis::cmd("SET").arg("lesson-report").arg(value).clone();
+    let _: () = write("B's report").query_async(&mut b).await.unwrap();
+    let _: () = write("A's report").query_async(&mut a).await.unwrap(); // A wakes
+    let report: String = redis::cmd("GET")
+        .arg("lesson-report")
+        .query_async(&mut b)
+        .await
+        .unwrap();
+    assert_eq!(report, "A's report", "the lesson's late holder was stopped");
+    // The compare-and-delete does keep A from releasing B's lock.
+    assert!(
+        !lesson_redis_unlock(&mut a, "lesson-report-lock", "a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        lesson_redis_unlock(&mut b, "lesson-report-lock", "b")
+            .await
+            .unwrap()
+    );
+
+    let config = RedisConfig::new(server.url());
+    let lock = RedisLock::connect(&config, "our-report-lock")
+        .await
+        .unwrap()
+        .ttl(LEASE)
+        .unwrap()
+        .watchdog(false);
+    let store = FencedStore::new(config.connect().await.unwrap(), "our-report");
+    let first = lock.lock().await.unwrap();
+    tokio::time::sleep(LEASE * 2).await; // A stops, past its lease
+    let second = lock.lock_timeout(Duration::from_secs(2)).await.unwrap();
+    assert!(
+        store
+            .write(second.fencing_token(), "B's report")
+            .await
+            .unwrap()
+    );
+    let late = store
+        .write(first.fencing_token(), "A's report")
+        .await
+        .unwrap();
+    assert!(!late, "the store took the late holder's write");
+    assert_eq!(store.read().await.unwrap().as_deref(), Some("B's report"));
+    second.unlock().await.unwrap();
 }

@@ -90,6 +90,7 @@ impl Barrier {
     /// # Cancel safety
     ///
     /// Safe; dropping the future cancels the watch.
+    // ANCHOR: wait
     #[instrument(level = "debug", skip(self), fields(key = %self.key))]
     pub async fn wait(&self) -> Result<(), EtcdError> {
         let now = self.client.retried_get(self.key.as_str(), None).await?;
@@ -105,4 +106,5 @@ impl Barrier {
         )
         .await
     }
+    // ANCHOR_END: wait
 }
