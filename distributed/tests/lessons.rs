@@ -471,14 +471,14 @@ async fn items_under(client: &Client, prefix: &str) -> usize {
 /// The link loses an enqueue's reply: the request reaches etcd and is
 /// applied, the reply is dropped on the way back, and the client gives up
 /// waiting. The lesson's caller sends the enqueue again and the queue
-/// holds the item twice (or more). Our enqueue, through the same link, settles the
-/// lost reply by its fence and adds the item once.
+/// holds the item twice (or more). Our enqueue, through the same link,
+/// settles the lost reply by its fence and adds the item once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lessons_enqueue_sent_again_after_a_lost_reply_adds_the_item_twice() {
     let etcd = testkit::shared_etcd().unwrap();
     let link = testkit::TcpProxy::start(etcd.client_addrs()[0]).unwrap();
     let lossy = EtcdConfig::new([link.addr().to_string()])
-        .request_timeout(Duration::from_millis(1500))
+        .request_timeout(REQUEST_TIMEOUT)
         .connect()
         .await
         .unwrap();
@@ -490,31 +490,40 @@ async fn the_lessons_enqueue_sent_again_after_a_lost_reply_adds_the_item_twice()
         let lossy = lossy.clone();
         async move { lesson_enqueue(&lossy, "lesson-twice", "pay invoice 9").await }
     });
-    lose_the_reply(&link).await;
+    lose_the_reply(&link, &direct, "lesson-twice/").await;
     assert!(!first.await.unwrap(), "the reply came: nothing was lost");
-    assert_eq!(items_under(&direct, "lesson-twice/").await, 1, "applied");
-    // The caller cannot know that, and sends it again until it hears back
-    // (each unanswered try may have been applied too).
+    // The caller cannot know that the enqueue was applied, and sends it
+    // again until it hears back (each unanswered try may be applied too).
     while !lesson_enqueue(&lossy, "lesson-twice", "pay invoice 9").await {}
     let copies = items_under(&direct, "lesson-twice/").await;
     assert!(copies >= 2, "the lesson's retry did not double the item");
 
     let ours = Queue::new(lossy, "ours-once").unwrap();
+    // Connected again, and past the queue's first reads, before the fault.
+    ours.enqueue("warm-up").await.unwrap();
+    assert_eq!(ours.dequeue().await.unwrap(), b"warm-up");
     let enqueued = tokio::spawn(async move { ours.enqueue("pay invoice 9").await });
-    lose_the_reply(&link).await;
+    lose_the_reply(&link, &direct, "ours-once/").await;
     enqueued.await.unwrap().unwrap();
     assert_eq!(items_under(&direct, "ours-once/").await, 1);
 }
 
-/// Slows the link so that a request sent now reaches etcd after 400 ms,
-/// and its reply, 400 ms on its way back, is dropped when the link goes
-/// dark at 600 ms; two seconds later, past the client's request timeout,
-/// the link heals on fresh connections.
-async fn lose_the_reply(link: &testkit::TcpProxy) {
-    link.delay(Duration::from_millis(400), Duration::ZERO);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+/// How long the lossy client waits for a reply.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Slows the link by a second each way, waits (on a direct connection)
+/// until the enqueue under `prefix` has been applied, and cuts the link
+/// while its reply is still on the way back. Past the client's request
+/// timeout, the link heals on fresh connections.
+async fn lose_the_reply(link: &testkit::TcpProxy, direct: &Client, prefix: &str) {
+    link.delay(Duration::from_secs(1), Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while items_under(direct, prefix).await == 0 {
+        assert!(Instant::now() < deadline, "the enqueue never reached etcd");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     link.blackhole();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(REQUEST_TIMEOUT).await;
     link.heal();
     link.reset_connections();
 }
