@@ -246,6 +246,9 @@ async fn the_lessons_leader_keeps_working_after_losing_leadership() {
 
         c.clone().delete(leader.key, None).await.unwrap();
         let _bob_leads = bob.campaign("bob").await.unwrap();
+        // Alice hears of the delete about when Bob does; a step of work
+        // may still be under way then.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let alice_beside_bob =
             work_during(&alice_work, Duration::from_millis(300)).await;
         if ours {
