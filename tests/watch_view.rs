@@ -29,6 +29,15 @@ async fn session() -> Session {
 }
 
 /// Waits until `name` holds `count` keys (besides fences).
+/// The values of a snapshot's queue items, in the order they will be taken.
+fn item_values(seen: &model::Snapshot) -> Vec<&str> {
+    seen.keys
+        .iter()
+        .filter(|k| k.role == Role::Item)
+        .map(|k| k.value.as_str())
+        .collect()
+}
+
 async fn until_keys(client: &Client, name: &str, count: usize) -> model::Snapshot {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -158,12 +167,7 @@ async fn a_work_queue_shows_its_items_and_the_claim() {
     let c = client().await;
     let seen = snapshot(&c, name, None).await.unwrap();
     assert_eq!(seen.recipe, Recipe::WorkQueue);
-    let items: Vec<&str> = seen
-        .keys
-        .iter()
-        .filter(|k| k.role == Role::Item)
-        .map(|k| k.value.as_str())
-        .collect();
+    let items = item_values(&seen);
     assert_eq!(items, ["one", "two", "three"]);
     let claims: Vec<&model::KeyView> =
         seen.keys.iter().filter(|k| k.role == Role::Claim).collect();
@@ -402,12 +406,7 @@ async fn a_queue_shows_its_items_in_taking_order_and_the_receipts() {
     assert_eq!(queue.dequeue().await.unwrap(), b"a");
     let seen = snapshot(&client().await, name, None).await.unwrap();
     assert_eq!(seen.recipe, Recipe::Queue);
-    let items: Vec<&str> = seen
-        .keys
-        .iter()
-        .filter(|k| k.role == Role::Item)
-        .map(|k| k.value.as_str())
-        .collect();
+    let items = item_values(&seen);
     assert_eq!(items, ["b", "c", "d"]);
     assert!(
         seen.keys
